@@ -1,0 +1,41 @@
+# imagejobs: `make run` starts the whole stack; `make test` passes the tests. Both set up first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-unit demo bench soak lint clean
+
+$(STAMP): pyproject.toml
+	bash deploy/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+deploy/kafka/lib/.complete: deploy/kafka/pom.xml $(STAMP)
+	$(PY) -m shared.devstack setup
+
+setup: $(STAMP) deploy/kafka/lib/.complete
+
+run: setup
+	$(PY) -m shared.devstack run
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+demo: setup
+	$(PY) -m shared.demo
+
+bench: setup
+	$(PY) -m tests.bench.pipeline
+
+lint: setup
+	$(PY) -m ruff check shared services tests
+
+clean:
+	rm -rf .state

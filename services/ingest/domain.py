@@ -1,0 +1,133 @@
+"""Validation of a submitted job: pure functions, no I/O; the clock is a parameter.
+
+`validate_submission(body, now, tz, limits)` returns a `Submission` or raises
+`InvalidSubmission` whose message names the offending field (it becomes the 400 body).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from shared.events import Visit
+
+MAX_URL_LENGTH = 2048
+MAX_STORE_ID_LENGTH = 64
+_TIME_OF_DAY = re.compile(r"^\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$")
+
+
+class InvalidSubmission(ValueError):
+    """The body breaks a rule; `str()` is the client-facing message naming the field."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_images: int = 10_000
+    max_schedule_days: int = 366
+
+
+@dataclass(frozen=True)
+class Submission:
+    scheduled_time: datetime  # UTC
+    visits: tuple[Visit, ...]
+
+    @property
+    def total_images(self) -> int:
+        return sum(len(v.image_urls) for v in self.visits)
+
+
+def validate_submission(body: Any, now: datetime, tz: ZoneInfo, limits: Limits = Limits()) -> Submission:
+    if not isinstance(body, dict):
+        raise InvalidSubmission("body must be a JSON object")
+    count = body.get("count")
+    if "count" not in body:
+        raise InvalidSubmission("count: required")
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise InvalidSubmission("count: must be an integer")
+    visits_raw = body.get("visits")
+    if not isinstance(visits_raw, list) or not visits_raw:
+        raise InvalidSubmission("visits: must be a non-empty list")
+    if count != len(visits_raw):
+        raise InvalidSubmission(f"count: {count} does not match the number of visits ({len(visits_raw)})")
+    visits = tuple(_visit(v, i) for i, v in enumerate(visits_raw))
+    total = sum(len(v.image_urls) for v in visits)
+    if total > limits.max_images:
+        raise InvalidSubmission(f"visits: {total} images exceed the limit of {limits.max_images} per job")
+    scheduled = resolve_scheduled_time(body.get("scheduled_time"), now, tz)
+    if scheduled - now > timedelta(days=limits.max_schedule_days):
+        raise InvalidSubmission(
+            f"scheduled_time: more than {limits.max_schedule_days} days ahead")
+    return Submission(scheduled_time=scheduled, visits=visits)
+
+
+def _visit(raw: Any, i: int) -> Visit:
+    where = f"visits[{i}]"
+    if not isinstance(raw, dict):
+        raise InvalidSubmission(f"{where}: must be an object")
+    store_id = raw.get("store_id")
+    if not isinstance(store_id, str) or not store_id.strip():
+        raise InvalidSubmission(f"{where}.store_id: must be a non-empty string")
+    if len(store_id) > MAX_STORE_ID_LENGTH:
+        raise InvalidSubmission(f"{where}.store_id: longer than {MAX_STORE_ID_LENGTH} characters")
+    urls = raw.get("image_url")
+    if not isinstance(urls, list) or not urls:
+        raise InvalidSubmission(f"{where}.image_url: must be a non-empty list of URLs")
+    for j, url in enumerate(urls):
+        if not is_http_url(url):
+            raise InvalidSubmission(f"{where}.image_url[{j}]: must be an absolute http or https URL")
+    visit_time = raw.get("visit_time")
+    if "visit_time" not in raw:
+        raise InvalidSubmission(f"{where}.visit_time: required")
+    if not isinstance(visit_time, str) or not is_visit_time(visit_time):
+        raise InvalidSubmission(f"{where}.visit_time: must be a time (HH:MM[:SS]) or an ISO-8601 date-time")
+    return Visit(store_id=store_id.strip(), image_urls=tuple(urls), visit_time=visit_time)
+
+
+def is_http_url(url: Any) -> bool:
+    if not isinstance(url, str) or len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        return False
+    del port
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def is_visit_time(value: str) -> bool:
+    if _TIME_OF_DAY.match(value):
+        try:
+            time.fromisoformat(value)
+            return True
+        except ValueError:
+            return False
+    return _parse_datetime(value) is not None
+
+
+def _parse_datetime(value: str) -> datetime | None:
+    if len(value) > 64 or "T" not in value.upper() and " " not in value and len(value) != 10:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def resolve_scheduled_time(value: Any, now: datetime, tz: ZoneInfo) -> datetime:
+    """The UTC instant to run at: offsets honoured, naive read in `tz`, absent or past is `now`."""
+    if value is None:
+        return now.astimezone(UTC)
+    if not isinstance(value, str):
+        raise InvalidSubmission("scheduled_time: must be an ISO-8601 date-time string")
+    parsed = _parse_datetime(value.strip())
+    if parsed is None:
+        raise InvalidSubmission("scheduled_time: must be an ISO-8601 date-time, e.g. 2025-02-16T10:57:00+05:30")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    instant = parsed.astimezone(UTC)
+    return max(instant, now.astimezone(UTC))

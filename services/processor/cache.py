@@ -1,0 +1,61 @@
+"""Per-URL dimension cache with a TTL, coalescing concurrent lookups of the same URL.
+
+The same image URL in many visits or jobs is downloaded once per TTL. Only successes are
+cached: a failure may be transient, and a permanent one is cheap to find again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from services.processor.domain import Size
+
+
+class DimensionCache:
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Size]] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[Size]] = {}
+        self.hits = 0
+
+    def get(self, url: str) -> Size | None:
+        entry = self._entries.get(url)
+        if entry is None or entry[0] < self._clock():
+            self._entries.pop(url, None)
+            return None
+        self._entries.move_to_end(url)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, url: str, size: Size) -> None:
+        if self.ttl_s <= 0:
+            return
+        self._entries[url] = (self._clock() + self.ttl_s, size)
+        self._entries.move_to_end(url)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    async def get_or_load(self, url: str, load: Callable[[], Awaitable[Size]]) -> Size:
+        cached = self.get(url)
+        if cached is not None:
+            return cached
+        if url in self._in_flight:
+            return await asyncio.shield(self._in_flight[url])
+        future: asyncio.Future[Size] = asyncio.get_running_loop().create_future()
+        self._in_flight[url] = future
+        try:
+            size = await load()
+            self.put(url, size)
+            future.set_result(size)
+            return size
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._in_flight[url]

@@ -1,0 +1,70 @@
+"""The processor's pure rules: measuring an image, the simulated GPU delay, error classes."""
+
+from __future__ import annotations
+
+import io
+import random
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+
+class ImageError(Exception):
+    """The image cannot be processed; `str()` is the per-image reason. `transient` retries."""
+
+    def __init__(self, reason: str, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class Size:
+    width: int
+    height: int
+
+    @property
+    def perimeter(self) -> int:
+        return 2 * (self.width + self.height)
+
+
+def measure(data: bytes, max_pixels: int) -> Size:
+    """Width and height from the image's header; refuses bombs, unknown and truncated files."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(f"image too large: {width}x{height} pixels exceeds {max_pixels}")
+                if image.format == "PNG":
+                    image.verify()  # walks every chunk: catches truncation and bad CRCs
+                elif image.format == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+                    raise ImageError("corrupt or truncated image: JPEG has no end-of-image marker")
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt or truncated image: {exc}") from None
+    if width <= 0 or height <= 0:
+        raise ImageError("image has no pixels")
+    return Size(width, height)
+
+
+def parse_gpu_delay(spec: str) -> tuple[float, float]:
+    """'100-400' -> (0.1, 0.4) seconds; '250' -> (0.25, 0.25); '0' or '' -> off."""
+    spec = spec.strip()
+    if not spec or spec == "0":
+        return (0.0, 0.0)
+    low, _, high = spec.partition("-")
+    lo, hi = float(low), float(high or low)
+    if lo < 0 or hi < lo:
+        raise ValueError(f"PROCESSOR_GPU_DELAY_MS must be LOW-HIGH with 0 <= LOW <= HIGH, not {spec!r}")
+    return (lo / 1000, hi / 1000)
+
+
+def gpu_delay(bounds: tuple[float, float], rng: random.Random) -> float:
+    return rng.uniform(*bounds) if bounds[1] > 0 else 0.0

@@ -1,0 +1,122 @@
+"""Downloading images: one shared aiohttp session, deadlines, a byte cap, manual redirects
+(each hop checked for SSRF), and retries with exponential backoff and jitter for transient
+failures (connect errors, timeouts, 5xx, 429). Permanent failures fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from services.processor.domain import ImageError
+from services.processor.ssrf import AddressNotAllowed, GuardedResolver, check_url_host
+from shared.metrics import latency_histogram
+
+DOWNLOAD_LATENCY = latency_histogram("imagejobs_processor_download_seconds", "Image download time")
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int
+    connect_timeout_s: float
+    total_timeout_s: float
+    max_redirects: int
+    attempts: int
+    retry_base_s: float
+    allow_private: bool
+
+
+class Fetcher:
+    def __init__(self, limits: FetchLimits) -> None:
+        self.limits = limits
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.limits.allow_private),
+                                         limit=256, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.limits.connect_timeout_s),
+            headers={"User-Agent": "imagejobs/1.0"}, auto_decompress=False,
+        )
+
+    async def close(self) -> None:
+        if self._session:
+            await self._session.close()
+
+    async def fetch(self, url: str) -> bytes:
+        """The body at `url`, retrying transient failures; raises ImageError with the reason."""
+        for attempt in range(1, self.limits.attempts + 1):
+            try:
+                started = time.perf_counter()
+                async with asyncio.timeout(self.limits.total_timeout_s):
+                    data = await self._fetch_once(url)
+                DOWNLOAD_LATENCY.observe(time.perf_counter() - started)
+                return data
+            except ImageError as exc:
+                if not exc.transient or attempt == self.limits.attempts:
+                    raise
+            except TimeoutError:
+                if attempt == self.limits.attempts:
+                    raise ImageError(f"download timed out after {self.limits.total_timeout_s:g}s "
+                                     f"({attempt} attempts)") from None
+            delay = self.limits.retry_base_s * 2 ** (attempt - 1)
+            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+        raise AssertionError("unreachable")
+
+    async def _fetch_once(self, url: str) -> bytes:
+        assert self._session is not None
+        current = URL(url)
+        for _ in range(self.limits.max_redirects + 1):
+            try:
+                check_url_host(current.host or "", self.limits.allow_private)
+                async with self._session.get(current, allow_redirects=False) as response:
+                    if response.status in (301, 302, 303, 307, 308):
+                        location = response.headers.get("Location")
+                        if not location:
+                            raise ImageError(f"HTTP {response.status} without a Location")
+                        current = current.join(URL(location))
+                        if current.scheme not in ("http", "https"):
+                            raise ImageError(f"redirect to a non-http URL: {current.scheme}")
+                        continue
+                    _raise_for_status(response.status)
+                    return await self._read_capped(response)
+            except AddressNotAllowed as exc:
+                raise ImageError(str(exc)) from None
+            except aiohttp.ClientConnectorError as exc:
+                cause = exc.os_error if hasattr(exc, "os_error") else None
+                if isinstance(cause, AddressNotAllowed):
+                    raise ImageError(str(cause)) from None
+                raise ImageError(f"connection failed: {exc.os_error}", transient=True) from None
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                    aiohttp.ClientOSError) as exc:
+                raise ImageError(f"connection error: {type(exc).__name__}: {exc}", transient=True) from None
+            except aiohttp.ClientError as exc:
+                raise ImageError(f"download failed: {type(exc).__name__}: {exc}") from None
+        raise ImageError(f"too many redirects (more than {self.limits.max_redirects})")
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        declared = response.content_length
+        if declared is not None and declared > self.limits.max_bytes:
+            raise ImageError(f"image too large: {declared} bytes exceeds {self.limits.max_bytes}")
+        chunks, size = [], 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self.limits.max_bytes:
+                raise ImageError(f"image too large: more than {self.limits.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _raise_for_status(status: int) -> None:
+    if status == 200:
+        return
+    if status >= 500 or status in (408, 429):
+        raise ImageError(f"HTTP {status} from the image server", transient=True)
+    raise ImageError(f"HTTP {status} from the image server")

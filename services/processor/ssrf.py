@@ -1,0 +1,58 @@
+"""Outbound safety: which addresses the processor may connect to (pure), and an aiohttp
+resolver that enforces it on every connection, redirects included.
+
+aiohttp connects only to addresses its resolver returns, so filtering there checks the
+address actually connected to (no DNS-rebinding gap between check and connect). IP literals
+bypass resolvers in aiohttp, so `check_url_host` checks them before each request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
+
+
+class AddressNotAllowed(OSError):
+    pass
+
+
+def address_allowed(address: str, allow_private: bool) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return False
+    if allow_private:
+        return True
+    return ip.is_global and not (ip.is_loopback or ip.is_link_local or ip.is_private)
+
+
+def check_url_host(host: str, allow_private: bool) -> None:
+    try:
+        literal = host.strip("[]")
+        ipaddress.ip_address(literal.split("%")[0])
+    except ValueError:
+        return  # a name: the resolver checks what it resolves to
+    if not address_allowed(literal, allow_private):
+        raise AddressNotAllowed(f"address not allowed: {host}")
+
+
+class GuardedResolver(AbstractResolver):
+    def __init__(self, allow_private: bool) -> None:
+        self._inner = ThreadedResolver()
+        self._allow_private = allow_private
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+        resolved = await self._inner.resolve(host, port, family)
+        allowed = [r for r in resolved if address_allowed(r["host"], self._allow_private)]
+        if not allowed:
+            raise AddressNotAllowed(
+                f"address not allowed: {host} resolves to {resolved[0]['host'] if resolved else 'nothing'}")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()

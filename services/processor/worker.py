@@ -1,0 +1,142 @@
+"""The processor's consumer loop: many tasks at once (bounded), offsets committed only up to
+the lowest task still in flight, after its result row and outcome event are durable.
+
+On rebalance or SIGTERM it stops fetching, lets in-flight tasks finish (bounded), commits,
+and only then gives partitions up, so nothing is lost and nothing is processed twice in
+effect (a task that did run twice finds its result row and re-emits the same outcome).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from services.processor.cache import DimensionCache
+from services.processor.domain import parse_gpu_delay
+from services.processor.fetch import Fetcher, FetchLimits
+from services.processor.handlers import Deps, process
+from services.processor.offsets import OffsetTracker
+from services.processor.settings import ProcessorSettings
+from services.processor.stores import StoreDirectory
+from shared.dlq import send_to_dlq
+from shared.events import ImageTask, decode_event, encode_event
+from shared.kafka import consumer_options
+from shared.metrics import EVENTS_CONSUMED
+from shared.runtime import Runtime, retry_forever
+
+log = logging.getLogger(__name__)
+GROUP = "imagejobs-processor"
+DRAIN_TIMEOUT_S = 30.0
+
+
+class ProcessorWorker(ConsumerRebalanceListener):
+    def __init__(self, settings: ProcessorSettings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        s = settings
+        self.fetcher = Fetcher(FetchLimits(
+            s.image_max_bytes, s.image_connect_timeout_s, s.image_total_timeout_s,
+            s.image_max_redirects, s.image_attempts, s.image_retry_base_s,
+            s.image_allow_private_networks))
+        self.deps = Deps(runtime, self.fetcher, DimensionCache(s.image_cache_ttl_s, s.image_cache_size),
+                         StoreDirectory(runtime), parse_gpu_delay(s.processor_gpu_delay_ms),
+                         s.image_max_pixels, random.Random())
+        self.tracker = OffsetTracker()
+        self.slots = asyncio.Semaphore(s.processor_concurrency)
+        self.consumer: AIOKafkaConsumer | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[None] | None = None
+        self.consuming = False
+
+    async def start(self) -> None:
+        await self.fetcher.start()
+        self._main = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Graceful: stop fetching, finish in-flight tasks, commit, leave the group."""
+        if self._main:
+            self._main.cancel()
+            await asyncio.gather(self._main, return_exceptions=True)
+        await self._drain(None)
+        if self.consumer:
+            await self._commit()
+            await self.consumer.stop()
+        await self.fetcher.close()
+
+    async def _run(self) -> None:
+        await self.runtime.connected.wait()
+        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, GROUP, "processor"))  # type: ignore[arg-type]
+        await retry_forever("starting the processor consumer", self.consumer.start)
+        self.consumer.subscribe([self.settings.topics.tasks], listener=self)
+        self.consuming = True
+        committer = asyncio.create_task(self._commit_periodically())
+        try:
+            while True:
+                batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.processor_concurrency)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self.slots.acquire()
+                        self.tracker.started(tp, record.offset)
+                        task = asyncio.create_task(self._handle(tp, record))
+                        self._inflight.add(task)
+                        task.add_done_callback(self._inflight.discard)
+        finally:
+            committer.cancel()
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            await retry_forever("processing a task", lambda: self._process_record(record))
+            self.tracker.finished(tp, record.offset)
+        finally:
+            self.slots.release()
+
+    async def _process_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            task = decode_event(record.value)
+            if not isinstance(task, ImageTask):
+                raise ValueError(f"expected ImageTask, got {task.type}")
+        except ValueError as exc:
+            await send_to_dlq(self.runtime.producer, self.settings.topics.dlq, "processor",
+                              record, f"undecodable: {exc}")
+            return
+        EVENTS_CONSUMED.labels("processor", "ImageTask").inc()
+        outcome = await process(task, self.deps)
+        await self.runtime.producer.send_and_wait(self.settings.topics.results, encode_event(outcome),
+                                                  key=str(outcome.job_id).encode())
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        offsets = self.tracker.committable()
+        if not offsets or self.consumer is None:
+            return
+        assigned = self.consumer.assignment()
+        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - retried on the next tick; work is idempotent
+            log.warning("offset commit failed (%s); will retry", exc)
+
+    async def _drain(self, partitions: set[TopicPartition] | None) -> None:
+        deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT_S
+        while self.tracker.in_flight(partitions) and asyncio.get_running_loop().time() < deadline:  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if not revoked:
+            return
+        await self._drain(set(revoked))
+        await self._commit()
+        self.tracker.forget(set(revoked))  # type: ignore[arg-type]
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("processing partitions %s", sorted(tp.partition for tp in assigned))

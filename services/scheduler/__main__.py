@@ -1,0 +1,9 @@
+"""`python -m services.scheduler`: hold jobs until their time, then emit their tasks."""
+
+from services.scheduler.app import create_app
+from services.scheduler.settings import SchedulerSettings
+from shared.serve import serve
+
+if __name__ == "__main__":
+    settings = SchedulerSettings()
+    serve(create_app(settings), settings, settings.scheduler_port)

@@ -1,0 +1,9 @@
+"""`python -m services.status`: fold the event log into job statuses and serve them."""
+
+from services.status.app import create_app
+from services.status.settings import StatusSettings
+from shared.serve import serve
+
+if __name__ == "__main__":
+    settings = StatusSettings()
+    serve(create_app(settings), settings, settings.status_port)

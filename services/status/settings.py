@@ -1,0 +1,9 @@
+"""Status service settings."""
+
+from shared.settings import CommonSettings
+
+
+class StatusSettings(CommonSettings):
+    status_port: int = 8001
+    status_read_your_writes_wait_s: float = 5.0  # how long a miss waits for the view to catch up
+    api_keys: str = ""

@@ -1,0 +1,50 @@
+"""PostgreSQL helpers: the connection pool and the migration runner.
+
+Migrations are the plain SQL files in `shared/migrations`, applied in name order at
+service start-up under an advisory lock, each once (recorded in `schema_migrations`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).with_name("migrations")
+_LOCK_ID = 771_020_411  # any fixed number, the same in every service
+
+
+def make_pool(url: str, max_size: int = 10) -> AsyncConnectionPool:
+    """A pool that reconnects by itself; opened without waiting so start-up never blocks."""
+    return AsyncConnectionPool(
+        url, min_size=1, max_size=max_size, open=False, timeout=5.0,
+        kwargs={"autocommit": False, "connect_timeout": 3},
+        reconnect_timeout=0,  # keep trying for ever: the database may be restarting
+    )
+
+
+async def apply_migrations(url: str) -> list[str]:
+    """Apply pending migrations; returns the names applied now (idempotent)."""
+    applied: list[str] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=3) as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in await (await conn.execute("SELECT version FROM schema_migrations")).fetchall()}
+            for path in sorted(MIGRATIONS.glob("*.sql")):
+                if path.stem in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())  # type: ignore[arg-type]
+                    await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (path.stem,))
+                applied.append(path.stem)
+                log.info("applied migration %s", path.stem)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied

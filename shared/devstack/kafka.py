@@ -1,0 +1,193 @@
+"""A single-node Apache Kafka broker in KRaft mode, run from Maven Central jars on Java 17+.
+
+The data dir survives broker restarts (the fault tests restart it under load); the
+storage is formatted once, the first time the data dir is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.devstack.errors import LauncherError
+from shared.devstack.net import require_free_port, tail
+from shared.devstack.paths import KAFKA_LIB, KAFKA_POM
+
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.xml")
+
+
+def java_binary() -> str:
+    """The `java` to run the broker with: `$JAVA_HOME/bin/java`, else the one on PATH (17+)."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not candidate or not Path(candidate).exists():
+        raise LauncherError(
+            "Kafka needs Java 17 or newer, and no `java` was found: install it "
+            "(apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+        )
+    out = subprocess.run([candidate, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)', out.stderr + out.stdout)
+    if not match or int(match.group(1)) < 17:
+        raise LauncherError(
+            f"Kafka 4 needs Java 17 or newer, but {candidate} is "
+            f"{match.group(1) if match else 'unknown'}: install Java 17+ or set JAVA_HOME"
+        )
+    return candidate
+
+
+def ensure_jars() -> Path:
+    """Copy the broker's jars from Maven Central (cached in ~/.m2) into deploy/kafka/lib."""
+    marker = KAFKA_LIB / ".complete"
+    if marker.exists() and marker.stat().st_mtime >= KAFKA_POM.stat().st_mtime:
+        return KAFKA_LIB
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise LauncherError("Maven (`mvn`) is needed to fetch the Kafka jars: apt-get install maven")
+    shutil.rmtree(KAFKA_LIB, ignore_errors=True)
+    result = subprocess.run(
+        [mvn, "-B", "-q", "-f", str(KAFKA_POM), "dependency:copy-dependencies"],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        last = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise LauncherError("fetching the Kafka jars with Maven failed: " + " | ".join(last))
+    marker.touch()
+    return KAFKA_LIB
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass
+class KafkaBroker:
+    """One KRaft broker+controller on 127.0.0.1:`port` with its data under `data_dir`."""
+
+    port: int
+    controller_port: int
+    data_dir: Path
+    heap: str = "768m"
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def prepare(self) -> None:
+        """Write the config and format the log dir once (idempotent)."""
+        log_dirs = self.data_dir / "logs"
+        log_dirs.mkdir(parents=True, exist_ok=True)
+        self.properties_path.write_text(_server_properties(self, log_dirs))
+        if (log_dirs / "meta.properties").exists():
+            return
+        result = subprocess.run(
+            [*self._java_prefix(), "kafka.tools.StorageTool", "format",
+             "-t", _cluster_id(), "-c", str(self.properties_path), "--ignore-formatted"],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise LauncherError("formatting the Kafka log dir failed: " + result.stderr.strip()[-400:])
+
+    def command(self) -> list[str]:
+        return [*self._java_prefix(), "kafka.Kafka", str(self.properties_path)]
+
+    def _java_prefix(self) -> list[str]:
+        return [
+            java_binary(), "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            "-cp", f"{ensure_jars()}/*",
+        ]
+
+    def start(self) -> None:
+        """Start the broker as a child process logging to `log_path`."""
+        require_free_port(self.port, "Kafka", "KAFKA_PORT")
+        require_free_port(self.controller_port, "Kafka's controller", "KAFKA_CONTROLLER_PORT")
+        self.prepare()
+        log_path = self.log_path or self.data_dir / "broker.log"
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self, deadline_s: float = 60.0) -> None:
+        """Block until the broker answers a metadata request, or fail with its log tail."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.process is not None and self.process.poll() is not None:
+                raise LauncherError(
+                    f"Kafka exited with code {self.process.returncode} during start-up; "
+                    f"log tail:\n{tail(self.log_path or self.data_dir / 'broker.log')}"
+                )
+            if asyncio.run(answers_metadata(self.bootstrap)):
+                return
+            time.sleep(0.2)
+        raise LauncherError(
+            f"Kafka did not answer on {self.bootstrap} within {deadline_s:.0f}s; "
+            f"log tail:\n{tail(self.log_path or self.data_dir / 'broker.log')}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (a controlled shutdown), then SIGKILL after `timeout_s`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def answers_metadata(bootstrap: str) -> bool:
+    """True when a broker at `bootstrap` answers a metadata request with a live broker list."""
+    import logging
+
+    from aiokafka import AIOKafkaClient  # local import: keeps `--help` fast
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections are expected
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+    try:
+        await asyncio.wait_for(client.bootstrap(), 3)
+        return bool(client.cluster.brokers())
+    except Exception:  # any failure means "not yet"
+        return False
+    finally:
+        await client.close()
+
+
+def _server_properties(broker: KafkaBroker, log_dirs: Path) -> str:
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{broker.controller_port}",
+        f"listeners=PLAINTEXT://127.0.0.1:{broker.port},CONTROLLER://127.0.0.1:{broker.controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker.port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"log.dirs={log_dirs}",
+        "num.partitions=1",
+        "auto.create.topics.enable=false",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=10",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "log.retention.hours=168",
+        "",
+    ])

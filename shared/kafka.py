@@ -1,0 +1,80 @@
+"""Kafka helpers: the idempotent producer, topic creation, and consumer settings.
+
+Producers use `acks=all` and idempotence; consumers never auto-commit: each service commits
+(or stores) offsets only after its effect is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        request_timeout_ms=15000,
+        max_batch_size=256 * 1024,
+        retry_backoff_ms=200,
+    )
+
+
+def consumer_options(settings: CommonSettings, group_id: str | None, client_id: str) -> dict[str, object]:
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "group_id": group_id,
+        "client_id": client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 2000,
+        "max_poll_interval_ms": 300000,
+        "retry_backoff_ms": 200,
+    }
+
+
+def topic_specs(settings: CommonSettings) -> list[NewTopic]:
+    t, rf, n = settings.topics, settings.kafka_replication_factor, settings.kafka_partitions
+    return [
+        NewTopic(t.jobs, n, rf),
+        NewTopic(t.tasks, settings.kafka_tasks_partitions, rf),
+        NewTopic(t.results, n, rf),
+        NewTopic(t.status, n, rf, topic_configs={"cleanup.policy": "compact"}),
+        NewTopic(t.dlq, 1, rf),
+    ]
+
+
+async def ensure_topics(settings: CommonSettings) -> None:
+    """Create the topics that do not exist yet (any service may do it first)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another service won the race
+            log.info("created topics %s", [m.name for m in missing])
+        # Creation is asynchronous in the broker: wait until metadata lists every topic.
+        for _ in range(100):
+            if {s.name for s in topic_specs(settings)} <= set(await admin.list_topics()):
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()

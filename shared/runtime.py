@@ -1,0 +1,131 @@
+"""What every service runs on: a DB pool, an idempotent producer, retries until both are up,
+and the operational endpoints `/healthz`, `/readyz` and `/metrics`.
+
+Connections are made in the background with backoff, so a service starts (and answers
+`/healthz`) while Kafka or PostgreSQL are still coming up or restarting; `/readyz` says 503
+until both answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from shared.db import apply_migrations, make_pool
+from shared.kafka import ensure_topics, make_producer
+from shared.metrics import SERVICE_READY
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+async def retry_forever(what: str, op: Callable[[], Awaitable[object]], max_delay: float = 5.0) -> None:
+    """Run `op` until it succeeds, with exponential backoff; logs each failure once per attempt."""
+    delay = 0.2
+    while True:
+        try:
+            await op()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure is retried
+            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+class Runtime:
+    """Connections of one service process and the state of their readiness."""
+
+    def __init__(self, settings: CommonSettings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.connected = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
+        # Created in start(): aiokafka and psycopg objects belong to the running event loop.
+        self.pool: AsyncConnectionPool = None  # type: ignore[assignment]
+        self.producer: AIOKafkaProducer = None  # type: ignore[assignment]
+
+    async def start(self) -> None:
+        self.pool = make_pool(self.settings.database_url, self.settings.database_pool_max)
+        self.producer = make_producer(self.settings, self.service)
+        await self.pool.open(wait=False)
+        self._connect_task = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        await retry_forever("database migrations", lambda: apply_migrations(self.settings.database_url))
+        await retry_forever("creating Kafka topics", lambda: ensure_topics(self.settings))
+        await retry_forever("starting the Kafka producer", self._start_producer)
+        self.connected.set()
+        log.info("%s connected to Kafka and PostgreSQL", self.service)
+
+    async def _start_producer(self) -> None:
+        try:
+            await self.producer.start()
+        except Exception:
+            await self.producer.stop()
+            self.producer = make_producer(self.settings, self.service)
+            raise
+
+    async def stop(self) -> None:
+        if self._connect_task:
+            self._connect_task.cancel()
+        if self.connected.is_set():
+            await self.producer.stop()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def database_ok(self) -> bool:
+        try:
+            async with self.pool.connection(timeout=1.0) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False
+
+    async def kafka_ok(self) -> bool:
+        if not self.connected.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 1.5)
+            return bool(self.producer.client.cluster.brokers())
+        except Exception:  # noqa: BLE001
+            return False
+
+    async def readiness(self) -> dict[str, bool]:
+        kafka, database = await asyncio.gather(self.kafka_ok(), self.database_ok())
+        return {"kafka": kafka, "database": database}
+
+
+def ops_router(runtime: Runtime, extra_checks: Callable[[], dict[str, bool]] | None = None) -> APIRouter:
+    """`/healthz` (the process is alive), `/readyz` (its dependencies answer), `/metrics`."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok", "service": runtime.service}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 when Kafka and PostgreSQL answer, else 503 naming what is down."""
+        checks = await runtime.readiness()
+        if extra_checks:
+            checks.update(extra_checks())
+        ready = all(checks.values())
+        SERVICE_READY.labels(runtime.service).set(1 if ready else 0)
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

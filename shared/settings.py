@@ -1,0 +1,42 @@
+"""Settings shared by every service, read from environment variables (names fixed by DESIGN §5).
+
+Each service composes these with its own fields; settings are built once in `__main__`
+and passed down, never read from `os.environ` deep inside.
+"""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Kafka, PostgreSQL and logging settings every service needs."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = "imagejobs"
+    kafka_replication_factor: int = 1
+    kafka_tasks_partitions: int = 12
+    kafka_partitions: int = 6
+    database_url: str = "postgresql://imagejobs@127.0.0.1:5432/imagejobs"
+    database_pool_max: int = 10
+    default_timezone: str = "Asia/Kolkata"
+    log_level: str = "INFO"
+    log_json: bool = False
+    http_host: str = "127.0.0.1"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.kafka_topic_prefix)
+
+
+class Topics:
+    """Topic names under one prefix (tests use a unique prefix per stack)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.jobs = f"{prefix}.jobs"
+        self.tasks = f"{prefix}.tasks"
+        self.results = f"{prefix}.results"
+        self.status = f"{prefix}.status"
+        self.dlq = f"{prefix}.dlq"

@@ -1,0 +1,146 @@
+"""Real Kafka, real PostgreSQL and the real services as processes, for tests and benchmarks.
+
+Infrastructure starts once per session on free ports (so a running `make run` is never
+disturbed) with the launcher's own code; each service is a `python -m services.<name>`
+process with its environment; everything is stopped at the end, even when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.devstack.kafka import KafkaBroker
+from shared.devstack.net import free_port
+from shared.devstack.paths import PROJECT_ROOT
+from shared.devstack.postgres import PostgresServer
+
+
+@dataclass
+class Infra:
+    root: Path
+    kafka: KafkaBroker
+    pg: PostgresServer
+
+    @classmethod
+    def start(cls) -> Infra:
+        root = Path(tempfile.mkdtemp(prefix="imagejobs-test-"))
+        root.chmod(0o755)  # the postgres user must reach its data dir
+        kafka = KafkaBroker(free_port(), free_port(), root / "kafka", heap="512m")
+        kafka.data_dir.mkdir(parents=True)
+        pg = PostgresServer(free_port(), root / "postgres")
+        pg.start()
+        kafka.start()
+        try:
+            pg.wait_ready()
+            kafka.wait_ready()
+        except Exception:
+            cls(root, kafka, pg).stop()
+            raise
+        return cls(root, kafka, pg)
+
+    def stop(self) -> None:
+        for server in (self.kafka, self.pg):
+            if server.process and server.process.poll() is None:
+                server.process.kill()
+                server.process.wait()
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+PORT_SETTING = {"ingest": "INGEST_PORT", "status": "STATUS_PORT", "scheduler": "SCHEDULER_PORT",
+                "processor": "PROCESSOR_PORT", "sample_images": "SAMPLE_IMAGES_PORT"}
+
+
+@dataclass
+class Stack:
+    """The four services (and an image server) against one Infra, under one topic prefix."""
+
+    infra: Infra
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
+    env: dict[str, str] = field(default_factory=dict)
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    def base_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka.bootstrap,
+            "DATABASE_URL": self.infra.pg.url,
+            "KAFKA_TOPIC_PREFIX": self.prefix,
+            "IMAGE_ALLOW_PRIVATE_NETWORKS": "true",
+            "PROCESSOR_GPU_DELAY_MS": "0",
+            "IMAGE_RETRY_BASE_S": "0.05",
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+
+    def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> ServiceProcess:
+        port = free_port()
+        log_path = self.infra.root / f"{self.prefix}-{name}-{port}.log"
+        env = {**self.base_env(), PORT_SETTING[name]: str(port), **(extra_env or {})}
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=PROJECT_ROOT,
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+        service = ServiceProcess(name, port, proc, log_path)
+        self.processes.append(service)
+        return service
+
+    def wait_ready(self, service: ServiceProcess, deadline_s: float = 60.0) -> None:
+        path = "/healthz" if service.name == "sample_images" else "/readyz"
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
+            try:
+                if httpx.get(service.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{service.name} not ready in {deadline_s}s:\n{service.log_tail()}")
+
+    def start_all(self, processors: int = 1) -> dict[str, ServiceProcess]:
+        names = ["sample_images", "ingest", "scheduler", "status"] + ["processor"] * processors
+        started = [self.start_service(n) for n in names]
+        for service in started:
+            self.wait_ready(service)
+        return {s.name: s for s in started}
+
+    def stop(self) -> None:
+        for service in self.processes:
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        for service in self.processes:
+            service.stop()
