@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# pillow-simd compiles against the system's image libraries: rebuild it without pip's cache so
+	# a wheel cached before libwebp-dev/libjpeg-dev were installed cannot slip in without them.
+	$(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps pillow-simd
+	$(PY) -c "from PIL import features as f; missing = [c for c in ('jpg', 'zlib', 'webp') if not f.check(c)]; assert not missing, f'pillow-simd lacks {missing}: install libjpeg-dev zlib1g-dev libwebp-dev and rerun'"
 	touch $(STAMP)
 
 deploy/kafka/lib/.complete: deploy/kafka/pom.xml $(STAMP)

@@ -104,7 +104,8 @@ class Runtime:
         return {"kafka": kafka, "database": database}
 
 
-def ops_router(runtime: Runtime, extra_checks: Callable[[], dict[str, bool]] | None = None) -> APIRouter:
+def ops_router(runtime: Runtime, extra_checks: Callable[[], dict[str, bool]] | None = None,
+               details: Callable[[], dict[str, object]] | None = None) -> APIRouter:
     """`/healthz` (the process is alive), `/readyz` (its dependencies answer), `/metrics`."""
     router = APIRouter(tags=["operations"])
 
@@ -121,7 +122,10 @@ def ops_router(runtime: Runtime, extra_checks: Callable[[], dict[str, bool]] | N
             checks.update(extra_checks())
         ready = all(checks.values())
         SERVICE_READY.labels(runtime.service).set(1 if ready else 0)
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready, "checks": checks}
+        if details:
+            body.update(details())
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get("/metrics")
     async def metrics() -> Response:

@@ -52,6 +52,11 @@ class ProcessorWorker(ConsumerRebalanceListener):
         self._main: asyncio.Task[None] | None = None
         self.consuming = False
 
+    def details(self) -> dict[str, object]:
+        """For /readyz: the partitions this instance owns and the tasks it has in flight."""
+        assigned = self.consumer.assignment() if self.consumer and self.consuming else set()
+        return {"assigned_partitions": sorted(tp.partition for tp in assigned), "in_flight": self.tracker.in_flight()}
+
     async def start(self) -> None:
         await self.fetcher.start()
         self._main = asyncio.create_task(self._run())
