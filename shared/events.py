@@ -108,6 +108,7 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+_DICT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
 # (type, schema_version) -> function upgrading the raw dict one version; none needed yet.
 _UPCASTERS: dict[tuple[str, int], Any] = {}
@@ -115,11 +116,12 @@ _UPCASTERS: dict[tuple[str, int], Any] = {}
 
 def decode_event(raw: bytes) -> Any:
     """Parse bytes from a topic into an event; raises ValueError for anything else."""
-    data = TypeAdapter(dict[str, Any]).validate_json(raw)
-    key = (data.get("type"), data.get("schema_version", 1))
-    while key in _UPCASTERS:
-        data = _UPCASTERS[key](data)
+    data = _DICT.validate_json(raw)
+    while True:
         key = (data.get("type"), data.get("schema_version", 1))
+        if not (isinstance(key[0], str) and isinstance(key[1], int)) or key not in _UPCASTERS:
+            break  # a malformed envelope is left for the union to reject with a ValueError
+        data = _UPCASTERS[key](data)
     return _ADAPTER.validate_python(data)
 
 

@@ -30,7 +30,8 @@ def parse_stores(lines: Iterable[str]) -> list[tuple[str, str, str]]:
     if header is None or tuple(h.strip().lstrip("\ufeff") for h in header) != HEADER:
         raise BadStoreFile(f"line 1: header must be {','.join(HEADER)}")
     rows: dict[str, tuple[str, str, str]] = {}
-    for number, row in enumerate(reader, start=2):
+    for row in reader:
+        number = reader.line_num  # the file line the record ends on (names may span lines)
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != 3 or not row[2].strip():

@@ -129,5 +129,8 @@ def resolve_scheduled_time(value: Any, now: datetime, tz: ZoneInfo) -> datetime:
         raise InvalidSubmission("scheduled_time: must be an ISO-8601 date-time, e.g. 2025-02-16T10:57:00+05:30")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    instant = parsed.astimezone(UTC)
+    try:
+        instant = parsed.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 shifted past the calendar's edge
+        instant = datetime.max.replace(tzinfo=UTC) if parsed.year > 2000 else now
     return max(instant, now.astimezone(UTC))

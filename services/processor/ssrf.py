@@ -24,11 +24,15 @@ def address_allowed(address: str, allow_private: bool) -> bool:
     ip = ipaddress.ip_address(address.split("%")[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+    if ip.is_unspecified or ip.is_multicast:
         return False
-    if allow_private:
-        return True
-    return ip.is_global and not (ip.is_loopback or ip.is_link_local or ip.is_private)
+    if ip.is_loopback:
+        return allow_private  # before `reserved`: ipaddress counts ::1 as reserved
+    if ip.is_reserved:
+        return False
+    if ip.is_link_local or ip.is_private:
+        return allow_private
+    return ip.is_global
 
 
 def check_url_host(host: str, allow_private: bool) -> None:

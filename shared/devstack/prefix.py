@@ -1,4 +1,5 @@
-"""Run a command and prefix each of its output lines with a name: `prefix NAME -- CMD...`.
+"""Run a command and prefix each of its output lines with a name:
+`prefix NAME [--user USER] -- CMD...`.
 
 supervisord gives every program its own stdout; this makes `make run` read like
 `docker compose up`, one terminal with `name | line` from every process. Signals sent to the
@@ -13,8 +14,9 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    name, command = argv[0], argv[argv.index("--") + 1:]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    name, options, command = argv[0], argv[1:argv.index("--")], argv[argv.index("--") + 1:]
+    user = options[options.index("--user") + 1] if "--user" in options else None
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, user=user)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
     label = f"{name:<12}| ".encode()

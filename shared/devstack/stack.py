@@ -20,7 +20,7 @@ from shared.devstack.errors import LauncherError
 from shared.devstack.kafka import KafkaBroker, ensure_jars, java_binary
 from shared.devstack.net import require_free_port, wait_for_port
 from shared.devstack.paths import PROJECT_ROOT, state_dir
-from shared.devstack.postgres import PostgresServer, postgres_bindir
+from shared.devstack.postgres import PostgresServer, postgres_bindir, server_user
 
 
 @dataclass
@@ -57,7 +57,7 @@ def programs(kafka: KafkaBroker | None, pg: PostgresServer | None) -> list[Progr
     if kafka:
         progs.append(Program("kafka", kafka.command(), 10, {}))
     if pg:
-        progs.append(Program("postgres", pg.command(), 10, {}, stop_signal="INT"))
+        progs.append(Program("postgres", pg.command(), 10, {}, user=server_user(), stop_signal="INT"))
     progs += [
         Program("ingest", [py, "-m", "services.ingest"], 20, env),
         Program("scheduler", [py, "-m", "services.scheduler"], 20, env),
@@ -81,7 +81,8 @@ def supervisord_config(progs: list[Program], run_dir: Path) -> str:
         "[supervisorctl]", f"serverurl=unix://{run_dir}/supervisor.sock",
     ]
     for p in progs:
-        wrapped = [sys.executable, "-m", "shared.devstack.prefix", p.name, "--", *p.command]
+        as_user = ["--user", p.user] if p.user else []
+        wrapped = [sys.executable, "-m", "shared.devstack.prefix", p.name, *as_user, "--", *p.command]
         lines += [
             f"[program:{p.name}]",
             "command=" + " ".join(_quote(a) for a in wrapped),
@@ -147,20 +148,29 @@ def run() -> int:
     conf = run_dir / "supervisord.conf"
     conf.write_text(supervisord_config(programs(kafka, pg), run_dir))
     supervisor = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
-    signal.signal(signal.SIGINT, lambda *_: supervisor.send_signal(signal.SIGTERM))
-    signal.signal(signal.SIGTERM, lambda *_: supervisor.send_signal(signal.SIGTERM))
+
+    def stop(*_: object) -> None:
+        supervisor.send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
-        _wait_for_infra(kafka, pg, supervisor)
+        _wait_for_infra(kafka, pg)
         _after_infra_ready()
+        return supervisor.wait()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # supervisord is already stopping everything
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.wait()
+        return 0
     except LauncherError:
         supervisor.terminate()
         supervisor.wait()
         raise
-    return supervisor.wait()
 
 
-def _wait_for_infra(kafka: KafkaBroker | None, pg: PostgresServer | None,
-                    supervisor: subprocess.Popen[bytes]) -> None:
+def _wait_for_infra(kafka: KafkaBroker | None, pg: PostgresServer | None) -> None:
     started = time.monotonic()
     if pg:
         pg.wait_ready(deadline_s=60)

@@ -49,10 +49,12 @@ class Infra:
         return cls(root, kafka, pg)
 
     def stop(self) -> None:
-        for server in (self.kafka, self.pg):
-            if server.process and server.process.poll() is None:
-                server.process.kill()
-                server.process.wait()
+        """Kafka is killed outright (its data goes with the temp dir); PostgreSQL gets a fast
+        shutdown, which also ends its worker processes."""
+        if self.kafka.process and self.kafka.process.poll() is None:
+            self.kafka.process.kill()
+            self.kafka.process.wait()
+        self.pg.stop(timeout_s=15)
 
 
 @dataclass

@@ -1,0 +1,143 @@
+"""The in-memory schedule and task fan-out (services/scheduler/domain.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.scheduler.domain import Schedule, released, tasks_for
+from shared.events import JobSubmitted, Visit
+
+T0 = datetime(2025, 2, 16, 5, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_add_then_pop_when_due() -> None:
+    schedule, job = Schedule(), uuid4()
+    assert schedule.add(job, at(10), partition=0) is True
+    assert len(schedule) == 1
+    assert schedule.pop_due(at(9), limit=10) == []
+    assert schedule.pop_due(at(10), limit=10) == [job]
+    assert len(schedule) == 0
+    assert schedule.pop_due(at(100), limit=10) == []
+
+
+def test_add_same_job_twice_is_deduplicated() -> None:
+    schedule, job = Schedule(), uuid4()
+    assert schedule.add(job, at(5), 0) is True
+    assert schedule.add(job, at(1), 3) is False
+    assert len(schedule) == 1
+    assert schedule.next_due_at() == at(5)
+    assert schedule.pop_due(at(1), 10) == []
+    assert schedule.pop_due(at(5), 10) == [job]
+
+
+def test_job_can_be_added_again_after_it_was_popped() -> None:
+    schedule, job = Schedule(), uuid4()
+    schedule.add(job, at(0), 0)
+    assert schedule.pop_due(at(0), 10) == [job]
+    assert schedule.add(job, at(3), 0) is True
+    assert schedule.pop_due(at(3), 10) == [job]
+
+
+def test_pop_due_is_earliest_first() -> None:
+    schedule = Schedule()
+    jobs = {m: uuid4() for m in (30, 10, 20, 0, 40)}
+    for minutes, job in jobs.items():
+        schedule.add(job, at(minutes), 0)
+    assert schedule.pop_due(at(30), 10) == [jobs[0], jobs[10], jobs[20], jobs[30]]
+    assert schedule.pop_due(at(1000), 10) == [jobs[40]]
+
+
+def test_pop_due_respects_limit() -> None:
+    schedule = Schedule()
+    jobs = [uuid4() for _ in range(5)]
+    for i, job in enumerate(jobs):
+        schedule.add(job, at(i), 0)
+    assert schedule.pop_due(at(100), limit=2) == jobs[:2]
+    assert schedule.pop_due(at(100), limit=2) == jobs[2:4]
+    assert schedule.pop_due(at(100), limit=2) == jobs[4:]
+    assert schedule.pop_due(at(100), limit=0) == []
+
+
+def test_next_due_at() -> None:
+    schedule = Schedule()
+    assert schedule.next_due_at() is None
+    a, b = uuid4(), uuid4()
+    schedule.add(a, at(7), 0)
+    schedule.add(b, at(3), 1)
+    assert schedule.next_due_at() == at(3)
+    schedule.pop_due(at(3), 10)
+    assert schedule.next_due_at() == at(7)
+    schedule.pop_due(at(7), 10)
+    assert schedule.next_due_at() is None
+
+
+def test_drop_partitions_forgets_only_their_jobs() -> None:
+    schedule = Schedule()
+    keep0, drop1, drop2, keep3 = uuid4(), uuid4(), uuid4(), uuid4()
+    schedule.add(keep0, at(4), 0)
+    schedule.add(drop1, at(1), 1)
+    schedule.add(drop2, at(2), 2)
+    schedule.add(keep3, at(3), 3)
+    schedule.drop_partitions({1, 2})
+    assert len(schedule) == 2
+    assert schedule.next_due_at() == at(3)
+    assert schedule.pop_due(at(100), 10) == [keep3, keep0]
+    # a dropped job is not a duplicate any more: its new owner (or this one later) may add it
+    assert schedule.add(drop1, at(1), 5) is True
+    assert schedule.pop_due(at(1), 10) == [drop1]
+
+
+def job_with(*image_counts: int) -> JobSubmitted:
+    visits = tuple(Visit(store_id=f"S{v}", image_urls=tuple(f"https://img.example/{v}/{i}.jpg" for i in range(n)))
+                   for v, n in enumerate(image_counts))
+    return JobSubmitted(job_id=uuid4(), scheduled_time=at(0), visits=visits)
+
+
+def test_tasks_for_one_task_per_image_with_indices() -> None:
+    job = job_with(2, 1, 3)
+    tasks = tasks_for(job)
+    expected = [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (2, 2)]
+    assert [(t.visit_index, t.image_index) for t in tasks] == expected
+    assert [t.task_id for t in tasks] == [f"{job.job_id}:{v}:{i}" for v, i in expected]
+    assert [t.store_id for t in tasks] == ["S0", "S0", "S1", "S2", "S2", "S2"]
+    assert [t.image_url for t in tasks] == [f"https://img.example/{v}/{i}.jpg" for v, i in expected]
+    assert all(t.job_id == job.job_id and t.scheduled_time == job.scheduled_time for t in tasks)
+    assert len({t.task_id for t in tasks}) == len(tasks)
+
+
+def test_released_carries_total_images() -> None:
+    job = job_with(2, 3)
+    event = released(job)
+    assert (event.job_id, event.total_images, event.scheduled_time) == (job.job_id, 5, job.scheduled_time)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=50), max_size=40),
+    st.integers(min_value=-5, max_value=55),
+    st.integers(min_value=1, max_value=50),
+)
+def test_pop_due_returns_exactly_the_due_jobs_in_order_once(dues: list[int], now: int, limit: int) -> None:
+    schedule = Schedule()
+    due_of: dict[UUID, datetime] = {}
+    for i, minutes in enumerate(dues):
+        job = UUID(int=i + 1)
+        due_of[job] = at(minutes)
+        schedule.add(job, at(minutes), partition=i % 3)
+    popped: list[UUID] = []
+    while batch := schedule.pop_due(at(now), limit):
+        assert len(batch) <= limit
+        popped.extend(batch)
+    assert len(popped) == len(set(popped))
+    assert set(popped) == {job for job, due in due_of.items() if due <= at(now)}
+    popped_dues = [due_of[job] for job in popped]
+    assert popped_dues == sorted(popped_dues)
+    assert len(schedule) == len(dues) - len(popped)
+    assert schedule.pop_due(at(now), limit) == []
