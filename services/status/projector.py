@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import Counter
 from psycopg import AsyncConnection
 
 from services.status.domain import derive_status
@@ -36,6 +37,8 @@ from shared.runtime import Runtime, retry_forever
 
 log = logging.getLogger(__name__)
 CONSUMER = "status"
+JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a final status", ["status"])
+FINAL = ("completed", "failed", "cancelled")
 
 
 class Projector(ConsumerRebalanceListener):
@@ -154,6 +157,9 @@ class Projector(ConsumerRebalanceListener):
             async with conn.cursor() as cur:
                 await cur.executemany("UPDATE status_jobs SET emitted_status = %s WHERE job_id = %s"
                                       " AND status = %s", [(s, j, s) for j, s, *_ in rows])
+        for _, status, *_ in rows:
+            if status in FINAL:
+                JOBS_FINISHED.labels(status).inc()
 
 
 async def apply_event(conn: AsyncConnection[Any], event: Any) -> bool:
