@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (PromQL reads best on one line)
 """Writes deploy/grafana/dashboards/imagejobs.json: one panel per question an operator asks."""
 
 import json

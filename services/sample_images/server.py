@@ -4,7 +4,8 @@ internet). Images are generated on request and cached:
 - `/img/{W}x{H}.{jpg|png|webp|gif}`: a W×H image of that format
 - `/webp/gallery/{n}.jpg`: stand-ins for the DESIGN example's gstatic URLs
 - `/status/{code}`: that HTTP status; `/flaky/{key}/{n}/{W}x{H}.png`: 500 for the first n
-  requests of `key`, then the image; `/slow/{ms}/{W}x{H}.png`: answers after `ms`
+  requests of `key`, then the image; `/reset/{key}/{n}/{W}x{H}.png`: drops the connection the
+  first n times; `/slow/{ms}/{W}x{H}.png`: answers after `ms`
 - `/garbage.jpg`: bytes that are not an image, served as image/jpeg
 """
 
@@ -81,6 +82,15 @@ def create_app() -> web.Application:
             return web.Response(status=500, text="try again\n")
         return _image(*_size(request.match_info["size"]), "png")
 
+    async def reset(request: web.Request) -> web.StreamResponse:
+        key = f"reset:{request.match_info['key']}"
+        hits[key] += 1
+        if hits[key] <= int(request.match_info["n"]):
+            assert request.transport is not None
+            request.transport.close()  # the client sees the connection drop mid-request
+            raise web.HTTPInternalServerError()
+        return _image(*_size(request.match_info["size"]), "png")
+
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(int(request.match_info["ms"]) / 1000)
         return _image(*_size(request.match_info["size"]), "png")
@@ -95,6 +105,7 @@ def create_app() -> web.Application:
     app.router.add_get(r"/webp/gallery/{n:\d+}.jpg", gallery)
     app.router.add_get(r"/status/{code:\d{3}}", status)
     app.router.add_get(r"/flaky/{key}/{n:\d+}/{size}.png", flaky)
+    app.router.add_get(r"/reset/{key}/{n:\d+}/{size}.png", reset)
     app.router.add_get(r"/slow/{ms:\d+}/{size}.png", slow)
     app.router.add_get("/garbage.jpg", garbage)
     app.router.add_get("/_stats", stats)

@@ -108,8 +108,9 @@ class Stack:
             **self.env,
         }
 
-    def start_service(self, name: str, extra_env: dict[str, str] | None = None) -> ServiceProcess:
-        port = free_port()
+    def start_service(self, name: str, extra_env: dict[str, str] | None = None,
+                      port: int | None = None) -> ServiceProcess:
+        port = port or free_port()
         log_path = self.infra.root / f"{self.prefix}-{name}-{port}.log"
         env = {**self.base_env(), PORT_SETTING[name]: str(port), **(extra_env or {})}
         with open(log_path, "ab") as log:
@@ -139,6 +140,14 @@ class Stack:
         for service in started:
             self.wait_ready(service)
         return {s.name: s for s in started}
+
+    def restart(self, service: ServiceProcess, sig: int = signal.SIGKILL) -> ServiceProcess:
+        """Stop `service` with `sig` (kill -9 by default), start it again on the same port."""
+        service.stop(sig)
+        self.processes.remove(service)
+        fresh = self.start_service(service.name, port=service.port)
+        self.wait_ready(fresh)
+        return fresh
 
     def stop(self) -> None:
         for service in self.processes:

@@ -1,0 +1,115 @@
+"""The promises every fault scenario must keep, checked from what users and the topics see:
+every job final, exactly one result row per image, nothing released before its time, and
+the status view equal to a fold recomputed from the topics alone."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from aiokafka import AIOKafkaConsumer
+
+from services.status.domain import JobView, fold
+from shared.events import decode_event
+from tests.support.client import Client
+
+
+@dataclass
+class Batch:
+    """Jobs submitted for a scenario: job_id -> expected task ids and scheduled time."""
+
+    tasks: dict[str, set[str]] = field(default_factory=dict)
+    scheduled: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        return sum(len(t) for t in self.tasks.values())
+
+
+def submit_batch(client: Client, rng: random.Random, jobs: int = 30, max_images: int = 12,
+                 ahead_s: float = 3.0, bad_every: int = 7) -> Batch:
+    """`jobs` jobs of 1..max_images images; a third scheduled up to `ahead_s` ahead; every
+    `bad_every`-th job has one failing image (unknown store or 404)."""
+    batch = Batch()
+    for j in range(jobs):
+        n = rng.randint(1, max_images)
+        urls = [client.image(rng.randint(10, 400), rng.randint(10, 400), rng.choice(["png", "jpg"])) for _ in range(n)]
+        visits = [{"store_id": "S00339218", "image_url": urls, "visit_time": "10:00"}]
+        if j % bad_every == 0:
+            visits.append({"store_id": "S01408764" if j % 2 else "NOPE", "visit_time": "10:00",
+                           "image_url": [client.images + "/status/404"]})
+        body: dict[str, Any] = {"count": len(visits), "visits": visits}
+        if j % 3 == 0:
+            body["scheduled_time"] = (datetime.now(UTC) + timedelta(seconds=rng.uniform(0.5, ahead_s))).isoformat()
+        response = client.submit(body)
+        assert response.status_code == 200, response.text
+        job_id = response.json()["job_id"]
+        batch.scheduled[job_id] = datetime.fromisoformat(response.json()["scheduled_time"].replace("Z", "+00:00"))
+        batch.tasks[job_id] = {f"{job_id}:{v}:{i}" for v, visit in enumerate(visits)
+                               for i in range(len(visit["image_url"]))}
+    return batch
+
+
+def assert_promises_kept(client: Client, batch: Batch, deadline_s: float = 120) -> dict[str, int]:
+    """All four promises; returns counts for the report."""
+    finals = {job_id: client.wait_final(job_id, deadline_s) for job_id in batch.tasks}
+    with psycopg.connect(client.stack.infra.pg.url) as conn:
+        rows = conn.execute("SELECT task_id, job_id FROM processor_results WHERE job_id = ANY(%s)",
+                            ([UUID(j) for j in batch.tasks],)).fetchall()
+    recorded = [r[0] for r in rows]
+    assert len(recorded) == len(set(recorded)), "a task has two result rows"
+    assert set(recorded) == set().union(*batch.tasks.values()), "missing or unexpected result rows"
+    events = read_all(client, ["jobs", "results", "tasks"])
+    for ts, event in events["tasks"]:
+        job = str(event.job_id)
+        if job in batch.scheduled:
+            assert ts >= batch.scheduled[job].timestamp() * 1000 - 1, f"task of {job} emitted early"
+    for _, event in events["jobs"]:
+        if event.type == "JobReleased" and str(event.job_id) in batch.scheduled:
+            assert event.occurred_at >= batch.scheduled[str(event.job_id)], "released early"
+    views: dict[str, JobView] = {}
+    for _, event in events["jobs"] + events["results"]:
+        job = str(event.job_id)
+        if job in batch.tasks:
+            views[job] = fold(views.get(job, JobView(event.job_id)), event)
+    for job_id, final in finals.items():
+        view = views[job_id]
+        assert final["status"] == view.status, (job_id, final, view.status)
+        assert final["images"]["succeeded"] == view.succeeded and final["images"]["failed"] == view.failed
+        assert final.get("error", []) == (view.errors() if view.status == "failed" else [])
+    return {"jobs": len(finals), "images": len(recorded),
+            "duplicates": len(recorded) - len(set(recorded)),
+            "lost": len(set().union(*batch.tasks.values()) - set(recorded))}
+
+
+def read_all(client: Client, topics: list[str]) -> dict[str, list[tuple[int, Any]]]:
+    return asyncio.run(_read_all(client.stack.infra.kafka.bootstrap, client.stack.prefix, topics))
+
+
+async def _read_all(bootstrap: str, prefix: str, topics: list[str]) -> dict[str, list[tuple[int, Any]]]:
+    out: dict[str, list[tuple[int, Any]]] = {t: [] for t in topics}
+    consumer = AIOKafkaConsumer(*[f"{prefix}.{t}" for t in topics], bootstrap_servers=bootstrap,
+                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        for _ in range(100):
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.05)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for record in records:
+                    try:
+                        event = decode_event(record.value)
+                    except ValueError:
+                        continue  # a poison record injected by a test: the DLQ's business
+                    out[tp.topic.rsplit(".", 1)[1]].append((record.timestamp, event))
+    finally:
+        await consumer.stop()
+    return out
