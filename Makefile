@@ -38,6 +38,9 @@ demo: setup
 bench: setup
 	$(PY) -m tests.bench.pipeline
 
+soak: setup  # the fault and fuzz suites with many more rounds and examples
+	SOAK_ROUNDS=20 FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/faults tests/security
+
 lint: setup
 	$(PY) -m ruff check shared services tests
 

@@ -32,13 +32,14 @@ class FetchLimits:
 
 
 class Fetcher:
-    def __init__(self, limits: FetchLimits) -> None:
+    def __init__(self, limits: FetchLimits, resolver: GuardedResolver | None = None) -> None:
         self.limits = limits
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.limits.allow_private),
+        connector = aiohttp.TCPConnector(resolver=self._resolver or GuardedResolver(self.limits.allow_private),
                                          limit=256, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=connector,

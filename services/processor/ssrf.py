@@ -9,6 +9,7 @@ bypass resolvers in aiohttp, so `check_url_host` checks them before each request
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from typing import Any
 
@@ -35,11 +36,27 @@ def address_allowed(address: str, allow_private: bool) -> bool:
     return ip.is_global
 
 
-def check_url_host(host: str, allow_private: bool) -> None:
+def legacy_ipv4(host: str) -> str | None:
+    """The address behind a non-canonical IPv4 spelling (`2130706433`, `0177.0.0.1`, `0x7f.1`)
+    that C resolvers accept, or None."""
+    if not re.fullmatch(r"[0-9a-fA-FxX.]+", host) or not re.search(r"\d", host):
+        return None
     try:
-        literal = host.strip("[]")
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def check_url_host(host: str, allow_private: bool) -> None:
+    """Refuse an IP-literal host (any spelling) that is not allowed; names go to the resolver."""
+    literal = host.strip("[]")
+    try:
         ipaddress.ip_address(literal.split("%")[0])
     except ValueError:
+        legacy = legacy_ipv4(literal)
+        if legacy is not None and (legacy != literal or not address_allowed(legacy, allow_private)):
+            raise AddressNotAllowed(f"address not allowed: {host} (= {legacy}; "
+                                    "only canonical IP addresses are accepted)") from None
         return  # a name: the resolver checks what it resolves to
     if not address_allowed(literal, allow_private):
         raise AddressNotAllowed(f"address not allowed: {host}")

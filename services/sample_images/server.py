@@ -7,6 +7,9 @@ internet). Images are generated on request and cached:
   requests of `key`, then the image; `/reset/{key}/{n}/{W}x{H}.png`: drops the connection the
   first n times; `/slow/{ms}/{W}x{H}.png`: answers after `ms`
 - `/garbage.jpg`: bytes that are not an image, served as image/jpeg
+- hostile: `/bomb.png` (a tiny PNG declaring 100,000 x 100,000 pixels), `/truncated.jpg`,
+  `/big/{n}.png` (n bytes streamed; `_stats` counts bytes actually sent), `/dribble.png`
+  (one byte every 100 ms, for ten minutes: a slow-loris server)
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import struct
+import zlib
 from collections import Counter
 from functools import lru_cache
 
@@ -48,6 +53,15 @@ def _image(width: int, height: int, fmt: str) -> web.Response:
     if fmt not in FORMATS:
         raise web.HTTPNotFound()
     return web.Response(body=render(width, height, fmt), content_type=FORMATS[fmt][1])
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG header declaring a huge image, with almost no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 def create_app() -> web.Application:
@@ -98,6 +112,38 @@ def create_app() -> web.Application:
     async def garbage(_: web.Request) -> web.Response:
         return web.Response(body=b"this is not an image" * 10, content_type="image/jpeg")
 
+    async def bomb(_: web.Request) -> web.Response:
+        return web.Response(body=bomb_png(), content_type="image/png")
+
+    async def truncated(_: web.Request) -> web.Response:
+        whole = render(400, 300, "jpg")
+        return web.Response(body=whole[: len(whole) // 2], content_type="image/jpeg")
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        total = int(request.match_info["n"])
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})  # no length: streamed
+        await response.prepare(request)
+        chunk = b"\0" * 65536
+        try:
+            while hits["big-bytes-sent"] < total:
+                await response.write(chunk)
+                hits["big-bytes-sent"] += len(chunk)
+        except (ConnectionResetError, ConnectionError):
+            return response
+        await response.write_eof()
+        return response
+
+    async def dribble(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        try:
+            for _ in range(6000):
+                await response.write(b"\x89")
+                await asyncio.sleep(0.1)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return response
+
     async def stats(_: web.Request) -> web.Response:
         return web.json_response(dict(hits))
 
@@ -108,6 +154,10 @@ def create_app() -> web.Application:
     app.router.add_get(r"/reset/{key}/{n:\d+}/{size}.png", reset)
     app.router.add_get(r"/slow/{ms:\d+}/{size}.png", slow)
     app.router.add_get("/garbage.jpg", garbage)
+    app.router.add_get("/bomb.png", bomb)
+    app.router.add_get("/truncated.jpg", truncated)
+    app.router.add_get(r"/big/{n:\d+}.png", big)
+    app.router.add_get("/dribble.png", dribble)
     app.router.add_get("/_stats", stats)
     app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
     return app

@@ -81,7 +81,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
                 folded = await (await conn.execute(
                     "SELECT next_offset FROM consumer_offsets WHERE consumer = %s AND topic = %s"
                     " AND partition = %s", (CONSUMER, tp.topic, tp.partition))).fetchone()
-            if folded is not None and folded[0] >= end:
+            if (folded[0] if folded else 0) >= end:  # no row: nothing folded yet (fine if end is 0)
                 return await load_job(job_id)
             await asyncio.sleep(0.02)
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 from typing import Any
@@ -26,7 +27,7 @@ def _service(stack: Stack, name: str) -> Any:
 
 def test_kill_9_a_processor_with_tasks_in_flight(fault_client: Client, rng: random.Random) -> None:
     stack = fault_client.stack
-    for round_ in range(3):
+    for round_ in range(int(os.environ.get("SOAK_ROUNDS", "3"))):
         start = _results_so_far(fault_client)
         batch = submit_batch(fault_client, rng, jobs=15)
         target = start + rng.randint(1, max(2, batch.images // 3))

@@ -30,8 +30,9 @@ def test_transient_failures_are_retried_and_succeed(fault_client: Client) -> Non
 
 def test_permanent_failures_fail_once_with_a_reason(fault_client: Client) -> None:
     tag = uuid.uuid4().hex
-    visits = [{"store_id": "S00339218", "visit_time": "10:00", "image_url": [f"{fault_client.images}/status/404?{tag}"]},
-              {"store_id": "S01408764", "visit_time": "10:00", "image_url": [f"{fault_client.images}/garbage.jpg?{tag}"]}]
+    base = fault_client.images
+    visits = [{"store_id": "S00339218", "visit_time": "10:00", "image_url": [f"{base}/status/404?{tag}"]},
+              {"store_id": "S01408764", "visit_time": "10:00", "image_url": [f"{base}/garbage.jpg?{tag}"]}]
     before = _hits(fault_client)
     final = fault_client.wait_final(fault_client.submit_ok({"count": 2, "visits": visits}))
     assert final["error"] == [{"store_id": "S00339218", "error": "HTTP 404 from the image server"},

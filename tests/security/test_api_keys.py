@@ -1,0 +1,33 @@
+"""Optional API keys: required when set, jobs visible only to their key, keys never logged."""
+
+from __future__ import annotations
+
+from tests.security.conftest import API_KEYS, one_image_job
+from tests.support.client import Client
+
+ALPHA, BETA = ({"Authorization": f"Bearer {k}"} for k in API_KEYS)
+
+
+def test_keys_are_required_and_jobs_are_private(keyed_stack: Client) -> None:
+    client = keyed_stack
+    body = one_image_job(client.image(5, 5))
+    assert client.submit(body).status_code == 401
+    assert client.submit(body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    accepted = client.submit(body, headers=ALPHA)
+    assert accepted.status_code == 200
+    job_id = accepted.json()["job_id"]
+    status = f"{client.status_url}/api/status/{job_id}"
+    assert client.http.get(status).status_code == 401
+    assert client.http.get(status, headers=BETA).status_code == 404
+    owned = client.http.get(status, headers=ALPHA)
+    assert owned.status_code == 200 and owned.json()["job_id"] == job_id
+
+
+def test_keys_never_appear_in_logs(keyed_stack: Client) -> None:
+    client = keyed_stack
+    client.submit(one_image_job(client.image(6, 6)), headers=ALPHA)
+    client.submit(one_image_job(client.image(6, 6)), headers={"Authorization": "Bearer not-a-key-9d8c"})
+    for service in client.stack.processes:
+        text = service.log_path.read_text(errors="replace")
+        for secret in (*API_KEYS, "not-a-key-9d8c"):
+            assert secret not in text, (service.name, secret)
