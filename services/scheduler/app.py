@@ -27,5 +27,5 @@ def create_app(settings: SchedulerSettings) -> FastAPI:
 
     app = FastAPI(title="imagejobs scheduler", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(ops_router(runtime))
+    app.include_router(ops_router(runtime, details=worker.details))
     return app

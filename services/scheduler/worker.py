@@ -49,6 +49,11 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self._tasks: list[asyncio.Task[None]] = []
         self._release_lock = asyncio.Lock()
 
+    def details(self) -> dict[str, object]:
+        """For /readyz: the partitions this instance owns and the jobs it holds."""
+        assigned = self.consumer.assignment() if self.consumer else set()
+        return {"assigned_partitions": sorted(tp.partition for tp in assigned), "pending_jobs": len(self.schedule)}
+
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run())]
 
