@@ -36,6 +36,7 @@ demo: setup
 	$(PY) -m shared.demo
 
 bench: setup
+	command -v wrk >/dev/null || (apt-get install -y -q wrk || sudo apt-get install -y -q wrk)
 	$(PY) -m tests.bench.pipeline
 
 soak: setup  # the fault and fuzz suites with many more rounds and examples

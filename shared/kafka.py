@@ -24,7 +24,7 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
-        linger_ms=2,
+        linger_ms=5,
         request_timeout_ms=15000,
         max_batch_size=256 * 1024,
         retry_backoff_ms=200,
