@@ -13,6 +13,7 @@ from prometheus_client import Counter
 from services.processor.cache import DimensionCache
 from services.processor.domain import ImageError, Size, gpu_delay, measure
 from services.processor.fetch import Fetcher
+from services.processor.results import ResultWriter, as_recorded
 from services.processor.stores import StoreDirectory
 from shared.events import ImageFailed, ImageSucceeded, ImageTask
 from shared.metrics import latency_histogram
@@ -34,6 +35,7 @@ class Deps:
     gpu_bounds: tuple[float, float]
     max_pixels: int
     rng: random.Random
+    writer: ResultWriter
 
 
 async def process(task: ImageTask, deps: Deps) -> Outcome:
@@ -83,28 +85,9 @@ async def recorded_outcome(task: ImageTask, deps: Deps) -> Outcome | None:
         )).fetchone()
     if row is None:
         return None
-    width, height, error = row
-    return _failed(task, error) if error is not None else _succeeded(task, Size(width, height))
+    return as_recorded(_failed(task, ""), *row)
 
 
 async def record(outcome: Outcome, deps: Deps) -> Outcome:
-    """Insert the result row once (unique task_id); a concurrent duplicate keeps the first."""
-    ok = isinstance(outcome, ImageSucceeded)
-    async with deps.runtime.pool.connection() as conn:
-        inserted = await (await conn.execute(
-            "INSERT INTO processor_results (task_id, job_id, visit_index, image_index, store_id,"
-            " image_url, width, height, perimeter, error) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT (task_id) DO NOTHING RETURNING task_id",
-            (outcome.task_id, outcome.job_id, outcome.visit_index, outcome.image_index,
-             outcome.store_id, outcome.image_url,
-             outcome.width if ok else None, outcome.height if ok else None,  # type: ignore[union-attr]
-             outcome.perimeter if ok else None, None if ok else outcome.reason),  # type: ignore[union-attr]
-        )).fetchone()
-    if inserted is not None:
-        return outcome
-    task = ImageTask(job_id=outcome.job_id, task_id=outcome.task_id, visit_index=outcome.visit_index,
-                     image_index=outcome.image_index, store_id=outcome.store_id,
-                     image_url=outcome.image_url, scheduled_time=outcome.occurred_at)
-    existing = await recorded_outcome(task, deps)
-    assert existing is not None
-    return existing
+    """Insert the result row once (unique task_id); a duplicate gets the first row's outcome."""
+    return await deps.writer.record(outcome)

@@ -20,6 +20,7 @@ from services.processor.domain import parse_gpu_delay
 from services.processor.fetch import Fetcher, FetchLimits
 from services.processor.handlers import Deps, process
 from services.processor.offsets import OffsetTracker
+from services.processor.results import ResultWriter
 from services.processor.settings import ProcessorSettings
 from services.processor.stores import StoreDirectory
 from shared.dlq import send_to_dlq
@@ -44,7 +45,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
             s.image_allow_private_networks))
         self.deps = Deps(runtime, self.fetcher, DimensionCache(s.image_cache_ttl_s, s.image_cache_size),
                          StoreDirectory(runtime), parse_gpu_delay(s.processor_gpu_delay_ms),
-                         s.image_max_pixels, random.Random())
+                         s.image_max_pixels, random.Random(), ResultWriter(runtime))
         self.tracker = OffsetTracker()
         self.slots = asyncio.Semaphore(s.processor_concurrency)
         self.consumer: AIOKafkaConsumer | None = None
@@ -59,6 +60,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         await self.fetcher.start()
+        self.deps.writer.start()
         self._main = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -70,6 +72,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         if self.consumer:
             await self._commit()
             await self.consumer.stop()
+        await self.deps.writer.stop()
         await self.fetcher.close()
 
     async def _run(self) -> None:

@@ -95,7 +95,8 @@ class KafkaBroker:
             return
         result = subprocess.run(
             [*self._java_prefix(), "kafka.tools.StorageTool", "format",
-             "-t", _cluster_id(), "-c", str(self.properties_path), "--ignore-formatted"],
+              # "--cluster-id=": a random id may start with "-", which argparse would take for an option
+             f"--cluster-id={_cluster_id()}", "-c", str(self.properties_path), "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:

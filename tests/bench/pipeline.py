@@ -141,6 +141,7 @@ def main() -> int:
         off = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "0", "IMAGE_CACHE_TTL_S": "0",
                                 "PROCESSOR_CONCURRENCY": "32", "LOG_LEVEL": "WARNING"})
         client = Client(off, off.start_all(processors=2))
+        off.wait_partitions_shared()
         n = 1500
         warm = urls(client.images, n)
         asyncio.run(limit_loop(warm))  # warms the image server's render cache for both runs
@@ -163,6 +164,7 @@ def main() -> int:
         off.stop()
         on = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "100-400", "IMAGE_CACHE_TTL_S": "0", "LOG_LEVEL": "WARNING"})
         client_on = Client(on, on.start_all(processors=2))
+        on.wait_partitions_shared()
         report["job_200_images_gpu_on_s"] = round(run_job(client_on, urls(client_on.images, 200, offset=2 * n)), 2)
         on.stop()
     finally:

@@ -149,6 +149,18 @@ class Stack:
         self.wait_ready(fresh)
         return fresh
 
+    def wait_partitions_shared(self, name: str = "processor", deadline_s: float = 30.0) -> None:
+        """Wait until every running `name` instance owns at least one partition (the group has
+        settled), so work is spread across them from the first task."""
+        def settled() -> bool:
+            running = [p for p in self.processes if p.name == name and p.process.poll() is None]
+            return all(httpx.get(p.url + "/readyz", timeout=5).json().get("assigned_partitions") for p in running)
+        end = time.monotonic() + deadline_s
+        while not settled():
+            if time.monotonic() > end:
+                raise RuntimeError(f"{name} instances did not all get partitions in {deadline_s}s")
+            time.sleep(0.1)
+
     def stop(self) -> None:
         for service in self.processes:
             if service.process.poll() is None:
