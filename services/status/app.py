@@ -10,6 +10,7 @@ successful submit never answers 404, and a truly unknown id costs one offset loo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from services.status.domain import FAILED, first_error_per_store
 from services.status.projector import CONSUMER, Projector
 from services.status.settings import StatusSettings
 from shared.auth import Unauthorized, parse_keys, request_owner
+from shared.events import JobCancelled, encode_event
 from shared.http import error, install_error_handlers
 from shared.runtime import Runtime, ops_router, retry_forever
 
@@ -126,6 +128,21 @@ def create_app(settings: StatusSettings) -> FastAPI:
     async def status_by_query(request: Request, jobid: Annotated[str | None, Query()] = None) -> JSONResponse:
         """The same, with the id as `?jobid=` (Retail Pulse clients)."""
         return await job_status(request, jobid)
+
+    @app.delete("/api/jobs/{job_id}")
+    async def cancel(request: Request, job_id: str) -> JSONResponse:
+        """Cancel a job that has not been released yet (409 once it has)."""
+        status = await job_status(request, job_id)
+        if status.status_code != 200:
+            return status
+        current = json.loads(status.body)["status"]
+        if current == "cancelled":
+            return JSONResponse({"job_id": job_id, "status": "cancelled"})
+        if current != "scheduled":
+            return error(409, f"job is already {current}; only a scheduled job can be cancelled")
+        event = JobCancelled(job_id=UUID(job_id))
+        await runtime.producer.send_and_wait(settings.topics.jobs, encode_event(event), key=job_id.encode())
+        return JSONResponse({"job_id": job_id, "status": "cancelled"}, status_code=202)
 
     @app.get("/api/jobs/{job_id}/results")
     async def results(request: Request, job_id: str,

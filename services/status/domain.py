@@ -17,10 +17,11 @@ SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED = "scheduled", "ongoing", "comp
 
 
 def derive_status(*, total: int, released: bool, cancelled: bool, succeeded: int, failed: int) -> str:
-    """Final once every image has an outcome; `ongoing` once released or any outcome exists."""
+    """Final once every image has an outcome; `ongoing` once released or any outcome exists.
+    A cancel that lost the race with the release does not hide the work that was done."""
     if total > 0 and succeeded + failed >= total:
         return FAILED if failed else COMPLETED
-    if cancelled and succeeded + failed == 0:
+    if cancelled and not released and succeeded + failed == 0:
         return CANCELLED
     if released or succeeded + failed > 0:
         return ONGOING
