@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(KafkaError)
+    async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: dependency unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+        return error(503, "a dependency is unavailable; retry shortly", {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

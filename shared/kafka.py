@@ -16,6 +16,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+# A 10,000-image job with long URLs is a few MB of JSON; ingest refuses larger events with 413.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
@@ -27,6 +29,7 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
         linger_ms=5,
         request_timeout_ms=15000,
         max_batch_size=256 * 1024,
+        max_request_size=MAX_MESSAGE_BYTES,
         retry_backoff_ms=200,
     )
 
@@ -49,7 +52,7 @@ def consumer_options(settings: CommonSettings, group_id: str | None, client_id: 
 def topic_specs(settings: CommonSettings) -> list[NewTopic]:
     t, rf, n = settings.topics, settings.kafka_replication_factor, settings.kafka_partitions
     return [
-        NewTopic(t.jobs, n, rf),
+        NewTopic(t.jobs, n, rf, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)}),
         NewTopic(t.tasks, settings.kafka_tasks_partitions, rf),
         NewTopic(t.results, n, rf),
         NewTopic(t.status, n, rf, topic_configs={"cleanup.policy": "compact"}),

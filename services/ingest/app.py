@@ -27,6 +27,7 @@ from services.ingest.settings import IngestSettings
 from shared.auth import Unauthorized, parse_keys, request_owner
 from shared.events import JobSubmitted, encode_event
 from shared.http import error, install_error_handlers, read_body_capped
+from shared.kafka import MAX_MESSAGE_BYTES
 from shared.metrics import latency_histogram
 from shared.runtime import Runtime, ops_router
 
@@ -81,6 +82,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
         except RecursionError:
             return error(400, "body is nested too deeply")
         event = JobSubmitted(job_id=uuid4(), scheduled_time=job.scheduled_time, visits=job.visits, owner=owner)
+        if len(encode_event(event)) > MAX_MESSAGE_BYTES - 64 * 1024:
+            return error(413, "job too large to store as one event; split it into smaller jobs")
         if not runtime.connected.is_set():
             return error(503, "not connected to Kafka yet; retry shortly", {"Retry-After": "1"})
         key = request.headers.get("idempotency-key")

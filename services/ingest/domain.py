@@ -13,11 +13,25 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from yarl import URL
+
 from shared.events import Visit
 
 MAX_URL_LENGTH = 2048
 MAX_STORE_ID_LENGTH = 64
 _TIME_OF_DAY = re.compile(r"^\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_clean_text(value: str) -> bool:
+    """No control characters (PostgreSQL's jsonb refuses NUL) and valid UTF-8 (no lone surrogates)."""
+    if _CONTROL.search(value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class InvalidSubmission(ValueError):
@@ -71,6 +85,8 @@ def _visit(raw: Any, i: int) -> Visit:
     store_id = raw.get("store_id")
     if not isinstance(store_id, str) or not store_id.strip():
         raise InvalidSubmission(f"{where}.store_id: must be a non-empty string")
+    if not is_clean_text(store_id):
+        raise InvalidSubmission(f"{where}.store_id: must not contain control characters")
     if len(store_id) > MAX_STORE_ID_LENGTH:
         raise InvalidSubmission(f"{where}.store_id: longer than {MAX_STORE_ID_LENGTH} characters")
     urls = raw.get("image_url")
@@ -90,16 +106,22 @@ def _visit(raw: Any, i: int) -> Visit:
 def is_http_url(url: Any) -> bool:
     if not isinstance(url, str) or len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
         return False
+    if not is_clean_text(url):
+        return False
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a bad port
-    except ValueError:
+        parsed = URL(url)  # what the processor will use: must parse, and its host must encode
+        host = parsed.host  # decodes the IDN label: fails for a malformed punycode host
+    except (ValueError, UnicodeError):
         return False
     del port
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and bool(host)
 
 
 def is_visit_time(value: str) -> bool:
+    if not is_clean_text(value):
+        return False
     if _TIME_OF_DAY.match(value):
         try:
             time.fromisoformat(value)
@@ -124,7 +146,7 @@ def resolve_scheduled_time(value: Any, now: datetime, tz: ZoneInfo) -> datetime:
         return now.astimezone(UTC)
     if not isinstance(value, str):
         raise InvalidSubmission("scheduled_time: must be an ISO-8601 date-time string")
-    parsed = _parse_datetime(value.strip())
+    parsed = _parse_datetime(value.strip()) if is_clean_text(value) else None
     if parsed is None:
         raise InvalidSubmission("scheduled_time: must be an ISO-8601 date-time, e.g. 2025-02-16T10:57:00+05:30")
     if parsed.tzinfo is None:

@@ -73,7 +73,10 @@ class Fetcher:
 
     async def _fetch_once(self, url: str) -> bytes:
         assert self._session is not None
-        current = URL(url)
+        try:
+            current = URL(url)
+        except (ValueError, UnicodeError) as exc:
+            raise ImageError(f"invalid URL: {exc}") from None
         for _ in range(self.limits.max_redirects + 1):
             try:
                 check_url_host(current.host or "", self.limits.allow_private)
@@ -82,7 +85,10 @@ class Fetcher:
                         location = response.headers.get("Location")
                         if not location:
                             raise ImageError(f"HTTP {response.status} without a Location")
-                        current = current.join(URL(location))
+                        try:
+                            current = current.join(URL(location))
+                        except (ValueError, UnicodeError) as exc:
+                            raise ImageError(f"invalid redirect location: {exc}") from None
                         if current.scheme not in ("http", "https"):
                             raise ImageError(f"redirect to a non-http URL: {current.scheme}")
                         continue
@@ -96,10 +102,12 @@ class Fetcher:
                     raise ImageError(str(cause)) from None
                 raise ImageError(f"connection failed: {exc.os_error}", transient=True) from None
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                    aiohttp.ClientOSError) as exc:
+                    aiohttp.ClientOSError, aiohttp.ServerTimeoutError) as exc:
                 raise ImageError(f"connection error: {type(exc).__name__}: {exc}", transient=True) from None
             except aiohttp.ClientError as exc:
                 raise ImageError(f"download failed: {type(exc).__name__}: {exc}") from None
+            except (ValueError, UnicodeError) as exc:  # yarl/idna refusing a host or path
+                raise ImageError(f"invalid URL: {exc}") from None
         raise ImageError(f"too many redirects (more than {self.limits.max_redirects})")
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:

@@ -4,6 +4,7 @@ measurement, simulated GPU time, the idempotent result row and the outcome event
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from shared.events import ImageFailed, ImageSucceeded, ImageTask
 from shared.metrics import latency_histogram
 from shared.runtime import Runtime
 
+log = logging.getLogger(__name__)
 OUTCOMES = Counter("imagejobs_processor_images_total", "Images processed", ["outcome"])
 FAILURES = Counter("imagejobs_processor_failures_total", "Image failures by reason", ["reason"])
 PROCESS_LATENCY = latency_histogram("imagejobs_processor_task_seconds", "Task processing time")
@@ -53,6 +55,10 @@ async def process(task: ImageTask, deps: Deps) -> Outcome:
     except ImageError as exc:
         outcome = _failed(task, str(exc))
         FAILURES.labels(str(exc).split(":")[0][:40]).inc()
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:  # fail the image, never block the partition
+        log.exception("unexpected error processing %s", task.task_id)
+        outcome = _failed(task, f"processing error: {type(exc).__name__}")
+        FAILURES.labels("processing error").inc()
     recorded = await record(outcome, deps)
     OUTCOMES.labels("succeeded" if isinstance(recorded, ImageSucceeded) else "failed").inc()
     PROCESS_LATENCY.observe(time.perf_counter() - started)

@@ -23,7 +23,9 @@ class OffsetTracker:
         self._parts.setdefault(partition, PartitionOffsets()).in_flight.add(offset)
 
     def finished(self, partition: object, offset: int) -> None:
-        part = self._parts.setdefault(partition, PartitionOffsets())
+        part = self._parts.get(partition)
+        if part is None or offset not in part.in_flight:
+            return  # the partition was given up meanwhile: its new owner redoes this record
         part.in_flight.discard(offset)
         part.highest_done = max(part.highest_done, offset)
 

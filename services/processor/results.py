@@ -90,4 +90,8 @@ class ResultWriter:
                 await cur.execute("SELECT task_id, width, height, error FROM processor_results"
                                   " WHERE task_id = ANY(%s)", (repeats,))
                 stored = {r[0]: r[1:] for r in await cur.fetchall()}
-        return [o if o.task_id in inserted else as_recorded(o, *stored[o.task_id]) for o in outcomes]
+        first: dict[str, Outcome] = {}
+        for o in outcomes:
+            first.setdefault(o.task_id, o)  # two deliveries of one task in a batch: the first wins
+        return [first[o.task_id] if o.task_id in inserted else as_recorded(o, *stored[o.task_id])
+                for o in outcomes]

@@ -23,8 +23,14 @@ class AddressNotAllowed(OSError):
 
 def address_allowed(address: str, allow_private: bool) -> bool:
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if any(v4 is not None and not address_allowed(str(v4), allow_private) for v4 in embedded):
+            return False  # a v6 wrapper around a refused v4 address
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        elif ip.is_site_local:
+            return allow_private
     if ip.is_unspecified or ip.is_multicast:
         return False
     if ip.is_loopback:

@@ -88,6 +88,9 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 for tp, records in batch.items():
                     for record in records:
                         await self.slots.acquire()
+                        if tp not in self.consumer.assignment():  # revoked while we waited for a slot
+                            self.slots.release()
+                            break
                         self.tracker.started(tp, record.offset)
                         task = asyncio.create_task(self._handle(tp, record))
                         self._inflight.add(task)

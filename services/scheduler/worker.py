@@ -101,6 +101,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
                 if cancels:
                     await cur.execute("UPDATE scheduler_jobs SET state = 'cancelled'"
                                       " WHERE job_id = ANY(%s) AND state = 'pending'", (cancels,))
+        if self.consumer is None or tp not in self.consumer.assignment():
+            return  # revoked meanwhile: the rows are stored; the new owner loads and releases them
         earliest = self.schedule.next_due_at()
         for job_id, partition, due_at, _ in rows:
             if self.schedule.add(job_id, due_at, partition) and (earliest is None or due_at < earliest):

@@ -142,21 +142,23 @@ class Projector(ConsumerRebalanceListener):
                 log.warning("status relay failed (%s); retrying", exc)
 
     async def _publish_transitions(self) -> None:
+        """Publish and mark in one transaction, rows locked: with several status instances,
+        one job's transitions are never published out of order."""
         async with self.runtime.pool.connection() as conn:
             rows = await (await conn.execute(
                 "SELECT job_id, status, total_images, succeeded, failed FROM status_jobs"
-                " WHERE emitted_status IS DISTINCT FROM status AND submitted LIMIT 1000")).fetchall()
-        if not rows:
-            return
-        sends = [await self.runtime.producer.send(
-            self.settings.topics.status,
-            encode_event(JobStatusChanged(job_id=j, status=s, total=t, succeeded=ok, failed=bad)),
-            key=str(j).encode()) for j, s, t, ok, bad in rows]
-        await asyncio.gather(*sends)
-        async with self.runtime.pool.connection() as conn:
+                " WHERE emitted_status IS DISTINCT FROM status AND submitted"
+                " LIMIT 1000 FOR UPDATE SKIP LOCKED")).fetchall()
+            if not rows:
+                return
+            sends = [await self.runtime.producer.send(
+                self.settings.topics.status,
+                encode_event(JobStatusChanged(job_id=j, status=s, total=t, succeeded=ok, failed=bad)),
+                key=str(j).encode()) for j, s, t, ok, bad in rows]
+            await asyncio.gather(*sends)
             async with conn.cursor() as cur:
-                await cur.executemany("UPDATE status_jobs SET emitted_status = %s WHERE job_id = %s"
-                                      " AND status = %s", [(s, j, s) for j, s, *_ in rows])
+                await cur.executemany("UPDATE status_jobs SET emitted_status = %s WHERE job_id = %s",
+                                      [(s, j) for j, s, *_ in rows])
         for _, status, *_ in rows:
             if status in FINAL:
                 JOBS_FINISHED.labels(status).inc()

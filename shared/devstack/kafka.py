@@ -190,5 +190,6 @@ def _server_properties(broker: KafkaBroker, log_dirs: Path) -> str:
         "share.coordinator.state.topic.min.isr=1",
         "group.initial.rebalance.delay.ms=0",
         "log.retention.hours=168",
+        "message.max.bytes=8388608",  # matches shared.kafka.MAX_MESSAGE_BYTES
         "",
     ])
