@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages imagejobs needs when they are missing: Java 17+ and Maven (Kafka),
-# PostgreSQL's server, and the headers pillow-simd builds against. Needs root (or sudo) for
+# PostgreSQL's server, the headers pillow-simd builds against, and Prometheus (dashboard test). Needs root (or sudo) for
 # apt-get; without it, prints exactly what to install and fails.
 set -euo pipefail
 
@@ -8,6 +8,7 @@ need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)  # the dashboard test scrapes the stack
 for pkg in libjpeg-dev zlib1g-dev libwebp-dev libpng-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
