@@ -84,5 +84,7 @@ def test_dropping_the_status_view_and_replaying_gives_the_same_answers(fault_cli
         conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'status'")
     stack.processes.remove(status)
     stack.wait_ready(stack.start_service("status", port=status.port))
-    after = {j: fault_client.status(j).json() for j in batch.tasks}
-    assert after == before
+
+    def replayed() -> bool:  # the replay runs in the background: wait until it has caught up
+        return {j: fault_client.status(j).json() for j in batch.tasks} == before
+    wait_for(replayed, 60, "the replayed view to give the same answers as before")
