@@ -4,28 +4,21 @@ stack of the real services (two processors) shared by the e2e and fuzz tests."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.stores import import_stores
 from tests.support.client import Client
-from tests.support.stack import Infra, Stack
+from tests.support.stack import STORE_MASTER, Infra, Stack
 
-STORE_MASTER = Path(__file__).resolve().parents[1] / "data" / "StoreMasterAssignment.csv"
+__all__ = ["STORE_MASTER"]
 
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
+    """The servers; each Stack creates its own database on this PostgreSQL."""
     started = Infra.start()
     try:
-        import asyncio
-
-        from shared.db import apply_migrations
-
-        asyncio.run(apply_migrations(started.pg.url))
-        import_stores(started.pg.url, STORE_MASTER)
         yield started
     finally:
         started.stop()

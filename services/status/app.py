@@ -101,7 +101,13 @@ def create_app(settings: StatusSettings) -> FastAPI:
             return error(400, "job_id: must be a UUID")
         if not runtime.connected.is_set():
             return error(503, "not connected yet; retry shortly", {"Retry-After": "1"})
-        row = await load_job(job_id) or await wait_for_fold(job_id)
+        row = await load_job(job_id)
+        if row is None:
+            try:
+                async with asyncio.timeout(settings.status_read_your_writes_wait_s + 1):
+                    row = await wait_for_fold(job_id)
+            except TimeoutError:  # Kafka did not answer the offset lookup: we cannot tell yet
+                return error(503, "status not available yet; retry shortly", {"Retry-After": "1"})
         if row is None or (keys and row[6] != owner):
             return error(404, NOT_FOUND)
         _, status, scheduled, total, succeeded, failed, _ = row

@@ -25,8 +25,6 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
-from shared.stores import import_stores
-from tests.conftest import STORE_MASTER
 from tests.support.client import Client
 from tests.support.invariants import read_all
 from tests.support.stack import Infra, Stack
@@ -136,8 +134,6 @@ def main() -> int:
     infra = Infra.start()
     report: dict[str, Any] = {}
     try:
-        asyncio.run(__import__("shared.db", fromlist=["apply_migrations"]).apply_migrations(infra.pg.url))
-        import_stores(infra.pg.url, STORE_MASTER)
         off = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "0", "IMAGE_CACHE_TTL_S": "0",
                                 "PROCESSOR_CONCURRENCY": "32", "LOG_LEVEL": "WARNING"})
         client = Client(off, off.start_all(processors=2))

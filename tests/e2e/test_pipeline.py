@@ -162,7 +162,7 @@ def test_a_scheduled_job_can_be_cancelled_and_a_released_one_cannot(client: Clie
     assert refused.status_code == 409 and "completed" in refused.json()["error"]
 
     def scheduler_state() -> str | None:
-        with psycopg.connect(client.stack.infra.pg.url) as conn:
+        with psycopg.connect(client.stack.database_url) as conn:
             row = conn.execute("SELECT state FROM scheduler_jobs WHERE job_id = %s", (job_id,)).fetchone()
         return row[0] if row and row[0] == "cancelled" else None
     wait_for(scheduler_state, 10, "the scheduler to drop the cancelled job")

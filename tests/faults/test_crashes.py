@@ -16,7 +16,7 @@ from tests.support.waiting import wait_for
 
 
 def _results_so_far(client: Client) -> int:
-    with psycopg.connect(client.stack.infra.pg.url) as conn:
+    with psycopg.connect(client.stack.database_url) as conn:
         row = conn.execute("SELECT count(*) FROM processor_results").fetchone()
     return int(row[0]) if row else 0
 
@@ -79,7 +79,7 @@ def test_dropping_the_status_view_and_replaying_gives_the_same_answers(fault_cli
     before = {j: fault_client.status(j).json() for j in batch.tasks}
     status = _service(stack, "status")
     status.stop(signal.SIGTERM)
-    with psycopg.connect(stack.infra.pg.url) as conn:
+    with psycopg.connect(stack.database_url) as conn:
         conn.execute("TRUNCATE status_jobs, status_outcomes")
         conn.execute("DELETE FROM consumer_offsets WHERE consumer = 'status'")
     stack.processes.remove(status)

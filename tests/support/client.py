@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.events import decode_event
 from tests.support.stack import Stack
@@ -45,7 +45,7 @@ class Client:
         return wait_for(probe, deadline_s, f"job {job_id} to finish")
 
     def result_rows(self, job_id: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.stack.infra.pg.url) as conn:
+        with psycopg.connect(self.stack.database_url) as conn:
             return conn.execute(
                 "SELECT task_id, store_id, width, height, perimeter, error FROM processor_results"
                 " WHERE job_id = %s ORDER BY visit_index, image_index", (job_id,)).fetchall()
@@ -59,35 +59,20 @@ class Client:
 
 
 async def _read_topic(bootstrap: str, topic: str, job_id: str) -> list[tuple[int, Any]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = consumer.assignment() or set()
-        for _ in range(50):
-            parts = consumer.assignment()
-            if parts:
-                break
-            await asyncio.sleep(0.05)
-        ends = await consumer.end_offsets(list(parts))
-        out: list[tuple[int, Any]] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    event = decode_event(record.value)
-                    if str(event.job_id) == job_id:
-                        out.append((record.timestamp, event))
-        return out
-    finally:
-        await consumer.stop()
+    from tests.support.invariants import read_topics
+
+    out: list[tuple[int, Any]] = []
+    async for _, timestamp, value in read_topics(bootstrap, [topic]):
+        event = decode_event(value)
+        if str(event.job_id) == job_id:
+            out.append((timestamp, event))
+    return out
 
 
 async def _topic_end(bootstrap: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        from aiokafka import TopicPartition
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
             await consumer._client.force_metadata_update()  # noqa: SLF001

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.status.domain import JobView, fold
 from shared.events import decode_event
@@ -58,7 +59,7 @@ def submit_batch(client: Client, rng: random.Random, jobs: int = 30, max_images:
 def assert_promises_kept(client: Client, batch: Batch, deadline_s: float = 120) -> dict[str, int]:
     """All four promises; returns counts for the report."""
     finals = {job_id: client.wait_final(job_id, deadline_s) for job_id in batch.tasks}
-    with psycopg.connect(client.stack.infra.pg.url) as conn:
+    with psycopg.connect(client.stack.database_url) as conn:
         rows = conn.execute("SELECT task_id, job_id FROM processor_results WHERE job_id = ANY(%s)",
                             ([UUID(j) for j in batch.tasks],)).fetchall()
     recorded = [r[0] for r in rows]
@@ -93,23 +94,35 @@ def read_all(client: Client, topics: list[str]) -> dict[str, list[tuple[int, Any
 
 async def _read_all(bootstrap: str, prefix: str, topics: list[str]) -> dict[str, list[tuple[int, Any]]]:
     out: dict[str, list[tuple[int, Any]]] = {t: [] for t in topics}
-    consumer = AIOKafkaConsumer(*[f"{prefix}.{t}" for t in topics], bootstrap_servers=bootstrap,
-                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    async for topic, timestamp, value in read_topics(bootstrap, [f"{prefix}.{t}" for t in topics]):
+        try:
+            event = decode_event(value)
+        except ValueError:
+            continue  # a poison record injected by a test: the DLQ's business
+        out[topic.rsplit(".", 1)[1]].append((timestamp, event))
+    return out
+
+
+async def read_topics(bootstrap: str, topics: list[str]) -> AsyncIterator[tuple[str, int, bytes]]:
+    """Every record now on `topics` (all partitions, explicitly assigned), then stop."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        for _ in range(100):
-            if consumer.assignment():
-                break
-            await asyncio.sleep(0.05)
-        ends = await consumer.end_offsets(list(consumer.assignment()))
+        parts: list[TopicPartition] = []
+        for topic in topics:
+            for _ in range(100):
+                found = consumer.partitions_for_topic(topic)
+                if found:
+                    break
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts += [TopicPartition(topic, p) for p in sorted(found or ())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
         while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                 for record in records:
-                    try:
-                        event = decode_event(record.value)
-                    except ValueError:
-                        continue  # a poison record injected by a test: the DLQ's business
-                    out[tp.topic.rsplit(".", 1)[1]].append((record.timestamp, event))
+                    if record.offset < ends[tp]:
+                        yield tp.topic, record.timestamp, record.value
     finally:
         await consumer.stop()
-    return out

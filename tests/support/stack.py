@@ -7,6 +7,7 @@ process with its environment; everything is stopped at the end, even when tests 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,11 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 
+from shared.db import apply_migrations
 from shared.devstack.kafka import KafkaBroker
 from shared.devstack.net import free_port
 from shared.devstack.paths import PROJECT_ROOT
 from shared.devstack.postgres import PostgresServer
+from shared.stores import import_stores
+
+STORE_MASTER = PROJECT_ROOT / "data" / "StoreMasterAssignment.csv"
 
 
 @dataclass
@@ -95,11 +101,21 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     processes: list[ServiceProcess] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        """Each stack gets its own database, as each deployment would: services own tables
+        whose rows are not scoped by topic prefix (the scheduler loads pending jobs by partition)."""
+        server = self.infra.pg.url.rsplit("/", 1)[0]
+        self.database_url = f"{server}/{self.prefix}"
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.prefix}"')
+        asyncio.run(apply_migrations(self.database_url))
+        import_stores(self.database_url, STORE_MASTER)
+
     def base_env(self) -> dict[str, str]:
         return {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka.bootstrap,
-            "DATABASE_URL": self.infra.pg.url,
+            "DATABASE_URL": self.database_url,
             "KAFKA_TOPIC_PREFIX": self.prefix,
             "IMAGE_ALLOW_PRIVATE_NETWORKS": "true",
             "PROCESSOR_GPU_DELAY_MS": "0",
