@@ -83,9 +83,11 @@ def assert_promises_kept(client: Client, batch: Batch, deadline_s: float = 120) 
         assert final["status"] == view.status, (job_id, final, view.status)
         assert final["images"]["succeeded"] == view.succeeded and final["images"]["failed"] == view.failed
         assert final.get("error", []) == (view.errors() if view.status == "failed" else [])
-    return {"jobs": len(finals), "images": len(recorded),
-            "duplicates": len(recorded) - len(set(recorded)),
-            "lost": len(set().union(*batch.tasks.values()) - set(recorded))}
+    report = {"jobs": len(finals), "images": len(recorded),
+              "duplicates": len(recorded) - len(set(recorded)),
+              "lost": len(set().union(*batch.tasks.values()) - set(recorded))}
+    print(f"\npromises kept: {report}")  # shown with `pytest -s`: the figures for reports
+    return report
 
 
 def read_all(client: Client, topics: list[str]) -> dict[str, list[tuple[int, Any]]]:
