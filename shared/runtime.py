@@ -41,6 +41,19 @@ async def retry_forever(what: str, op: Callable[[], Awaitable[object]], max_dela
             delay = min(delay * 2, max_delay)
 
 
+async def bounded(step: Awaitable[object], seconds: float, what: str) -> None:
+    """Run a shutdown step for at most `seconds`: with Kafka or PostgreSQL unreachable, closing
+    a client can wait for ever, and a process that will not exit on SIGTERM is worse than one
+    that exits with work handed back (everything it did not commit is redelivered)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.warning("%s did not finish in %.0fs; exiting anyway", what, seconds)
+    except Exception as exc:  # noqa: BLE001 - shutting down regardless
+        log.warning("%s failed during shutdown: %s", what, exc)
+
+
 class Runtime:
     """Connections of one service process and the state of their readiness."""
 

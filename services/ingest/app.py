@@ -29,7 +29,7 @@ from shared.events import JobSubmitted, encode_event
 from shared.http import error, install_error_handlers, read_body_capped
 from shared.kafka import MAX_MESSAGE_BYTES
 from shared.metrics import latency_histogram
-from shared.runtime import Runtime, ops_router
+from shared.runtime import Runtime, bounded, ops_router
 
 log = logging.getLogger(__name__)
 SUBMITS = Counter("imagejobs_ingest_requests_total", "Submit requests by outcome", ["outcome"])
@@ -47,7 +47,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         yield
-        await runtime.stop()
+        await bounded(runtime.stop(), 10, "closing connections")
 
     app = FastAPI(title="imagejobs ingest", version="1.0", lifespan=lifespan)
     install_error_handlers(app)

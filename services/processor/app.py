@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from services.processor.settings import ProcessorSettings
 from services.processor.worker import ProcessorWorker
 from shared.http import install_error_handlers
-from shared.runtime import Runtime, ops_router
+from shared.runtime import Runtime, bounded, ops_router
 
 
 def create_app(settings: ProcessorSettings) -> FastAPI:
@@ -22,8 +22,8 @@ def create_app(settings: ProcessorSettings) -> FastAPI:
         await runtime.start()
         await worker.start()
         yield
-        await worker.stop()
-        await runtime.stop()
+        await bounded(worker.stop(), 40, "draining in-flight tasks")
+        await bounded(runtime.stop(), 10, "closing connections")
 
     app = FastAPI(title="imagejobs processor", lifespan=lifespan)
     install_error_handlers(app)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.worker import SchedulerWorker
 from shared.http import install_error_handlers
-from shared.runtime import Runtime, ops_router
+from shared.runtime import Runtime, bounded, ops_router
 
 
 def create_app(settings: SchedulerSettings) -> FastAPI:
@@ -22,8 +22,8 @@ def create_app(settings: SchedulerSettings) -> FastAPI:
         await runtime.start()
         await worker.start()
         yield
-        await worker.stop()
-        await runtime.stop()
+        await bounded(worker.stop(), 15, "stopping the scheduler")
+        await bounded(runtime.stop(), 10, "closing connections")
 
     app = FastAPI(title="imagejobs scheduler", lifespan=lifespan)
     install_error_handlers(app)

@@ -28,7 +28,7 @@ from services.status.settings import StatusSettings
 from shared.auth import Unauthorized, parse_keys, request_owner
 from shared.events import JobCancelled, encode_event
 from shared.http import error, install_error_handlers
-from shared.runtime import Runtime, ops_router, retry_forever
+from shared.runtime import Runtime, bounded, ops_router, retry_forever
 
 NOT_FOUND = "job not found"
 
@@ -50,9 +50,9 @@ def create_app(settings: StatusSettings) -> FastAPI:
         started = asyncio.create_task(_start_offsets())
         yield
         started.cancel()
-        await projector.stop()
-        await clients["offsets"].stop()
-        await runtime.stop()
+        await bounded(projector.stop(), 15, "stopping the projector")
+        await bounded(clients["offsets"].stop(), 5, "closing the offsets client")
+        await bounded(runtime.stop(), 10, "closing connections")
 
     async def _start_offsets() -> None:
         await runtime.connected.wait()

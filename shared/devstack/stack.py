@@ -18,7 +18,7 @@ from pathlib import Path
 
 from shared.devstack.errors import LauncherError
 from shared.devstack.kafka import KafkaBroker, ensure_jars, java_binary
-from shared.devstack.net import require_free_port, wait_for_port
+from shared.devstack.net import require_free_port
 from shared.devstack.paths import PROJECT_ROOT, state_dir
 from shared.devstack.postgres import PostgresServer, postgres_bindir, server_user
 
@@ -88,7 +88,7 @@ def supervisord_config(progs: list[Program], run_dir: Path) -> str:
             "command=" + " ".join(_quote(a) for a in wrapped),
             f"directory={PROJECT_ROOT}", f"priority={p.priority}",
             "autostart=true", "autorestart=true", "startsecs=1", "startretries=1000000",
-            f"stopsignal={p.stop_signal}", "stopwaitsecs=20", "killasgroup=true",
+            f"stopsignal={p.stop_signal}", "stopwaitsecs=50", "killasgroup=true",
             "redirect_stderr=true", "stdout_logfile=/dev/fd/1", "stdout_logfile_maxbytes=0",
         ]
         if p.env:
@@ -179,9 +179,28 @@ def _wait_for_infra(kafka: KafkaBroker | None, pg: PostgresServer | None) -> Non
         kafka.wait_ready(deadline_s=90)
     ingest = _env_int("INGEST_PORT", 8000)
     status = _env_int("STATUS_PORT", 8001)
-    wait_for_port(ingest, 30)
+    for port in (ingest, status):
+        if not _wait_ready(port, 60):
+            raise LauncherError(f"the service on port {port} did not become ready in 60s; see its log lines above")
     print(f"\n  imagejobs is up in {time.monotonic() - started:.1f}s: ingest http://127.0.0.1:{ingest}"
           f"  status http://127.0.0.1:{status}/docs  (Ctrl-C stops everything)\n", flush=True)
+
+
+def _wait_ready(port: int, deadline_s: float) -> bool:
+    """True once http://127.0.0.1:port/readyz answers 200 (Kafka and PostgreSQL connected)."""
+    import urllib.error
+    import urllib.request
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def _after_infra_ready() -> None:

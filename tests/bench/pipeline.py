@@ -133,9 +133,11 @@ def lateness(client: Client, per_second: int, seconds: int) -> tuple[list[float]
 def main() -> int:
     infra = Infra.start()
     report: dict[str, Any] = {}
+    stacks: list[Stack] = []
     try:
         off = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "0", "IMAGE_CACHE_TTL_S": "0",
                                 "PROCESSOR_CONCURRENCY": "32", "LOG_LEVEL": "WARNING"})
+        stacks.append(off)
         client = Client(off, off.start_all(processors=2))
         off.wait_partitions_shared()
         n = 1500
@@ -159,11 +161,14 @@ def main() -> int:
         report["lateness_p99_ms"] = round(pct(late, 0.99) * 1000, 1)
         off.stop()
         on = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "100-400", "IMAGE_CACHE_TTL_S": "0", "LOG_LEVEL": "WARNING"})
+        stacks.append(on)
         client_on = Client(on, on.start_all(processors=2))
         on.wait_partitions_shared()
         report["job_200_images_gpu_on_s"] = round(run_job(client_on, urls(client_on.images, 200, offset=2 * n)), 2)
         on.stop()
     finally:
+        for stack in stacks:
+            stack.stop()
         infra.stop()
     print(json.dumps(report, indent=2))
     print(f"pipeline/limit = {report['pipeline_to_limit_ratio']} (goal >= 0.5); "
