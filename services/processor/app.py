@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from services.processor.settings import ProcessorSettings
-from services.processor.worker import ProcessorWorker
-from shared.http import install_error_handlers
-from shared.runtime import Runtime, bounded, ops_router
+from services.processor.worker import DRAIN_TIMEOUT_S, ProcessorWorker
+from shared.worker_app import worker_app
 
 
 def create_app(settings: ProcessorSettings) -> FastAPI:
-    runtime = Runtime(settings, "processor")
-    worker = ProcessorWorker(settings, runtime)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        await worker.start()
-        yield
-        await bounded(worker.stop(), 40, "draining in-flight tasks")
-        await bounded(runtime.stop(), 10, "closing connections")
-
-    app = FastAPI(title="imagejobs processor", lifespan=lifespan)
-    install_error_handlers(app)
-    app.include_router(ops_router(runtime, details=worker.details))
-    return app
+    # stop() drains in-flight tasks for up to DRAIN_TIMEOUT_S, then commits and leaves the group
+    return worker_app("processor", settings, lambda runtime: ProcessorWorker(settings, runtime),
+                      stop_within_s=DRAIN_TIMEOUT_S + 10)

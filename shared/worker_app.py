@@ -1,0 +1,39 @@
+"""The process shape of a background worker (scheduler, processor): connections, the worker's
+loops, and the operational endpoints, started and stopped in that order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+from fastapi import FastAPI
+
+from shared.http import install_error_handlers
+from shared.runtime import Runtime, bounded, ops_router
+from shared.settings import CommonSettings
+
+
+class Worker(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def details(self) -> dict[str, object]: ...
+
+
+def worker_app(service: str, settings: CommonSettings, make_worker: Callable[[Runtime], Worker],
+               stop_within_s: float) -> FastAPI:
+    runtime = Runtime(settings, service)
+    worker = make_worker(runtime)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        await worker.start()
+        yield
+        await bounded(worker.stop(), stop_within_s, f"stopping the {service}")
+        await bounded(runtime.stop(), 10, "closing connections")
+
+    app = FastAPI(title=f"imagejobs {service}", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(ops_router(runtime, details=worker.details))
+    return app
