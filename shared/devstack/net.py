@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-import time
+from pathlib import Path
 
 from shared.devstack.errors import LauncherError
 
@@ -34,23 +34,9 @@ def require_free_port(port: int, what: str, setting: str) -> None:
         )
 
 
-def wait_for_port(port: int, deadline_s: float, host: str = "127.0.0.1") -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def tail(path: object, lines: int = 20) -> str:
-    """The last `lines` lines of a log file, or a note that there is none."""
-    from pathlib import Path
-
-    p = Path(str(path))
-    if not p.exists():
-        return f"(no log at {p})"
-    text = p.read_text(errors="replace").splitlines()
-    return "\n".join(text[-lines:])
+def tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file, or a note that there is none (under `make run`
+    the servers log to the terminal instead)."""
+    if not path.exists():
+        return f"(no log at {path}; see the lines above)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
