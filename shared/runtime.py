@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Response
@@ -52,6 +55,31 @@ async def bounded(step: Awaitable[object], seconds: float, what: str) -> None:
         log.warning("%s did not finish in %.0fs; exiting anyway", what, seconds)
     except Exception as exc:  # noqa: BLE001 - shutting down regardless
         log.warning("%s failed during shutdown: %s", what, exc)
+
+
+async def fetch_batch(consumer: Any, service: str, **options: Any) -> dict[Any, list[Any]]:
+    """`consumer.getmany(...)`, but a fetch error (a broker restarting, a fenced member) is
+    logged and answered with an empty batch: the loop goes on and the consumer recovers."""
+    try:
+        return dict(await consumer.getmany(**options))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        log.warning("%s: fetching records failed (%s: %s); retrying", service, type(exc).__name__, exc)
+        await asyncio.sleep(0.5)
+        return {}
+
+
+def exit_if_it_dies(task: asyncio.Task[Any], what: str) -> None:
+    """A loop that must run for ever and ended with an error takes the process down (SIGTERM
+    to itself), so the supervisor restarts it, instead of a process that looks ready and does
+    nothing."""
+    def check(done: asyncio.Task[Any]) -> None:
+        if done.cancelled() or done.exception() is None:
+            return
+        log.critical("%s died: %r; exiting so that the supervisor restarts this process", what, done.exception())
+        os.kill(os.getpid(), signal.SIGTERM)
+    task.add_done_callback(check)
 
 
 class Runtime:

@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from shared.events import ImageFailed, ImageSucceeded
-from shared.runtime import Runtime
+from shared.runtime import Runtime, exit_if_it_dies
 
 Outcome = ImageSucceeded | ImageFailed
 INSERT = ("INSERT INTO processor_results (task_id, job_id, visit_index, image_index, store_id, image_url,"
@@ -46,6 +46,7 @@ class ResultWriter:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+        exit_if_it_dies(self._task, "the result writer")
 
     async def stop(self) -> None:
         if self._task:

@@ -27,7 +27,7 @@ from shared.dlq import send_to_dlq
 from shared.events import ImageTask, decode_event, encode_event
 from shared.kafka import consumer_options
 from shared.metrics import EVENTS_CONSUMED
-from shared.runtime import Runtime, retry_forever
+from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
 GROUP = "imagejobs-processor"
@@ -62,6 +62,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         await self.fetcher.start()
         self.deps.writer.start()
         self._main = asyncio.create_task(self._run())
+        exit_if_it_dies(self._main, "the processor's consumer loop")
 
     async def stop(self) -> None:
         """Graceful: stop fetching, finish in-flight tasks, commit, leave the group."""
@@ -84,7 +85,8 @@ class ProcessorWorker(ConsumerRebalanceListener):
         committer = asyncio.create_task(self._commit_periodically())
         try:
             while True:
-                batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.processor_concurrency)
+                batch = await fetch_batch(self.consumer, "processor", timeout_ms=200,
+                                          max_records=self.settings.processor_concurrency)
                 for tp, records in batch.items():
                     for record in records:
                         await self.slots.acquire()

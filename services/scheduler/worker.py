@@ -28,7 +28,7 @@ from shared.dlq import send_to_dlq
 from shared.events import JobCancelled, JobSubmitted, decode_event, encode_event
 from shared.kafka import consumer_options
 from shared.metrics import EVENTS_CONSUMED, latency_histogram
-from shared.runtime import Runtime, retry_forever
+from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
 PENDING = Gauge("imagejobs_scheduler_pending_jobs", "Jobs waiting for their time (this instance)")
@@ -56,6 +56,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run())]
+        exit_if_it_dies(self._tasks[0], "the scheduler's consumer loop")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -70,8 +71,9 @@ class SchedulerWorker(ConsumerRebalanceListener):
         await retry_forever("starting the scheduler consumer", self.consumer.start)
         self.consumer.subscribe([self.settings.topics.jobs], listener=self)
         self._tasks.append(asyncio.create_task(self._release_loop()))
+        exit_if_it_dies(self._tasks[-1], "the scheduler's release loop")
         while True:
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=1000)
+            batch = await fetch_batch(self.consumer, "scheduler", timeout_ms=500, max_records=1000)
             for tp, records in batch.items():
                 await retry_forever("storing submitted jobs", lambda r=records, p=tp: self._store(p, r))
             if batch:

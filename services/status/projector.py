@@ -33,7 +33,7 @@ from shared.events import (
 )
 from shared.kafka import consumer_options
 from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED
-from shared.runtime import Runtime, retry_forever
+from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
 CONSUMER = "status"
@@ -52,6 +52,8 @@ class Projector(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._relay())]
+        exit_if_it_dies(self._tasks[0], "the status fold")
+        exit_if_it_dies(self._tasks[1], "the status relay")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -67,7 +69,7 @@ class Projector(ConsumerRebalanceListener):
         await retry_forever("starting the status consumer", self.consumer.start)
         self.consumer.subscribe([topics.jobs, topics.results], listener=self)
         while True:
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=2000)
+            batch = await fetch_batch(self.consumer, "status", timeout_ms=200, max_records=2000)
             if batch:
                 await retry_forever("folding events", lambda b=batch: self._apply(b))
                 self._relay_wakeup.set()
@@ -76,7 +78,10 @@ class Projector(ConsumerRebalanceListener):
     def _report_lag(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None
         lag: dict[str, int] = {}
+        assigned = self.consumer.assignment()
         for tp, records in batch.items():
+            if tp not in assigned:  # revoked while the batch was applied: highwater() would assert
+                continue
             end = self.consumer.highwater(tp)
             if end is not None and records:
                 lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - records[-1].offset - 1)
