@@ -1,16 +1,35 @@
 """Kafka and PostgreSQL restart under load: services report not-ready, retry, and recover
-without being restarted themselves."""
+without being restarted themselves.
+
+These tests restart servers, so they run on a broker and a database of their own: the
+session's shared stack (e2e, fuzzing, dashboards) is not disturbed by them."""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.client import Client
 from tests.support.invariants import assert_promises_kept, submit_batch
+from tests.support.stack import Infra, Stack
 from tests.support.waiting import wait_for
+
+
+@pytest.fixture(scope="module")
+def fault_stack() -> Iterator[tuple[Stack, dict[str, Any]]]:
+    own = Infra.start()
+    running = Stack(own, env={"PROCESSOR_GPU_DELAY_MS": "30-150", "IMAGE_CACHE_TTL_S": "0",
+                              "PROCESSOR_CONCURRENCY": "16"})
+    try:
+        yield running, running.start_all(processors=2)
+    finally:
+        running.stop()
+        own.stop()
 
 
 def _ready(url: str) -> int:
