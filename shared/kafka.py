@@ -34,11 +34,12 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
     )
 
 
-def consumer_options(settings: CommonSettings, group_id: str | None, client_id: str) -> dict[str, object]:
+def consumer_options(settings: CommonSettings, service: str) -> dict[str, object]:
+    """Manual-commit consumer settings for `service`, in the group `<prefix>.<service>`."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "group_id": group_id,
-        "client_id": client_id,
+        "group_id": settings.consumer_group(service),
+        "client_id": service,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",

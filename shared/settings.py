@@ -30,6 +30,11 @@ class CommonSettings(BaseSettings):
     def topics(self) -> Topics:
         return Topics(self.kafka_topic_prefix)
 
+    def consumer_group(self, service: str) -> str:
+        """`<prefix>.<service>`: deployments sharing a cluster never share a consumer group
+        (a shared group rebalances all of them together, so one's crash stalls the others)."""
+        return f"{self.kafka_topic_prefix}.{service}"
+
 
 class Topics:
     """Topic names under one prefix (tests use a unique prefix per stack)."""

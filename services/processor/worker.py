@@ -30,7 +30,6 @@ from shared.metrics import EVENTS_CONSUMED
 from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
-GROUP = "imagejobs-processor"
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -78,7 +77,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
 
     async def _run(self) -> None:
         await self.runtime.connected.wait()
-        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, GROUP, "processor"))  # type: ignore[arg-type]
+        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "processor"))  # type: ignore[arg-type]
         await retry_forever("starting the processor consumer", self.consumer.start)
         self.consumer.subscribe([self.settings.topics.tasks], listener=self)
         self.consuming = True

@@ -36,7 +36,6 @@ RELEASED = Counter("imagejobs_scheduler_released_total", "Jobs released")
 TASKS_EMITTED = Counter("imagejobs_scheduler_tasks_emitted_total", "Image tasks emitted")
 LATENESS = latency_histogram("imagejobs_scheduler_lateness_seconds",
                              "Task emission time minus scheduled_time")
-GROUP = "imagejobs-scheduler"
 
 
 class SchedulerWorker(ConsumerRebalanceListener):
@@ -67,7 +66,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
 
     async def _run(self) -> None:
         await self.runtime.connected.wait()
-        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, GROUP, "scheduler"))  # type: ignore[arg-type]
+        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "scheduler"))  # type: ignore[arg-type]
         await retry_forever("starting the scheduler consumer", self.consumer.start)
         self.consumer.subscribe([self.settings.topics.jobs], listener=self)
         self._tasks.append(asyncio.create_task(self._release_loop()))

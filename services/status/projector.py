@@ -65,7 +65,7 @@ class Projector(ConsumerRebalanceListener):
     async def _run(self) -> None:
         await self.runtime.connected.wait()
         topics = self.settings.topics
-        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "imagejobs-status", "status"))  # type: ignore[arg-type]
+        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "status"))  # type: ignore[arg-type]
         await retry_forever("starting the status consumer", self.consumer.start)
         self.consumer.subscribe([topics.jobs, topics.results], listener=self)
         while True:
