@@ -15,14 +15,19 @@ from tests.support.stack import Infra, Stack
 SEED = 20261128
 
 
-@pytest.fixture(scope="module")
-def fault_stack(infra: Infra) -> Iterator[tuple[Stack, dict[str, Any]]]:
+def run_fault_stack(infra: Infra) -> Iterator[tuple[Stack, dict[str, Any]]]:
+    """Two processors with the simulated GPU on (30-150 ms) so tasks are in flight at a fault."""
     running = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "30-150", "IMAGE_CACHE_TTL_S": "0",
                                 "PROCESSOR_CONCURRENCY": "16"})
     try:
         yield running, running.start_all(processors=2)
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_stack(infra: Infra) -> Iterator[tuple[Stack, dict[str, Any]]]:
+    yield from run_fault_stack(infra)
 
 
 @pytest.fixture()

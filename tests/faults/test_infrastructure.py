@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.faults.conftest import run_fault_stack
 from tests.support.client import Client
 from tests.support.invariants import assert_promises_kept, submit_batch
 from tests.support.stack import Infra, Stack
@@ -23,12 +24,9 @@ from tests.support.waiting import wait_for
 @pytest.fixture(scope="module")
 def fault_stack() -> Iterator[tuple[Stack, dict[str, Any]]]:
     own = Infra.start()
-    running = Stack(own, env={"PROCESSOR_GPU_DELAY_MS": "30-150", "IMAGE_CACHE_TTL_S": "0",
-                              "PROCESSOR_CONCURRENCY": "16"})
     try:
-        yield running, running.start_all(processors=2)
+        yield from run_fault_stack(own)
     finally:
-        running.stop()
         own.stop()
 
 
