@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Response
@@ -27,15 +27,16 @@ from shared.metrics import SERVICE_READY
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-async def retry_forever(what: str, op: Callable[[], Awaitable[object]], max_delay: float = 5.0) -> None:
-    """Run `op` until it succeeds, with exponential backoff; logs each failure once per attempt."""
+async def retry_forever(what: str, op: Callable[[], Awaitable[T]], max_delay: float = 5.0) -> T:
+    """Run `op` until it succeeds, with exponential backoff; logs each failure once per attempt;
+    returns what `op` returned."""
     delay = 0.2
     while True:
         try:
-            await op()
-            return
+            return await op()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure is retried

@@ -39,7 +39,7 @@ def measure(data: bytes, max_pixels: int) -> Size:
                     raise ImageError(f"image too large: {width}x{height} pixels exceeds {max_pixels}")
                 if image.format == "PNG":
                     image.verify()  # walks every chunk: catches truncation and bad CRCs
-                elif image.format == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+                elif image.format == "JPEG" and not _ends_with_eoi(data):
                     raise ImageError("corrupt or truncated image: JPEG has no end-of-image marker")
     except ImageError:
         raise
@@ -52,6 +52,13 @@ def measure(data: bytes, max_pixels: int) -> Size:
     if width <= 0 or height <= 0:
         raise ImageError("image has no pixels")
     return Size(width, height)
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    """A JPEG's end-of-image marker, ignoring trailing NUL padding (looked for in the tail
+    first: stripping the whole body would copy it)."""
+    tail = data[-4096:].rstrip(b"\x00") or data.rstrip(b"\x00")
+    return tail.endswith(b"\xff\xd9")
 
 
 def parse_gpu_delay(spec: str) -> tuple[float, float]:

@@ -1,5 +1,6 @@
 """Processing one `ImageTask`: the only place that orchestrates store check, download,
-measurement, simulated GPU time, the idempotent result row and the outcome event."""
+measurement and simulated GPU time. Recording the outcome (the idempotent result row and the
+outcome event) is the recorder's, in batches (results.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from prometheus_client import Counter
 from services.processor.cache import DimensionCache
 from services.processor.domain import ImageError, Size, gpu_delay, measure
 from services.processor.fetch import Fetcher
-from services.processor.results import ResultWriter, as_recorded
 from services.processor.stores import StoreDirectory
 from shared.events import ImageFailed, ImageSucceeded, ImageTask
 from shared.metrics import latency_histogram
@@ -26,6 +26,9 @@ FAILURES = Counter("imagejobs_processor_failures_total", "Image failures by reas
 PROCESS_LATENCY = latency_histogram("imagejobs_processor_task_seconds", "Task processing time")
 
 Outcome = ImageSucceeded | ImageFailed
+# Below this size Pillow reads the header inline; above it (a PNG is verified chunk by chunk)
+# the work moves to a thread so the event loop keeps serving the other tasks.
+INLINE_MEASURE_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -37,20 +40,19 @@ class Deps:
     gpu_bounds: tuple[float, float]
     max_pixels: int
     rng: random.Random
-    writer: ResultWriter
 
 
 async def process(task: ImageTask, deps: Deps) -> Outcome:
-    """The task's outcome, recorded once: a repeat returns the recorded outcome unchanged."""
+    """The task's outcome (not yet recorded): store check, download, measurement, GPU time.
+    A failing image becomes an `ImageFailed` with its reason; only infrastructure errors raise."""
     started = time.perf_counter()
-    existing = await recorded_outcome(task, deps)
-    if existing is not None:
-        return existing
     try:
         if not await deps.stores.exists(task.store_id):
             raise ImageError("store not found")
         size = await deps.cache.get_or_load(task.image_url, lambda: _download_and_measure(task, deps))
-        await asyncio.sleep(gpu_delay(deps.gpu_bounds, deps.rng))
+        delay = gpu_delay(deps.gpu_bounds, deps.rng)
+        if delay:
+            await asyncio.sleep(delay)
         outcome: Outcome = _succeeded(task, size)
     except ImageError as exc:
         outcome = _failed(task, str(exc))
@@ -59,15 +61,15 @@ async def process(task: ImageTask, deps: Deps) -> Outcome:
         log.exception("unexpected error processing %s", task.task_id)
         outcome = _failed(task, f"processing error: {type(exc).__name__}")
         FAILURES.labels("processing error").inc()
-    recorded = await record(outcome, deps)
-    OUTCOMES.labels("succeeded" if isinstance(recorded, ImageSucceeded) else "failed").inc()
     PROCESS_LATENCY.observe(time.perf_counter() - started)
-    return recorded
+    return outcome
 
 
 async def _download_and_measure(task: ImageTask, deps: Deps) -> Size:
     data = await deps.fetcher.fetch(task.image_url)
-    return await asyncio.to_thread(measure, data, deps.max_pixels)
+    if len(data) <= INLINE_MEASURE_BYTES:
+        return measure(data, deps.max_pixels)  # header parse: cheaper than a thread hop
+    return await asyncio.to_thread(measure, data, deps.max_pixels)  # PNG verify walks every chunk
 
 
 def _common(task: ImageTask) -> dict[str, object]:
@@ -82,18 +84,3 @@ def _succeeded(task: ImageTask, size: Size) -> ImageSucceeded:
 
 def _failed(task: ImageTask, reason: str) -> ImageFailed:
     return ImageFailed(**_common(task), reason=reason)  # type: ignore[arg-type]
-
-
-async def recorded_outcome(task: ImageTask, deps: Deps) -> Outcome | None:
-    async with deps.runtime.pool.connection() as conn:
-        row = await (await conn.execute(
-            "SELECT width, height, error FROM processor_results WHERE task_id = %s", (task.task_id,)
-        )).fetchone()
-    if row is None:
-        return None
-    return as_recorded(_failed(task, ""), *row)
-
-
-async def record(outcome: Outcome, deps: Deps) -> Outcome:
-    """Insert the result row once (unique task_id); a duplicate gets the first row's outcome."""
-    return await deps.writer.record(outcome)

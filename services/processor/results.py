@@ -1,8 +1,15 @@
-"""Recording outcomes in batches: one transaction (one WAL flush) for many result rows.
+"""Recording outcomes in batches: one transaction and one produce round for many images.
 
-Each caller awaits its own outcome; the writer gathers what arrives within a few
-milliseconds, inserts it with `ON CONFLICT (task_id) DO NOTHING`, and answers each caller
-with the row that is recorded: its own, or the one a duplicate delivery recorded first.
+Each caller awaits its own outcome; the recorder gathers what arrives within a few
+milliseconds, inserts it with one `INSERT ... SELECT FROM unnest(...) ON CONFLICT (task_id) DO
+NOTHING`, publishes the outcome that is recorded (its own, or the one a duplicate delivery
+recorded first) to the results topic with acks=all, and only then answers each caller, which
+then lets its offset be committed. A failure answers every caller of the batch with the error;
+they retry, and the retry finds the rows already recorded and re-publishes the same outcomes.
+
+Recording holds no processing slot: a processor's slots are for downloading and measuring, so
+the waits of a transaction and of the broker's acknowledgement are shared by a whole batch
+instead of being paid by each image.
 """
 
 from __future__ import annotations
@@ -10,23 +17,31 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from shared.events import ImageFailed, ImageSucceeded
+from shared.events import ImageFailed, ImageSucceeded, ImageTask, encode_event
 from shared.runtime import Runtime, exit_if_it_dies
 
 Outcome = ImageSucceeded | ImageFailed
-INSERT = ("INSERT INTO processor_results (task_id, job_id, visit_index, image_index, store_id, image_url,"
-          " width, height, perimeter, error) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+COLUMNS = "task_id, job_id, visit_index, image_index, store_id, image_url, width, height, perimeter, error"
+INSERT = (f"INSERT INTO processor_results ({COLUMNS})"
+          " SELECT * FROM unnest(%s::text[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[],"
+          " %s::int[], %s::int[], %s::int[], %s::text[])"
           " ON CONFLICT (task_id) DO NOTHING RETURNING task_id")
+STORED = "SELECT task_id, width, height, error FROM processor_results WHERE task_id = ANY(%s)"
 
 
-def _row(o: Outcome) -> tuple[Any, ...]:
-    ok = isinstance(o, ImageSucceeded)
-    return (o.task_id, o.job_id, o.visit_index, o.image_index, o.store_id, o.image_url,
-            o.width if ok else None, o.height if ok else None,  # type: ignore[union-attr]
-            o.perimeter if ok else None, None if ok else o.reason)  # type: ignore[union-attr]
+def _columns(outcomes: list[Outcome]) -> list[list[Any]]:
+    """The outcomes as one array per column, for `unnest`."""
+    rows = []
+    for o in outcomes:
+        ok = isinstance(o, ImageSucceeded)
+        rows.append((o.task_id, o.job_id, o.visit_index, o.image_index, o.store_id, o.image_url,
+                     o.width if ok else None, o.height if ok else None,  # type: ignore[union-attr]
+                     o.perimeter if ok else None, None if ok else o.reason))  # type: ignore[union-attr]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
-def as_recorded(attempt: Outcome, width: int | None, height: int | None, error: str | None) -> Outcome:
+def as_recorded(attempt: Outcome | ImageTask, width: int | None, height: int | None,
+                error: str | None) -> Outcome:
     """The outcome a stored row says, for the task `attempt` is about."""
     fields = {k: getattr(attempt, k) for k in ("job_id", "task_id", "visit_index", "image_index",
                                                  "store_id", "image_url")}
@@ -36,9 +51,21 @@ def as_recorded(attempt: Outcome, width: int | None, height: int | None, error: 
     return ImageSucceeded(**fields, width=width, height=height, perimeter=2 * (width + height))
 
 
-class ResultWriter:
-    def __init__(self, runtime: Runtime, max_batch: int = 256, gather_s: float = 0.003) -> None:
+async def recorded_outcomes(runtime: Runtime, tasks: list[ImageTask]) -> dict[str, Outcome]:
+    """task_id -> recorded outcome, for the tasks of `tasks` that already have a row (one query)."""
+    if not tasks:
+        return {}
+    async with runtime.pool.connection() as conn:
+        rows = await (await conn.execute(STORED, ([t.task_id for t in tasks],))).fetchall()
+    by_id = {t.task_id: t for t in tasks}
+    return {task_id: as_recorded(by_id[task_id], w, h, e) for task_id, w, h, e in rows}
+
+
+class Recorder:
+    def __init__(self, runtime: Runtime, results_topic: str, max_batch: int = 512,
+                 gather_s: float = 0.002) -> None:
         self._runtime = runtime
+        self._topic = results_topic
         self._max_batch = max_batch
         self._gather_s = gather_s
         self._queue: asyncio.Queue[tuple[Outcome, asyncio.Future[Outcome]]] = asyncio.Queue()
@@ -46,7 +73,7 @@ class ResultWriter:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
-        exit_if_it_dies(self._task, "the result writer")
+        exit_if_it_dies(self._task, "the result recorder")
 
     async def stop(self) -> None:
         if self._task:
@@ -54,8 +81,9 @@ class ResultWriter:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def record(self, outcome: Outcome) -> Outcome:
+        """Record and publish `outcome` once; returns the outcome that is recorded."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put((outcome, future))
+        self._queue.put_nowait((outcome, future))
         return await future
 
     async def _run(self) -> None:
@@ -66,6 +94,7 @@ class ResultWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 recorded = await self._write([o for o, _ in batch])
+                await self._publish(recorded)
             except Exception as exc:  # noqa: BLE001 - each caller retries its task
                 for _, future in batch:
                     if not future.done():
@@ -77,22 +106,21 @@ class ResultWriter:
 
     async def _write(self, outcomes: list[Outcome]) -> list[Outcome]:
         async with self._runtime.pool.connection() as conn, conn.cursor() as cur:
-            await cur.executemany(INSERT, [_row(o) for o in outcomes], returning=True)
-            inserted: set[str] = set()
-            while True:
-                row = await cur.fetchone()
-                if row:
-                    inserted.add(row[0])
-                if not cur.nextset():
-                    break
+            await cur.execute(INSERT, _columns(outcomes))
+            inserted = {row[0] for row in await cur.fetchall()}
             repeats = [o.task_id for o in outcomes if o.task_id not in inserted]
             stored: dict[str, tuple[Any, ...]] = {}
             if repeats:
-                await cur.execute("SELECT task_id, width, height, error FROM processor_results"
-                                  " WHERE task_id = ANY(%s)", (repeats,))
+                await cur.execute(STORED, (repeats,))
                 stored = {r[0]: r[1:] for r in await cur.fetchall()}
         first: dict[str, Outcome] = {}
         for o in outcomes:
             first.setdefault(o.task_id, o)  # two deliveries of one task in a batch: the first wins
         return [first[o.task_id] if o.task_id in inserted else as_recorded(o, *stored[o.task_id])
                 for o in outcomes]
+
+    async def _publish(self, outcomes: list[Outcome]) -> None:
+        producer = self._runtime.producer
+        acks = [await producer.send(self._topic, encode_event(o), key=str(o.job_id).encode())
+                for o in outcomes]
+        await asyncio.gather(*acks)

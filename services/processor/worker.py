@@ -1,6 +1,11 @@
 """The processor's consumer loop: many tasks at once (bounded), offsets committed only up to
 the lowest task still in flight, after its result row and outcome event are durable.
 
+Each fetched batch is decoded at once and checked against the result rows with one query
+(a redelivered task is not downloaded again: its recorded outcome is re-published). A task
+holds one of `PROCESSOR_CONCURRENCY` slots while it downloads, measures and waits for the
+simulated GPU; recording and publishing happen in batches (results.py) without a slot.
+
 On rebalance or SIGTERM it stops fetching, lets in-flight tasks finish (bounded), commits,
 and only then gives partitions up, so nothing is lost and nothing is processed twice in
 effect (a task that did run twice finds its result row and re-emits the same outcome).
@@ -18,19 +23,20 @@ from aiokafka.structs import ConsumerRecord
 from services.processor.cache import DimensionCache
 from services.processor.domain import parse_gpu_delay
 from services.processor.fetch import Fetcher, FetchLimits
-from services.processor.handlers import Deps, process
+from services.processor.handlers import OUTCOMES, Deps, Outcome, process
 from services.processor.offsets import OffsetTracker
-from services.processor.results import ResultWriter
+from services.processor.results import Recorder, recorded_outcomes
 from services.processor.settings import ProcessorSettings
 from services.processor.stores import StoreDirectory
 from shared.dlq import send_to_dlq
-from shared.events import ImageTask, decode_event, encode_event
+from shared.events import ImageSucceeded, ImageTask, decode_event
 from shared.kafka import consumer_options
 from shared.metrics import EVENTS_CONSUMED
 from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
+BACKLOG_FACTOR = 4
 
 
 class ProcessorWorker(ConsumerRebalanceListener):
@@ -44,9 +50,12 @@ class ProcessorWorker(ConsumerRebalanceListener):
             s.image_allow_private_networks))
         self.deps = Deps(runtime, self.fetcher, DimensionCache(s.image_cache_ttl_s, s.image_cache_size),
                          StoreDirectory(runtime), parse_gpu_delay(s.processor_gpu_delay_ms),
-                         s.image_max_pixels, random.Random(), ResultWriter(runtime))
+                         s.image_max_pixels, random.Random())
+        self.recorder = Recorder(runtime, settings.topics.results)
         self.tracker = OffsetTracker()
-        self.slots = asyncio.Semaphore(s.processor_concurrency)
+        self.slots = asyncio.Semaphore(s.processor_concurrency)  # downloading, measuring, GPU
+        # tasks between fetch and commit, recording included: bounds memory when recording stalls
+        self.backlog = asyncio.Semaphore(s.processor_concurrency * BACKLOG_FACTOR)
         self.consumer: AIOKafkaConsumer | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
@@ -59,7 +68,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         await self.fetcher.start()
-        self.deps.writer.start()
+        self.recorder.start()
         self._main = asyncio.create_task(self._run())
         exit_if_it_dies(self._main, "the processor's consumer loop")
 
@@ -72,7 +81,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         if self.consumer:
             await self._commit()
             await self.consumer.stop()
-        await self.deps.writer.stop()
+        await self.recorder.stop()
         await self.fetcher.close()
 
     async def _run(self) -> None:
@@ -87,38 +96,58 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 batch = await fetch_batch(self.consumer, "processor", timeout_ms=200,
                                           max_records=self.settings.processor_concurrency)
                 for tp, records in batch.items():
-                    for record in records:
-                        await self.slots.acquire()
-                        if tp not in self.consumer.assignment():  # revoked while we waited for a slot
-                            self.slots.release()
-                            break
-                        self.tracker.started(tp, record.offset)
-                        task = asyncio.create_task(self._handle(tp, record))
-                        self._inflight.add(task)
-                        task.add_done_callback(self._inflight.discard)
+                    await self._dispatch(tp, records)
         finally:
             committer.cancel()
 
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        try:
-            await retry_forever("processing a task", lambda: self._process_record(record))
-            self.tracker.finished(tp, record.offset)
-        finally:
-            self.slots.release()
+    async def _dispatch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Start a task per record as slots free up; stop if the partition is revoked meanwhile."""
+        decoded = [(record, await self._decode(record)) for record in records]
+        tasks = [task for _, task in decoded if task is not None]
+        known = await retry_forever("looking up recorded results", lambda: recorded_outcomes(self.runtime, tasks))
+        assert self.consumer is not None
+        for record, task in decoded:
+            if task is None:  # poison, already dead-lettered: its offset may go
+                self.tracker.started(tp, record.offset)
+                self.tracker.finished(tp, record.offset)
+                continue
+            await self.backlog.acquire()
+            await self.slots.acquire()
+            if tp not in self.consumer.assignment():  # revoked while we waited for a slot
+                self.slots.release()
+                self.backlog.release()
+                return
+            self.tracker.started(tp, record.offset)
+            job = asyncio.create_task(self._handle(tp, record.offset, task, known.get(task.task_id)))
+            self._inflight.add(job)
+            job.add_done_callback(self._inflight.discard)
 
-    async def _process_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _decode(self, record: ConsumerRecord[bytes, bytes]) -> ImageTask | None:
+        """The record's task, or None after sending it to the DLQ."""
         try:
             task = decode_event(record.value)
             if not isinstance(task, ImageTask):
                 raise ValueError(f"expected ImageTask, got {task.type}")
         except ValueError as exc:
-            await send_to_dlq(self.runtime.producer, self.settings.topics.dlq, "processor",
-                              record, f"undecodable: {exc}")
-            return
+            reason = f"undecodable: {exc}"
+            await retry_forever("dead-lettering a record", lambda: send_to_dlq(
+                self.runtime.producer, self.settings.topics.dlq, "processor", record, reason))
+            return None
         EVENTS_CONSUMED.labels("processor", "ImageTask").inc()
-        outcome = await process(task, self.deps)
-        await self.runtime.producer.send_and_wait(self.settings.topics.results, encode_event(outcome),
-                                                  key=str(outcome.job_id).encode())
+        return task
+
+    async def _handle(self, tp: TopicPartition, offset: int, task: ImageTask, known: Outcome | None) -> None:
+        """Process (holding a slot), then record and publish (without one), then let the offset go."""
+        try:
+            try:
+                outcome = known or await retry_forever("processing a task", lambda: process(task, self.deps))
+            finally:
+                self.slots.release()
+            recorded = await retry_forever("recording a result", lambda: self.recorder.record(outcome))
+            OUTCOMES.labels("succeeded" if isinstance(recorded, ImageSucceeded) else "failed").inc()
+            self.tracker.finished(tp, offset)
+        finally:
+            self.backlog.release()
 
     async def _commit_periodically(self) -> None:
         while True:
@@ -152,3 +181,4 @@ class ProcessorWorker(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("processing partitions %s", sorted(tp.partition for tp in assigned))
+

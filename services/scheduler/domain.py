@@ -60,10 +60,12 @@ class Schedule:
 
 def tasks_for(job: JobSubmitted) -> list[ImageTask]:
     """One task per image, keyed `job_id:visit_index:image_index` (the idempotency key)."""
+    # model_construct: every field comes from a validated JobSubmitted, so validating each of
+    # thousands of tasks again would only cost time (a 10,000-image job is released at once)
     return [
-        ImageTask(job_id=job.job_id, task_id=task_id_for(job.job_id, v, i), visit_index=v,
-                  image_index=i, store_id=visit.store_id, image_url=url,
-                  scheduled_time=job.scheduled_time)
+        ImageTask.model_construct(job_id=job.job_id, task_id=task_id_for(job.job_id, v, i), visit_index=v,
+                                  image_index=i, store_id=visit.store_id, image_url=url,
+                                  scheduled_time=job.scheduled_time)
         for v, visit in enumerate(job.visits)
         for i, url in enumerate(visit.image_urls)
     ]

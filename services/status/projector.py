@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from prometheus_client import Counter
+from prometheus_client import Counter as MetricCounter
 from psycopg import AsyncConnection
 
 from services.status.domain import derive_status
@@ -37,7 +38,7 @@ from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
 CONSUMER = "status"
-JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a final status", ["status"])
+JOBS_FINISHED = MetricCounter("imagejobs_status_jobs_finished_total", "Jobs reaching a final status", ["status"])
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -69,11 +70,29 @@ class Projector(ConsumerRebalanceListener):
         await retry_forever("starting the status consumer", self.consumer.start)
         self.consumer.subscribe([topics.jobs, topics.results], listener=self)
         while True:
-            batch = await fetch_batch(self.consumer, "status", timeout_ms=200, max_records=2000)
+            batch = await fetch_batch(self.consumer, "status", timeout_ms=200, max_records=5000)
             if batch:
-                await retry_forever("folding events", lambda b=batch: self._apply(b))
+                events = await self._decode(batch)
+                offsets = [(tp.topic, tp.partition, records[-1].offset + 1)
+                           for tp, records in batch.items() if records]
+                await retry_forever("folding events", lambda e=events, o=offsets: self._apply(e, o))
                 self._relay_wakeup.set()
                 self._report_lag(batch)
+
+    async def _decode(self, batch: dict[TopicPartition, list[Any]]) -> list[Any]:
+        """The batch's events; what cannot be decoded goes to the DLQ (once, before any retry)."""
+        events = []
+        for records in batch.values():
+            for record in records:
+                try:
+                    events.append(decode_event(record.value))
+                except ValueError as exc:
+                    reason = f"undecodable: {exc}"
+                    await retry_forever("dead-lettering a record", lambda r=record, why=reason: send_to_dlq(
+                        self.runtime.producer, self.settings.topics.dlq, "status", r, why))
+        for kind, count in Counter(e.type for e in events).items():
+            EVENTS_CONSUMED.labels("status", kind).inc(count)
+        return events
 
     def _report_lag(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None
@@ -88,25 +107,15 @@ class Projector(ConsumerRebalanceListener):
         for topic, value in lag.items():
             CONSUMER_LAG.labels("status", topic).set(value)
 
-    async def _apply(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        touched: set[Any] = set()
+    async def _apply(self, events: list[Any], offsets: list[tuple[str, int, int]]) -> None:
+        """One transaction: the events folded into the view, and the offsets they came from."""
         async with self.runtime.pool.connection() as conn:
-            for tp, records in batch.items():
-                for record in records:
-                    try:
-                        event = decode_event(record.value)
-                    except ValueError as exc:
-                        await send_to_dlq(self.runtime.producer, self.settings.topics.dlq, "status",
-                                          record, f"undecodable: {exc}")
-                        continue
-                    EVENTS_CONSUMED.labels("status", event.type).inc()
-                    if await apply_event(conn, event):
-                        touched.add(event.job_id)
-                await conn.execute(
-                    "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (consumer, topic, partition)"
-                    " DO UPDATE SET next_offset = EXCLUDED.next_offset",
-                    (CONSUMER, tp.topic, tp.partition, records[-1].offset + 1))
+            touched = await apply_events(conn, events)
+            await conn.execute(
+                "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset)"
+                " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
+                " ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+                (CONSUMER, *(list(column) for column in zip(*offsets, strict=True))))
             await refresh_status(conn, touched)
 
     # -- assignment: resume from the offsets stored with the view --------------------------
@@ -161,61 +170,92 @@ class Projector(ConsumerRebalanceListener):
                 encode_event(JobStatusChanged(job_id=j, status=s, total=t, succeeded=ok, failed=bad)),
                 key=str(j).encode()) for j, s, t, ok, bad in rows]
             await asyncio.gather(*sends)
-            async with conn.cursor() as cur:
-                await cur.executemany("UPDATE status_jobs SET emitted_status = %s WHERE job_id = %s",
-                                      [(s, j) for j, s, *_ in rows])
+            await conn.execute(
+                "UPDATE status_jobs AS s SET emitted_status = u.status"
+                " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
+                _columns((j, status) for j, status, *_ in rows))
         for _, status, *_ in rows:
             if status in FINAL:
                 JOBS_FINISHED.labels(status).inc()
 
 
-async def apply_event(conn: AsyncConnection[Any], event: Any) -> bool:
-    """Apply one event to the view (idempotent); True if it can change the job's status."""
-    if isinstance(event, JobSubmitted):
-        await conn.execute(
-            "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images)"
-            " VALUES (%s, true, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET submitted = true,"
-            " owner = EXCLUDED.owner, scheduled_time = EXCLUDED.scheduled_time,"
-            " total_images = EXCLUDED.total_images",
-            (event.job_id, event.owner, event.scheduled_time, event.total_images))
-        return True
-    if isinstance(event, JobReleased | JobCancelled):
-        column = "released" if isinstance(event, JobReleased) else "cancelled"
-        await conn.execute(
-            f"INSERT INTO status_jobs (job_id, {column}) VALUES (%s, true)"
-            f" ON CONFLICT (job_id) DO UPDATE SET {column} = true", (event.job_id,))
-        return True
-    if isinstance(event, ImageSucceeded | ImageFailed):
-        ok = isinstance(event, ImageSucceeded)
-        await conn.execute(
-            "WITH ins AS (INSERT INTO status_outcomes (task_id, job_id, visit_index, image_index,"
-            " store_id, image_url, ok, width, height, perimeter, error)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (task_id) DO NOTHING RETURNING ok)"
-            " INSERT INTO status_jobs (job_id, succeeded, failed)"
-            " SELECT %s, count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM ins"
-            " HAVING count(*) > 0 ON CONFLICT (job_id) DO UPDATE SET"
-            " succeeded = status_jobs.succeeded + EXCLUDED.succeeded,"
-            " failed = status_jobs.failed + EXCLUDED.failed",
-            (event.task_id, event.job_id, event.visit_index, event.image_index, event.store_id,
-             event.image_url, ok, getattr(event, "width", None), getattr(event, "height", None),
-             getattr(event, "perimeter", None), None if ok else event.reason, event.job_id))
-        return True
-    return False
+async def apply_events(conn: AsyncConnection[Any], events: list[Any]) -> set[Any]:
+    """Apply a batch of events to the view in a few statements (idempotent, order-independent:
+    flags are set, outcomes are unique by task_id and counters move only for new outcomes);
+    returns the jobs whose status may have changed."""
+    submitted: dict[Any, JobSubmitted] = {}
+    flags: dict[str, set[Any]] = {"released": set(), "cancelled": set()}
+    outcomes: dict[str, ImageSucceeded | ImageFailed] = {}
+    for event in events:
+        if isinstance(event, JobSubmitted):
+            submitted[event.job_id] = event
+        elif isinstance(event, JobReleased):
+            flags["released"].add(event.job_id)
+        elif isinstance(event, JobCancelled):
+            flags["cancelled"].add(event.job_id)
+        elif isinstance(event, ImageSucceeded | ImageFailed):
+            outcomes.setdefault(event.task_id, event)
+    async with conn.cursor() as cur:
+        if submitted:
+            await cur.execute(UPSERT_SUBMITTED, _columns(
+                (e.job_id, e.owner, e.scheduled_time, e.total_images) for e in submitted.values()))
+        for column, job_ids in flags.items():
+            if job_ids:
+                await cur.execute(
+                    f"INSERT INTO status_jobs (job_id, {column}) SELECT j, true FROM unnest(%s::uuid[]) AS u(j)"
+                    f" ON CONFLICT (job_id) DO UPDATE SET {column} = true", (list(job_ids),))
+        if outcomes:
+            await cur.execute(INSERT_OUTCOMES, _columns(_outcome_row(e) for e in outcomes.values()))
+    return set(submitted) | flags["released"] | flags["cancelled"] | {e.job_id for e in outcomes.values()}
+
+
+UPSERT_SUBMITTED = (
+    "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images)"
+    " SELECT j, true, o, t, n FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[]) AS u(j, o, t, n)"
+    " ON CONFLICT (job_id) DO UPDATE SET submitted = true, owner = EXCLUDED.owner,"
+    " scheduled_time = EXCLUDED.scheduled_time, total_images = EXCLUDED.total_images")
+# New outcome rows only (a repeat conflicts and is skipped), then the job's counters move by
+# exactly the rows inserted.
+INSERT_OUTCOMES = (
+    "WITH ins AS (INSERT INTO status_outcomes (task_id, job_id, visit_index, image_index, store_id,"
+    " image_url, ok, width, height, perimeter, error)"
+    " SELECT * FROM unnest(%s::text[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[],"
+    " %s::boolean[], %s::int[], %s::int[], %s::int[], %s::text[])"
+    " ON CONFLICT (task_id) DO NOTHING RETURNING job_id, ok)"
+    " INSERT INTO status_jobs (job_id, succeeded, failed)"
+    " SELECT job_id, count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM ins GROUP BY job_id"
+    " ON CONFLICT (job_id) DO UPDATE SET succeeded = status_jobs.succeeded + EXCLUDED.succeeded,"
+    " failed = status_jobs.failed + EXCLUDED.failed")
+
+
+def _outcome_row(e: ImageSucceeded | ImageFailed) -> tuple[Any, ...]:
+    ok = isinstance(e, ImageSucceeded)
+    return (e.task_id, e.job_id, e.visit_index, e.image_index, e.store_id, e.image_url, ok,
+            getattr(e, "width", None), getattr(e, "height", None), getattr(e, "perimeter", None),
+            None if ok else e.reason)  # type: ignore[union-attr]
+
+
+def _columns(rows: Any) -> list[list[Any]]:
+    """Rows as one list per column, the parameters of an `unnest(...)`."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> None:
+    """Recompute the status of `job_ids` from their counters (rows locked in a fixed order, so a
+    second status instance folding the same jobs waits instead of writing a stale status)."""
     if not job_ids:
         return
     rows = await (await conn.execute(
         "SELECT job_id, total_images, released, cancelled, succeeded, failed, status"
-        " FROM status_jobs WHERE job_id = ANY(%s)", (list(job_ids),))).fetchall()
+        " FROM status_jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE", (list(job_ids),))).fetchall()
     updates = []
     for job_id, total, released, cancelled, succeeded, failed, current in rows:
         status = derive_status(total=total, released=released, cancelled=cancelled,
                                succeeded=succeeded, failed=failed)
         if status != current:
-            updates.append((status, job_id))
+            updates.append((job_id, status))
     if updates:
-        async with conn.cursor() as cur:
-            await cur.executemany("UPDATE status_jobs SET status = %s, updated_at = now()"
-                                  " WHERE job_id = %s", updates)
+        await conn.execute(
+            "UPDATE status_jobs AS s SET status = u.status, updated_at = now()"
+            " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
+            _columns(updates))
