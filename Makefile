@@ -35,8 +35,10 @@ test-unit: setup
 demo: setup
 	$(PY) -m shared.demo
 
-bench: setup
+bench: setup  # the peers (Redis, BullMQ's node_modules, Celery's venv) are set up under .state/peers
 	command -v wrk >/dev/null || (apt-get install -y -q wrk || sudo apt-get install -y -q wrk)
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib
+	bash tests/bench/peers_setup.sh
 	$(PY) -m tests.bench.pipeline
 
 soak: setup  # the fault and fuzz suites with many more rounds and examples

@@ -7,9 +7,13 @@ service start-up under an advisory lock, each once (recorded in `schema_migratio
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -18,12 +22,22 @@ _LOCK_ID = 771_020_411  # any fixed number, the same in every service
 
 
 def make_pool(url: str, max_size: int = 10) -> AsyncConnectionPool:
-    """A pool that reconnects by itself; opened without waiting so start-up never blocks."""
+    """A pool that reconnects by itself; opened without waiting so start-up never blocks.
+
+    Connections are in autocommit mode: a single statement is one round trip (no BEGIN and
+    COMMIT around it); statements that must commit together use `transaction(pool)`."""
     return AsyncConnectionPool(
         url, min_size=1, max_size=max_size, open=False, timeout=5.0,
-        kwargs={"autocommit": False, "connect_timeout": 3},
+        kwargs={"autocommit": True, "connect_timeout": 3},
         reconnect_timeout=0,  # keep trying for ever: the database may be restarting
     )
+
+
+@asynccontextmanager
+async def transaction(pool: AsyncConnectionPool) -> AsyncIterator[AsyncConnection[Any]]:
+    """A pooled connection inside one transaction: committed on exit, rolled back on error."""
+    async with pool.connection() as conn, conn.transaction():
+        yield conn
 
 
 async def apply_migrations(url: str) -> list[str]:

@@ -47,6 +47,8 @@ def consumer_options(settings: CommonSettings, service: str) -> dict[str, object
         "heartbeat_interval_ms": 2000,
         "max_poll_interval_ms": 300000,
         "retry_backoff_ms": 200,
+        "fetch_min_bytes": settings.kafka_fetch_min_bytes,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
 
 

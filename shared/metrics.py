@@ -14,3 +14,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 def latency_histogram(name: str, doc: str, labels: list[str] | None = None) -> Histogram:
     return Histogram(name, doc, labels or [], buckets=LATENCY_BUCKETS)
+
+# Where an image's time goes, stage by stage: due -> released (scheduler) -> task started
+# (processor: waiting in the tasks topic and for a slot) -> downloaded (store check, download,
+# measurement) -> recorded (GPU time, result row, outcome event acknowledged) -> folded (status
+# view committed). Each stage is measured from the previous milestone; milestones in another
+# process come from the Kafka record's timestamp (CreateTime, set by the producing service).
+STAGES = ("released", "started", "downloaded", "recorded", "folded")
+STAGE_SECONDS = Histogram("imagejobs_stage_seconds", "Time an image spent in each stage of its path", ["stage"],
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+STAGE = {name: STAGE_SECONDS.labels(name) for name in STAGES}

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import uvicorn
 from fastapi import FastAPI
 
 from shared.logging import configure_logging
 from shared.settings import CommonSettings
 
+log = logging.getLogger(__name__)
 
-def serve(app: FastAPI, settings: CommonSettings, port: int) -> None:
+
+def serve(app: FastAPI, settings: CommonSettings, port: int, nice: int = 0) -> None:
+    """Serve `app` on `port` at CPU priority `nice` (Unix niceness): on a saturated machine the
+    front door (ingest) keeps priority over processing."""
     configure_logging(settings.log_level, settings.log_json)
+    set_priority(nice)
     uvicorn.run(app, host=settings.http_host, port=port, log_config=None,
                 timeout_graceful_shutdown=15, access_log=False)
+
+
+def set_priority(nice: int) -> None:
+    """Set the process's niceness to `nice`. Raising priority (a lower number than now) needs
+    CAP_SYS_NICE (root, or compose's `cap_add: [SYS_NICE]`); without it the process keeps its
+    priority and says so once."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice == current:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:
+        log.warning("cannot set CPU priority (nice) %d: not permitted; keeping %d", nice, current)

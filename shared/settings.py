@@ -19,6 +19,9 @@ class CommonSettings(BaseSettings):
     kafka_replication_factor: int = 1
     kafka_tasks_partitions: int = 12
     kafka_partitions: int = 6
+    # A consumer's fetch waits for this many bytes or this long, whichever comes first
+    kafka_fetch_min_bytes: int = 1
+    kafka_fetch_max_wait_ms: int = 500
     database_url: str = "postgresql://imagejobs@127.0.0.1:5432/imagejobs"
     database_pool_max: int = 10
     default_timezone: str = "Asia/Kolkata"

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from fastapi import FastAPI
 
-from shared.http import install_error_handlers
+from shared.http import new_app
 from shared.runtime import Runtime, bounded, ops_router
 from shared.settings import CommonSettings
 
@@ -33,7 +33,6 @@ def worker_app(service: str, settings: CommonSettings, make_worker: Callable[[Ru
         await bounded(worker.stop(), stop_within_s, f"stopping the {service}")
         await bounded(runtime.stop(), 10, "closing connections")
 
-    app = FastAPI(title=f"imagejobs {service}", lifespan=lifespan)
-    install_error_handlers(app)
+    app = new_app(f"imagejobs {service}", lifespan)
     app.include_router(ops_router(runtime, details=worker.details))
     return app

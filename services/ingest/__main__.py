@@ -6,4 +6,4 @@ from shared.serve import serve
 
 if __name__ == "__main__":
     settings = IngestSettings()
-    serve(create_app(settings), settings, settings.ingest_port)
+    serve(create_app(settings), settings, settings.ingest_port, nice=settings.ingest_nice)

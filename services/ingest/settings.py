@@ -11,4 +11,5 @@ class IngestSettings(CommonSettings):
     ingest_max_images: int = 10_000
     ingest_max_schedule_days: int = 366
     ingest_publish_timeout_s: float = 10.0
-    api_keys: str = ""  # comma-separated; empty: no authentication
+    api_keys: str = ""
+    ingest_nice: int = 0  # comma-separated; empty: no authentication

@@ -6,4 +6,4 @@ from shared.serve import serve
 
 if __name__ == "__main__":
     settings = ProcessorSettings()
-    serve(create_app(settings), settings, settings.processor_port)
+    serve(create_app(settings), settings, settings.processor_port, nice=settings.processor_nice)

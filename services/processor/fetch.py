@@ -101,7 +101,7 @@ class Fetcher:
                 if isinstance(cause, AddressNotAllowed):
                     raise ImageError(str(cause)) from None
                 raise ImageError(f"connection failed: {exc.os_error}", transient=True) from None
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, asyncio.IncompleteReadError,
                     aiohttp.ClientOSError, aiohttp.ServerTimeoutError) as exc:
                 raise ImageError(f"connection error: {type(exc).__name__}: {exc}", transient=True) from None
             except aiohttp.ClientError as exc:
@@ -114,6 +114,10 @@ class Fetcher:
         declared = response.content_length
         if declared is not None and declared > self.limits.max_bytes:
             raise ImageError(f"image too large: {declared} bytes exceeds {self.limits.max_bytes}")
+        if declared is not None:
+            # A declared length within the cap: one read of exactly that many bytes (aiohttp
+            # stops at Content-Length, so a server sending more cannot exceed the cap).
+            return await response.content.readexactly(declared) if declared else b""
         chunks, size = [], 0
         async for chunk in response.content.iter_chunked(64 * 1024):
             size += len(chunk)

@@ -17,7 +17,7 @@ from services.processor.domain import ImageError, Size, gpu_delay, measure
 from services.processor.fetch import Fetcher
 from services.processor.stores import StoreDirectory
 from shared.events import ImageFailed, ImageSucceeded, ImageTask
-from shared.metrics import latency_histogram
+from shared.metrics import STAGE, latency_histogram
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,18 @@ class Deps:
     rng: random.Random
 
 
-async def process(task: ImageTask, deps: Deps) -> Outcome:
-    """The task's outcome (not yet recorded): store check, download, measurement, GPU time.
-    A failing image becomes an `ImageFailed` with its reason; only infrastructure errors raise."""
+async def process(task: ImageTask, deps: Deps) -> tuple[Outcome, float]:
+    """The task's outcome (not yet recorded) and the wall time its image was measured: store
+    check, download, measurement, GPU time. A failing image becomes an `ImageFailed` with its
+    reason; only infrastructure errors raise."""
     started = time.perf_counter()
+    downloaded_at = time.time()
     try:
         if not await deps.stores.exists(task.store_id):
             raise ImageError("store not found")
         size = await deps.cache.get_or_load(task.image_url, lambda: _download_and_measure(task, deps))
+        downloaded_at = time.time()
+        STAGE["downloaded"].observe(time.perf_counter() - started)
         delay = gpu_delay(deps.gpu_bounds, deps.rng)
         if delay:
             await asyncio.sleep(delay)
@@ -62,7 +66,7 @@ async def process(task: ImageTask, deps: Deps) -> Outcome:
         outcome = _failed(task, f"processing error: {type(exc).__name__}")
         FAILURES.labels("processing error").inc()
     PROCESS_LATENCY.observe(time.perf_counter() - started)
-    return outcome
+    return outcome, downloaded_at
 
 
 async def _download_and_measure(task: ImageTask, deps: Deps) -> Size:

@@ -6,6 +6,8 @@ from shared.settings import CommonSettings
 class ProcessorSettings(CommonSettings):
     processor_port: int = 8003
     processor_concurrency: int = 32
+    # CPU priority (Unix niceness): processing yields to ingest and the broker on a shared machine
+    processor_nice: int = 10
     processor_gpu_delay_ms: str = "100-400"  # "LOW-HIGH", one number, or 0 (off)
     image_max_bytes: int = 20 * 1024 * 1024
     image_max_pixels: int = 64_000_000

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from functools import lru_cache
 from typing import Any
 
 from aiohttp.abc import AbstractResolver
@@ -55,6 +56,21 @@ def legacy_ipv4(host: str) -> str | None:
 
 def check_url_host(host: str, allow_private: bool) -> None:
     """Refuse an IP-literal host (any spelling) that is not allowed; names go to the resolver."""
+    refusal = _host_refusal(host, allow_private)
+    if refusal is not None:
+        raise AddressNotAllowed(refusal)
+
+
+@lru_cache(maxsize=4096)  # a pure verdict per host: parsing addresses is a hot path per image
+def _host_refusal(host: str, allow_private: bool) -> str | None:
+    try:
+        _check_url_host(host, allow_private)
+    except AddressNotAllowed as exc:
+        return str(exc)
+    return None
+
+
+def _check_url_host(host: str, allow_private: bool) -> None:
     literal = host.strip("[]")
     try:
         ipaddress.ip_address(literal.split("%")[0])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -31,12 +32,14 @@ from services.processor.stores import StoreDirectory
 from shared.dlq import send_to_dlq
 from shared.events import ImageSucceeded, ImageTask, decode_event
 from shared.kafka import consumer_options
-from shared.metrics import EVENTS_CONSUMED
+from shared.metrics import EVENTS_CONSUMED, STAGE
 from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
 BACKLOG_FACTOR = 4
+SUCCEEDED, FAILED = OUTCOMES.labels("succeeded"), OUTCOMES.labels("failed")
+TASKS_CONSUMED = EVENTS_CONSUMED.labels("processor", "ImageTask")
 
 
 class ProcessorWorker(ConsumerRebalanceListener):
@@ -94,7 +97,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         try:
             while True:
                 batch = await fetch_batch(self.consumer, "processor", timeout_ms=200,
-                                          max_records=self.settings.processor_concurrency)
+                                          max_records=self.settings.processor_concurrency * 2)
                 for tp, records in batch.items():
                     await self._dispatch(tp, records)
         finally:
@@ -118,6 +121,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 self.backlog.release()
                 return
             self.tracker.started(tp, record.offset)
+            STAGE["started"].observe(max(0.0, time.time() - record.timestamp / 1000))
             job = asyncio.create_task(self._handle(tp, record.offset, task, known.get(task.task_id)))
             self._inflight.add(job)
             job.add_done_callback(self._inflight.discard)
@@ -133,18 +137,20 @@ class ProcessorWorker(ConsumerRebalanceListener):
             await retry_forever("dead-lettering a record", lambda: send_to_dlq(
                 self.runtime.producer, self.settings.topics.dlq, "processor", record, reason))
             return None
-        EVENTS_CONSUMED.labels("processor", "ImageTask").inc()
+        TASKS_CONSUMED.inc()
         return task
 
     async def _handle(self, tp: TopicPartition, offset: int, task: ImageTask, known: Outcome | None) -> None:
         """Process (holding a slot), then record and publish (without one), then let the offset go."""
         try:
             try:
-                outcome = known or await retry_forever("processing a task", lambda: process(task, self.deps))
+                outcome, downloaded_at = (known, time.time()) if known else await retry_forever(
+                    "processing a task", lambda: process(task, self.deps))
             finally:
                 self.slots.release()
             recorded = await retry_forever("recording a result", lambda: self.recorder.record(outcome))
-            OUTCOMES.labels("succeeded" if isinstance(recorded, ImageSucceeded) else "failed").inc()
+            STAGE["recorded"].observe(time.time() - downloaded_at)
+            (SUCCEEDED if isinstance(recorded, ImageSucceeded) else FAILED).inc()
             self.tracker.finished(tp, offset)
         finally:
             self.backlog.release()

@@ -6,4 +6,4 @@ from shared.serve import serve
 
 if __name__ == "__main__":
     settings = SchedulerSettings()
-    serve(create_app(settings), settings, settings.scheduler_port)
+    serve(create_app(settings), settings, settings.scheduler_port, nice=settings.scheduler_nice)

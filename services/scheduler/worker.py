@@ -30,10 +30,11 @@ from prometheus_client import Counter, Gauge
 
 from services.scheduler.domain import Schedule, released, tasks_for
 from services.scheduler.settings import SchedulerSettings
+from shared.db import transaction
 from shared.dlq import send_to_dlq
 from shared.events import JobCancelled, JobSubmitted, decode_event, encode_event
 from shared.kafka import consumer_options
-from shared.metrics import EVENTS_CONSUMED, latency_histogram
+from shared.metrics import EVENTS_CONSUMED, STAGE, latency_histogram
 from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
 
     async def _store(self, submitted: Submitted, cancelled: list[UUID]) -> None:
         """One transaction: the submitted jobs into the durable schedule, cancellations applied."""
-        async with self.runtime.pool.connection() as conn:
+        async with transaction(self.runtime.pool) as conn:
             if submitted:
                 await conn.execute(
                     "INSERT INTO scheduler_jobs (job_id, partition, due_at, event)"
@@ -219,7 +220,9 @@ class SchedulerWorker(ConsumerRebalanceListener):
                 acks.append(await producer.send(topics.tasks, encode_event(task), key=task.task_id.encode()))
             acks.append(await producer.send(topics.jobs, encode_event(released(job)),
                                             key=str(job.job_id).encode()))
-            LATENESS.observe(max(0.0, (now - job.scheduled_time).total_seconds()))
+            late = max(0.0, (now - job.scheduled_time).total_seconds())
+            LATENESS.observe(late)
+            STAGE["released"].observe(late)
         return acks
 
     async def _confirm(self, jobs: list[JobSubmitted], acks: list[asyncio.Future[object]]) -> None:

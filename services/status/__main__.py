@@ -6,4 +6,4 @@ from shared.serve import serve
 
 if __name__ == "__main__":
     settings = StatusSettings()
-    serve(create_app(settings), settings, settings.status_port)
+    serve(create_app(settings), settings, settings.status_port, nice=settings.status_nice)

@@ -27,7 +27,7 @@ from services.status.projector import CONSUMER, Projector
 from services.status.settings import StatusSettings
 from shared.auth import Unauthorized, parse_keys, request_owner
 from shared.events import JobCancelled, encode_event
-from shared.http import error, install_error_handlers
+from shared.http import error, new_app
 from shared.runtime import Runtime, bounded, ops_router, retry_forever
 
 NOT_FOUND = "job not found"
@@ -58,8 +58,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
         await runtime.connected.wait()
         await retry_forever("starting the offsets client", clients["offsets"].start)
 
-    app = FastAPI(title="imagejobs status", version="1.0", lifespan=lifespan)
-    install_error_handlers(app)
+    app = new_app("imagejobs status", lifespan)
     app.include_router(ops_router(runtime))
 
     async def load_job(job_id: UUID) -> Any:

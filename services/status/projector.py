@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -21,6 +22,7 @@ from psycopg import AsyncConnection
 
 from services.status.domain import derive_status
 from services.status.settings import StatusSettings
+from shared.db import transaction
 from shared.dlq import send_to_dlq
 from shared.events import (
     ImageFailed,
@@ -33,7 +35,7 @@ from shared.events import (
     encode_event,
 )
 from shared.kafka import consumer_options
-from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED
+from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, STAGE
 from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,17 @@ class Projector(ConsumerRebalanceListener):
                 offsets = [(tp.topic, tp.partition, records[-1].offset + 1)
                            for tp, records in batch.items() if records]
                 await retry_forever("folding events", lambda e=events, o=offsets: self._apply(e, o))
+                self._observe_folded(batch)
                 self._relay_wakeup.set()
                 self._report_lag(batch)
+
+    def _observe_folded(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """recorded -> folded, per outcome: now minus the outcome record's timestamp."""
+        now_ms = time.time() * 1000
+        for tp, records in batch.items():
+            if tp.topic == self.settings.topics.results:
+                for record in records:
+                    STAGE["folded"].observe(max(0.0, now_ms - record.timestamp) / 1000)
 
     async def _decode(self, batch: dict[TopicPartition, list[Any]]) -> list[Any]:
         """The batch's events; what cannot be decoded goes to the DLQ (once, before any retry)."""
@@ -109,7 +120,7 @@ class Projector(ConsumerRebalanceListener):
 
     async def _apply(self, events: list[Any], offsets: list[tuple[str, int, int]]) -> None:
         """One transaction: the events folded into the view, and the offsets they came from."""
-        async with self.runtime.pool.connection() as conn:
+        async with transaction(self.runtime.pool) as conn:
             touched = await apply_events(conn, events)
             await conn.execute(
                 "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset)"
@@ -158,7 +169,7 @@ class Projector(ConsumerRebalanceListener):
     async def _publish_transitions(self) -> None:
         """Publish and mark in one transaction, rows locked: with several status instances,
         one job's transitions are never published out of order."""
-        async with self.runtime.pool.connection() as conn:
+        async with transaction(self.runtime.pool) as conn:
             rows = await (await conn.execute(
                 "SELECT job_id, status, total_images, succeeded, failed FROM status_jobs"
                 " WHERE emitted_status IS DISTINCT FROM status AND submitted"

@@ -7,3 +7,6 @@ class StatusSettings(CommonSettings):
     status_port: int = 8001
     status_read_your_writes_wait_s: float = 5.0  # how long a miss waits for the view to catch up
     api_keys: str = ""
+    # CPU priority (Unix niceness): folding a burst yields to ingest on a shared machine; status
+    # reads are small and stay fast at this level
+    status_nice: int = 5

@@ -1,179 +1,132 @@
-"""`make bench`: the DESIGN §6 goals measured on this machine, each against its limit measured
-in the same run. Prints figures; asserts nothing (speed is reported, never a test).
+"""`make bench`: issue 7's goals measured on this machine, each beside the per-image limit and the
+peers (BullMQ, Celery; tests/bench/peers) measured in the same run. Prints the figures and
+writes docs/benchmarks.md with a plot; asserts nothing (speed is reported, never a test).
 
-1. per-image limit: a plain aiohttp + Pillow loop over the local image server
-2. pipeline throughput, simulated GPU off, as a ratio of (1) (goal >= 0.5)
-3. wall time of a 200-image job, simulated GPU on (100-400 ms) and off
-4. ingest: accepted jobs/s and p99 latency from one ingest process, driven by wrk
-   (goal 2,000/s, p99 <= 50 ms)
-5. scheduling lateness (task emitted - scheduled_time) with 1,000 jobs falling due per second
+Scenarios, in order (the stack under test runs with its defaults, GPU off unless said):
+  limit      aiohttp fetch + Pillow size over the peers' loopback image server, no queue, no database
+  peers      BullMQ and Celery: the same burst, and a steady stream for start lateness
+  warm-up    a small burst (the broker's JIT and every connection pool warm up, as in production)
+  burst      1,000 jobs x 10 images due at one instant, until the status API reports every job final
+  one job    a 1-image job due now on an idle stack: submit -> `completed`
+  lateness   1,000 jobs/s falling due for 30 s: task emitted minus scheduled_time
+  front door 500 submits/s for 20 s of 1-10 visits x 1-3 images due now, while processors drain
+  GPU on    100-400 ms per image: throughput vs the concurrency bound, 1 -> 2 -> 4 processors
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import re
+import os
 import statistics
-import subprocess
 import sys
-import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
-from PIL import Image
+import psycopg
 
-from tests.support.client import Client
-from tests.support.invariants import read_all
+from shared.devstack.net import free_port
+from tests.bench import peers as peer_tools
+from tests.bench.burst import run_burst
+from tests.bench.frontdoor import overload
+from tests.bench.report import write_report
+from tests.bench.stages import breakdown, scrape
+from tests.bench.timing import lateness, one_job_latencies, summary
 from tests.support.stack import Infra, Stack
-from tests.support.waiting import wait_for
 
-CONCURRENCY = 64
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+N = int(os.environ.get("BENCH_IMAGES", "10000"))  # images in the burst (jobs of 10)
+QUICK = os.environ.get("BENCH_QUICK") == "1"  # shorter runs, for trying the harness itself
 
 
-def urls(base: str, n: int, offset: int = 0) -> list[str]:
-    return [f"{base}/img/{100 + (i + offset) % 900}x{100 + (i + offset) // 900 % 900}.jpg" for i in range(n)]
+def run_peers(infra: Infra, base: str) -> dict[str, Any]:
+    """The limit loop and both peers, on the same image server, in this run."""
+    out: dict[str, Any] = {"limit_images_per_s": round(peer_tools.run_limit(base, N, 64), 1), "notes": []}
+    server = infra.pg.url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS peers")
+        conn.execute("CREATE DATABASE peers")
+    with peer_tools.PeerRunner(base, f"{server}/peers") as runner:
+        for name in ("bullmq", "celery"):
+            burst, note = getattr(runner, name)(N, lead=10)
+            steady, note2 = getattr(runner, name)(3000 if QUICK else 6000, lead=5, rate=300)
+            out[name] = {"burst": burst, "steady": steady}
+            out["notes"] += [n for n in (note, note2) if n]
+    return out
 
 
-async def limit_loop(image_urls: list[str]) -> float:
-    """Images per second for a plain fetch-and-measure loop (the per-image limit)."""
-    async with aiohttp.ClientSession() as session:
-        sem = asyncio.Semaphore(CONCURRENCY)
-
-        async def one(url: str) -> None:
-            async with sem, session.get(url) as response:
-                data = await response.read()
-            with Image.open(io.BytesIO(data)) as image:
-                _ = image.size
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(u) for u in image_urls))
-        return len(image_urls) / (time.perf_counter() - started)
+def settle(stack: Stack) -> dict[str, Any]:
+    services = stack.start_all(processors=2)
+    stack.wait_partitions_shared()
+    return services
 
 
-def job_of(image_urls: list[str], per_visit: int = 10, scheduled: str | None = None) -> dict[str, Any]:
-    visits = [{"store_id": "S00339218", "visit_time": "10:00", "image_url": image_urls[i:i + per_visit]}
-              for i in range(0, len(image_urls), per_visit)]
-    body: dict[str, Any] = {"count": len(visits), "visits": visits}
-    if scheduled:
-        body["scheduled_time"] = scheduled
-    return body
+def measure_stack(infra: Infra, base: str) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    stack = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "0", "LOG_LEVEL": "WARNING"})
+    try:
+        services = settle(stack)
+        ingest, status = services["ingest"].url, services["status"].url
+        stage_urls = [p.url for p in stack.processes if p.name in ("scheduler", "processor", "status")]
+        asyncio.run(run_burst(ingest, status, base, jobs=200, lead_s=5))  # warm-up
+        before = scrape(stage_urls)
+        report["burst"] = asyncio.run(run_burst(ingest, status, base, jobs=N // 10))
+        report["burst_stages"] = breakdown(before, scrape(stage_urls))
+        report["one_job"] = summary(asyncio.run(one_job_latencies(ingest, status, base, 30 if QUICK else 100)))
+        late, load = lateness(ingest, f"{base}/img/1.jpg", infra.kafka.bootstrap, stack.prefix,
+                              per_second=1000, seconds=10 if QUICK else 30)
+        report["lateness"] = {**summary(late), "submitted_per_s": round(load["requests_per_s"], 1),
+                              "jobs": int(load["jobs"]), "released": int(load["released"])}
+        report["lateness_values"] = late
+        report["front_door"] = asyncio.run(overload(ingest, base, rate=500, seconds=8 if QUICK else 20))
+    finally:
+        stack.stop()
+    return report
 
 
-def run_job(client: Client, image_urls: list[str]) -> float:
-    started = time.perf_counter()
-    job_id = client.submit_ok(job_of(image_urls))
-    final = client.wait_final(job_id, deadline_s=600)
-    assert final["status"] == "completed", final
-    return time.perf_counter() - started
-
-
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local counter = 0
-request = function()
-  local due = BASE + counter / PER_SECOND
-  counter = counter + 1
-  local stamp = os.date("!%Y-%m-%dT%H:%M:%S", math.floor(due)) .. string.format(".%03dZ", math.floor((due % 1) * 1000))
-  local body = string.format(BODY, stamp)
-  return wrk.format(nil, "/processJob", nil, body)
-end
-"""
-
-
-def wrk(url: str, body_with_time: str, base_epoch: float, per_second: int, connections: int,
-        seconds: int) -> dict[str, float]:
-    """Drive ingest with wrk (a C load generator: a Python client saturates first on 2 cores)."""
-    script = WRK_SCRIPT.replace("BASE", repr(base_epoch)).replace("PER_SECOND", str(per_second))
-    script = script.replace("BODY", json.dumps(body_with_time))
-    path = "/tmp/imagejobs-bench.lua"
-    with open(path, "w") as handle:
-        handle.write(script)
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", path, url],
-                         capture_output=True, text=True, check=True).stdout
-    figures = {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
-    for q in ("50", "99"):
-        value, unit = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        figures[f"p{q}_ms"] = float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    figures["non_2xx"] = float(errors.group(1)) if errors else 0.0
-    return figures
-
-
-def body_template(client: Client) -> str:
-    """A one-image job whose scheduled_time wrk fills in (`%s`)."""
-    body = json.dumps(job_of([client.image(10, 10)], scheduled="SCHEDULED"))
-    return body.replace("%", "%%").replace("SCHEDULED", "%s")
-
-
-def lateness(client: Client, per_second: int, seconds: int) -> tuple[list[float], dict[str, float]]:
-    """Submit jobs falling due `per_second` per second (wrk, ahead of time), then read when each
-    one's task was emitted (the record's CreateTime) against its scheduled_time."""
-    base = time.time() + seconds + 4  # all submitted before the first falls due
-    load = wrk(client.ingest, body_template(client), base, per_second, 16, seconds)
-    jobs = {str(e.job_id): e.scheduled_time for _, e in read_all(client, ["jobs"])["jobs"]
-            if e.type == "JobSubmitted" and base - 0.001 <= e.scheduled_time.timestamp() < base + 3600}
-    wait_for(lambda: time.time() > max(t.timestamp() for t in jobs.values()) + 2, 300, "the last due time")
-
-    def emitted() -> list[tuple[int, Any]] | None:
-        tasks = [(ts, e) for ts, e in read_all(client, ["tasks"])["tasks"] if str(e.job_id) in jobs]
-        return tasks if len(tasks) >= len(jobs) else None
-    tasks = wait_for(emitted, 120, "every due job's task", every_s=1.0)
-    return [ts / 1000 - jobs[str(e.job_id)].timestamp() for ts, e in tasks], load
+def measure_gpu(infra: Infra, base: str) -> list[dict[str, Any]]:
+    """GPU on: a burst sized to ~10 s per processor count, against slots / mean delay."""
+    concurrency, mean_delay = 32, 0.25
+    stack = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "100-400", "PROCESSOR_CONCURRENCY": str(concurrency),
+                              "LOG_LEVEL": "WARNING"})
+    rows = []
+    try:
+        services = stack.start_all(processors=1)
+        for count in (1, 2, 4):
+            while sum(1 for p in stack.processes if p.name == "processor") < count:
+                stack.wait_ready(stack.start_service("processor"))
+            stack.wait_partitions_shared()
+            bound = count * concurrency / mean_delay
+            jobs = max(10, int(bound * (4 if QUICK else 10) / 10))
+            result = asyncio.run(run_burst(services["ingest"].url, services["status"].url, base, jobs=jobs, lead_s=6))
+            rows.append({"processors": count, "bound_images_per_s": bound, **result,
+                         "share_of_bound": round(result["images_per_s"] / bound, 3)})
+    finally:
+        stack.stop()
+    base_rate = rows[0]["images_per_s"]
+    for row in rows:
+        row["scaling"] = round(row["images_per_s"] / base_rate, 2)
+    return rows
 
 
 def main() -> int:
     infra = Infra.start()
-    report: dict[str, Any] = {}
-    stacks: list[Stack] = []
+    image_port = free_port()
+    images = peer_tools.start_image_server(image_port)
+    base = f"http://127.0.0.1:{image_port}"
     try:
-        off = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "0", "IMAGE_CACHE_TTL_S": "0",
-                                "PROCESSOR_CONCURRENCY": "32", "LOG_LEVEL": "WARNING"})
-        stacks.append(off)
-        client = Client(off, off.start_all(processors=2))
-        off.wait_partitions_shared()
-        n = 1500
-        warm = urls(client.images, n)
-        asyncio.run(limit_loop(warm))  # warms the image server's render cache for both runs
-        limit = asyncio.run(limit_loop(warm))
-        pipeline = n / run_job(client, warm)
-        report["per_image_limit_images_per_s"] = round(limit, 1)
-        report["pipeline_gpu_off_images_per_s"] = round(pipeline, 1)
-        report["pipeline_to_limit_ratio"] = round(pipeline / limit, 3)
-        report["job_200_images_gpu_off_s"] = round(run_job(client, urls(client.images, 200, offset=n)), 2)
-        later = (datetime.now(UTC) + timedelta(days=100)).timestamp()
-        ingest = wrk(client.ingest, body_template(client), later, 1000, 32, 5)
-        report["ingest_accepted_per_s"] = round(ingest["requests_per_s"], 1)
-        report["ingest_p50_ms"] = round(ingest["p50_ms"], 1)
-        report["ingest_p99_ms"] = round(ingest["p99_ms"], 1)
-        report["ingest_non_2xx"] = int(ingest["non_2xx"])
-        late, _ = lateness(client, per_second=1000, seconds=3)
-        report["lateness_jobs"] = len(late)
-        report["lateness_p50_ms"] = round(statistics.median(late) * 1000, 1)
-        report["lateness_p99_ms"] = round(pct(late, 0.99) * 1000, 1)
-        off.stop()
-        on = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "100-400", "IMAGE_CACHE_TTL_S": "0", "LOG_LEVEL": "WARNING"})
-        stacks.append(on)
-        client_on = Client(on, on.start_all(processors=2))
-        on.wait_partitions_shared()
-        report["job_200_images_gpu_on_s"] = round(run_job(client_on, urls(client_on.images, 200, offset=2 * n)), 2)
-        on.stop()
+        report: dict[str, Any] = {"images": N}
+        report["peers"] = run_peers(infra, base)
+        report.update(measure_stack(infra, base))
+        report["gpu"] = measure_gpu(infra, base)
     finally:
-        for stack in stacks:
-            stack.stop()
+        peer_tools.stop(images)
         infra.stop()
-    print(json.dumps(report, indent=2))
-    print(f"pipeline/limit = {report['pipeline_to_limit_ratio']} (goal >= 0.5); "
-          f"ingest {report['ingest_accepted_per_s']}/s (goal 2000), p99 {report['ingest_p99_ms']} ms (goal 50); "
-          f"lateness p99 {report['lateness_p99_ms']} ms (goal 100)")
+    printable = {k: v for k, v in report.items() if k != "lateness_values"}
+    print(json.dumps(printable, indent=2, default=str))
+    path = write_report(report)
+    burst, bull = report["burst"]["images_per_s"], (report["peers"]["bullmq"]["burst"] or {}).get("images_per_s")
+    print(f"\nburst {burst} images/s; BullMQ {bull}; limit {report['peers']['limit_images_per_s']}; "
+          f"lateness p99 {report['lateness']['p99_ms']} ms; front door p99 {report['front_door']['p99_ms']} ms; "
+          f"one job p50 {statistics.median([report['one_job']['p50_ms']])} ms. Written: {path}")
     return 0
 
 

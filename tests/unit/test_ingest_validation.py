@@ -12,10 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.ingest.domain import (
+    PLAIN_HTTP_URL,
     InvalidSubmission,
     Limits,
     is_http_url,
     is_visit_time,
+    passes_full_url_check,
     resolve_scheduled_time,
     validate_submission,
 )
@@ -307,3 +309,14 @@ def test_resolved_time_is_never_before_now(local: datetime, offset: timedelta | 
     got = resolve_scheduled_time(value, now, KOLKATA)
     assert got >= now
     assert got.utcoffset() == timedelta(0)
+
+
+@given(st.from_regex(PLAIN_HTTP_URL, fullmatch=True))
+def test_the_plain_url_fast_path_accepts_only_what_the_full_check_accepts(url: str) -> None:
+    assert passes_full_url_check(url)
+
+
+@pytest.mark.parametrize("url", ["http://a..b/", "http://h:0/", "http://xn--abc/", "https://[::1]:8/x", "http://b\u00fccher.de/"])
+def test_urls_outside_the_fast_path_still_get_the_full_check(url: str) -> None:
+    assert not PLAIN_HTTP_URL.fullmatch(url)
+    assert is_http_url(url) == passes_full_url_check(url)
