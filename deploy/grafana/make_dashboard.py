@@ -15,6 +15,8 @@ PANELS = [
     ("Consumer lag (records)", "sum by (service, topic) (imagejobs_consumer_lag)"),
     ("Job outcomes (jobs/s)", "sum by (status) (rate(imagejobs_status_jobs_finished_total[5m]))"),
     ("Services ready", "imagejobs_ready"),
+    # Where an image's time goes: each stage's p95, stacked, so the largest band is the bottleneck
+    ("Where the time goes: p95 per stage (s)", "histogram_quantile(0.95, sum by (le, stage) (rate(imagejobs_stage_seconds_bucket[5m])))"),
 ]
 
 
