@@ -26,7 +26,7 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
-        linger_ms=5,
+        linger_ms=settings.kafka_linger_ms,
         request_timeout_ms=15000,
         max_batch_size=256 * 1024,
         max_request_size=MAX_MESSAGE_BYTES,

@@ -19,6 +19,9 @@ class CommonSettings(BaseSettings):
     kafka_replication_factor: int = 1
     kafka_tasks_partitions: int = 12
     kafka_partitions: int = 6
+    # How long a producer waits to fill a batch. Under load batches fill while the previous
+    # request is in flight anyway (one in flight per broker), so this only adds latency when idle.
+    kafka_linger_ms: int = 1
     # A consumer's fetch waits for this many bytes or this long, whichever comes first
     kafka_fetch_min_bytes: int = 1
     kafka_fetch_max_wait_ms: int = 500

@@ -53,6 +53,22 @@ class Schedule:
             due.append(job_id)
         return due
 
+    def due_before(self, until: datetime, limit: int) -> list[tuple[UUID, int]]:
+        """(job_id, partition) of up to `limit` pending jobs due at or before `until`, without
+        removing them. Walks only the top of the heap: a node due later than `until` has no
+        descendant due earlier, so the cost is in the jobs found, not in all pending jobs."""
+        found: list[tuple[UUID, int]] = []
+        stack = [0] if self._heap else []
+        while stack and len(found) < limit:
+            i = stack.pop()
+            due_at, job_id, partition = self._heap[i]
+            if due_at > until:
+                continue
+            if self._pending.get(job_id) == partition:
+                found.append((job_id, partition))
+            stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(self._heap))
+        return found
+
     def _discard_stale(self) -> None:
         while self._heap and self._pending.get(self._heap[0][1]) != self._heap[0][2]:
             heapq.heappop(self._heap)

@@ -17,7 +17,6 @@ jobs of those partitions.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -39,6 +38,7 @@ from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
 HOT_HORIZON_S = 5.0
+PREFETCH_S = 2.0  # how far ahead of their due time jobs' events are read into memory
 HOT_MAX = 20_000
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
 MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
@@ -62,6 +62,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
         # their release needs no read of the table (bounded: beyond it the table is read).
         self._hot: dict[UUID, tuple[int, JobSubmitted]] = {}
         self._confirms: set[asyncio.Task[None]] = set()
+        self._prefetched_until = datetime.min.replace(tzinfo=UTC)  # jobs due before it are in _hot
+        self._cancelled_while_prefetching: set[UUID] | None = None
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
 
     def details(self) -> dict[str, object]:
@@ -147,6 +149,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
                 self.wakeup.set()
         for job_id in cancelled:
             self._hot.pop(job_id, None)  # released only through the table, which says cancelled
+            if self._cancelled_while_prefetching is not None:
+                self._cancelled_while_prefetching.add(job_id)  # a read-ahead in flight must not keep it
         PENDING.set(len(self.schedule))
 
     # -- rebalance: load the pending jobs of newly owned partitions -----------------------
@@ -160,6 +164,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         partitions = [tp.partition for tp in assigned]
         await retry_forever("loading pending jobs", lambda: self._load(partitions))
+        self._prefetched_until = datetime.min.replace(tzinfo=UTC)  # the loaded jobs are not read ahead yet
         self.wakeup.set()
 
     async def _load(self, partitions: list[int]) -> None:
@@ -176,11 +181,16 @@ class SchedulerWorker(ConsumerRebalanceListener):
     async def _release_loop(self) -> None:
         while True:
             self.wakeup.clear()  # before reading the schedule, so no wake-up is missed
+            if datetime.now(UTC) + timedelta(seconds=PREFETCH_S / 2) >= self._prefetched_until:
+                async with self._release_lock:
+                    await self._prefetch()
             next_due = self.schedule.next_due_at()
             delay = 3600.0 if next_due is None else (next_due - datetime.now(UTC)).total_seconds()
             if delay > 0:
+                # wake PREFETCH_S early to read the job's event ahead, then again at its due time
+                sleep = delay - PREFETCH_S if delay > PREFETCH_S else delay
                 try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=min(delay, 3600.0))
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=min(sleep, 3600.0))
                 except TimeoutError:
                     pass
                 continue
@@ -195,6 +205,31 @@ class SchedulerWorker(ConsumerRebalanceListener):
                     confirm.add_done_callback(self._confirm_done)
             PENDING.set(len(self.schedule))
 
+    async def _prefetch(self) -> None:
+        """Read ahead the events of jobs due within PREFETCH_S into memory, so that when they fall
+        due their release reads nothing (the timer's precision is one produce call, not a query).
+        A failure is only logged: those jobs are then read at their due time."""
+        horizon = datetime.now(UTC) + timedelta(seconds=PREFETCH_S)
+        wanted = [(j, p) for j, p in self.schedule.due_before(horizon, HOT_MAX - len(self._hot))
+                  if j not in self._hot]
+        self._cancelled_while_prefetching = set()
+        try:
+            if wanted:
+                async with self.runtime.pool.connection() as conn:
+                    rows = await (await conn.execute(
+                        "SELECT event::text FROM scheduler_jobs WHERE job_id = ANY(%s) AND state = 'pending'",
+                        ([j for j, _ in wanted],))).fetchall()
+                partition_of = dict(wanted)
+                for (raw,) in rows:
+                    event = JobSubmitted.model_validate_json(raw)
+                    if event.job_id not in self._cancelled_while_prefetching:
+                        self._hot[event.job_id] = (partition_of[event.job_id], event)
+            self._prefetched_until = horizon
+        except Exception as exc:  # noqa: BLE001 - the due-time read is the fallback
+            log.warning("prefetching due jobs failed (%s); they will be read when due", exc)
+        finally:
+            self._cancelled_while_prefetching = None
+
     async def _load_events(self, job_ids: list[UUID]) -> list[JobSubmitted]:
         """The due jobs' events: from memory when stored just now, else from the table."""
         hot = [self._hot.pop(j)[1] for j in job_ids if j in self._hot]
@@ -202,11 +237,10 @@ class SchedulerWorker(ConsumerRebalanceListener):
         if not cold:
             return hot
         async with self.runtime.pool.connection() as conn:
-            cur = await conn.execute("SELECT event FROM scheduler_jobs WHERE job_id = ANY(%s)"
+            cur = await conn.execute("SELECT event::text FROM scheduler_jobs WHERE job_id = ANY(%s)"
                                      " AND state = 'pending'", (cold,))
             rows = await cur.fetchall()
-        return hot + [JobSubmitted.model_validate(r[0] if isinstance(r[0], dict) else json.loads(r[0]))
-                      for r in rows]
+        return hot + [JobSubmitted.model_validate_json(r[0]) for r in rows]
 
     async def _emit(self, jobs: list[JobSubmitted]) -> list[asyncio.Future[object]]:
         """Hand every task and `JobReleased` to the producer (in order per job); returns the

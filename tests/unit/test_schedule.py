@@ -141,3 +141,25 @@ def test_pop_due_returns_exactly_the_due_jobs_in_order_once(dues: list[int], now
     assert popped_dues == sorted(popped_dues)
     assert len(schedule) == len(dues) - len(popped)
     assert schedule.pop_due(at(now), limit) == []
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=50), max_size=60),
+    st.integers(min_value=-5, max_value=55),
+    st.sets(st.integers(min_value=0, max_value=59), max_size=10),
+    st.sets(st.integers(min_value=0, max_value=2), max_size=2),
+)
+def test_due_before_finds_exactly_the_pending_jobs_due_without_removing_them(
+        dues: list[int], until: int, popped_first: set[int], dropped: set[int]) -> None:
+    schedule = Schedule()
+    for i, minutes in enumerate(dues):
+        schedule.add(UUID(int=i + 1), at(minutes), partition=i % 3)
+    schedule.drop_partitions(dropped)  # leaves stale heap entries behind
+    schedule.pop_due(at(min(dues, default=0)), len(popped_first))
+    expected = {(UUID(int=i + 1), i % 3) for i, m in enumerate(dues)
+                if m <= until and i % 3 not in dropped}
+    expected &= {(job, p) for job, p in schedule._pending.items()}  # noqa: SLF001 - what is still pending
+    size = len(schedule)
+    assert set(schedule.due_before(at(until), limit=1000)) == expected
+    assert len(schedule) == size
+    assert len(schedule.due_before(at(until), limit=2)) == min(2, len(expected))
