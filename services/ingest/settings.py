@@ -12,4 +12,6 @@ class IngestSettings(CommonSettings):
     ingest_max_schedule_days: int = 366
     ingest_publish_timeout_s: float = 10.0
     api_keys: str = ""
-    ingest_nice: int = 0  # comma-separated; empty: no authentication
+    # CPU priority (Unix niceness): the front door ahead of everything else on a shared machine.
+    # Raising priority needs root or CAP_SYS_NICE; without it ingest stays at 0 and says so.
+    ingest_nice: int = -5  # comma-separated; empty: no authentication

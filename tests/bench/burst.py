@@ -92,9 +92,24 @@ async def run_burst(ingest: str, status_url: str, image_base: str, jobs: int = 1
     due_mono = time.monotonic() + (due - datetime.now(UTC)).total_seconds()
     if due_mono < time.monotonic():
         raise RuntimeError(f"submitting took {submitted_s:.1f}s, past the due time: raise lead_s")
+    await asyncio.sleep(max(0.0, due_mono - time.monotonic()))
+    busy_before = _cpu_busy()
     last, finals = await wait_all_final(status_url, job_ids)
+    busy_after = _cpu_busy()
     span = last - due_mono
     images = jobs * per_job
     outcome = {s: sum(1 for v in finals.values() if v == s) for s in sorted(set(finals.values()))}
-    return {"images": images, "jobs": jobs, "seconds": round(span, 2),
+    cpu_share = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+    return {"images": images, "jobs": jobs, "seconds": round(span, 2), "machine_cpu_busy": round(cpu_share, 2),
             "images_per_s": round(images / span, 1), "submit_s": round(submitted_s, 2), "outcomes": outcome}
+
+
+def _cpu_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat (0, 0 where there is none)."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except OSError:
+        return (0, 0)
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle, sum(fields))
