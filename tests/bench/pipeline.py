@@ -11,6 +11,7 @@ Scenarios, in order (the stack under test runs with its defaults, GPU off unless
   lateness   1,000 jobs/s falling due for 30 s: task emitted minus scheduled_time
   front door 500 submits/s for 20 s of 1-10 visits x 1-3 images due now, while processors drain
   GPU on    100-400 ms per image: throughput vs the concurrency bound, 1 -> 2 -> 4 processors
+  scale      1,000,000 jobs pending: scheduler restart to first release, its RSS, status lookups
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.bench import peers as peer_tools
 from tests.bench.burst import run_burst
 from tests.bench.frontdoor import overload
 from tests.bench.report import write_report
+from tests.bench.scale import measure_scale
 from tests.bench.stages import breakdown, scrape
 from tests.bench.timing import lateness, one_job_latencies, summary
 from tests.support.stack import Infra, Stack
@@ -124,6 +126,11 @@ def main() -> int:
         report["peers"] = run_peers(infra, base)
         report.update(measure_stack(infra, base))
         report["gpu"] = measure_gpu(infra, base)
+        scale_stack = Stack(infra, env={"LOG_LEVEL": "WARNING"})
+        try:
+            report["scale"] = measure_scale(scale_stack, f"{base}/img/1.jpg", 100_000 if QUICK else 1_000_000)
+        finally:
+            scale_stack.stop()
     finally:
         peer_tools.stop(images)
         infra.stop()
