@@ -82,8 +82,9 @@ def _common(task: ImageTask) -> dict[str, object]:
 
 
 def _succeeded(task: ImageTask, size: Size) -> ImageSucceeded:
-    return ImageSucceeded(**_common(task), width=size.width, height=size.height,  # type: ignore[arg-type]
-                          perimeter=size.perimeter)
+    # model_construct: every field comes from a validated task and a measured size
+    return ImageSucceeded.model_construct(**_common(task), width=size.width, height=size.height,
+                                          perimeter=size.perimeter)
 
 
 def _failed(task: ImageTask, reason: str) -> ImageFailed:
