@@ -75,7 +75,8 @@ def measure_stack(infra: Infra, base: str) -> dict[str, Any]:
         services = settle(stack)
         ingest, status = services["ingest"].url, services["status"].url
         stage_urls = [p.url for p in stack.processes if p.name in ("scheduler", "processor", "status")]
-        run(run_burst(ingest, status, base, jobs=200, lead_s=5))  # warm-up
+        for _ in range(2):  # warm-up: the broker's JIT, connection pools, prepared statements
+            run(run_burst(ingest, status, base, jobs=500, lead_s=5))
         before = scrape(stage_urls)
         report["burst"] = run(run_burst(ingest, status, base, jobs=N // 10))
         report["burst_stages"] = breakdown(before, scrape(stage_urls))
