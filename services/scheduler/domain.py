@@ -23,6 +23,10 @@ class Schedule:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def __contains__(self, job_id: object) -> bool:
+        """The job is pending here (not yet popped, not of a dropped partition)."""
+        return job_id in self._pending
+
     def add(self, job_id: UUID, due_at: datetime, partition: int) -> bool:
         """Add a pending job; False if it is already scheduled (redelivery)."""
         if job_id in self._pending:

@@ -6,6 +6,7 @@ from shared.settings import CommonSettings
 class SchedulerSettings(CommonSettings):
     scheduler_port: int = 8002
     scheduler_release_batch: int = 500  # jobs released together when many fall due at once
-    # CPU priority (Unix niceness): releasing a huge backlog yields to ingest on a shared machine,
-    # but stays ahead of the processors so jobs go out on time
-    scheduler_nice: int = 5
+    # CPU priority (Unix niceness): the timer stays ahead of the processors so jobs go out on time
+    # (lateness p99 ~200-400 ms at nice 5 vs ~90 ms at 0 with 1,000 jobs/s due); ingest, at -5,
+    # still comes first
+    scheduler_nice: int = 0

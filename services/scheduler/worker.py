@@ -38,7 +38,8 @@ from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
 HOT_HORIZON_S = 5.0
-PREFETCH_S = 2.0  # how far ahead of their due time jobs' events are read into memory
+PREFETCH_S = 1.0  # how far ahead of their due time jobs' events are read into memory
+PREFETCH_EVERY_S = 0.25
 HOT_MAX = 20_000
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
 MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
@@ -62,7 +63,6 @@ class SchedulerWorker(ConsumerRebalanceListener):
         # their release needs no read of the table (bounded: beyond it the table is read).
         self._hot: dict[UUID, tuple[int, JobSubmitted]] = {}
         self._confirms: set[asyncio.Task[None]] = set()
-        self._prefetched_until = datetime.min.replace(tzinfo=UTC)  # jobs due before it are in _hot
         self._cancelled_while_prefetching: set[UUID] | None = None
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
 
@@ -90,6 +90,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self.consumer.subscribe([self.settings.topics.jobs], listener=self)
         self._tasks.append(asyncio.create_task(self._release_loop()))
         exit_if_it_dies(self._tasks[-1], "the scheduler's release loop")
+        self._tasks.append(asyncio.create_task(self._prefetch_loop()))
+        exit_if_it_dies(self._tasks[-1], "the scheduler's read-ahead")
         while True:
             batch = await fetch_batch(self.consumer, "scheduler", timeout_ms=500, max_records=2000)
             if not batch:
@@ -164,7 +166,6 @@ class SchedulerWorker(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         partitions = [tp.partition for tp in assigned]
         await retry_forever("loading pending jobs", lambda: self._load(partitions))
-        self._prefetched_until = datetime.min.replace(tzinfo=UTC)  # the loaded jobs are not read ahead yet
         self.wakeup.set()
 
     async def _load(self, partitions: list[int]) -> None:
@@ -181,16 +182,11 @@ class SchedulerWorker(ConsumerRebalanceListener):
     async def _release_loop(self) -> None:
         while True:
             self.wakeup.clear()  # before reading the schedule, so no wake-up is missed
-            if datetime.now(UTC) + timedelta(seconds=PREFETCH_S / 2) >= self._prefetched_until:
-                async with self._release_lock:
-                    await self._prefetch()
             next_due = self.schedule.next_due_at()
             delay = 3600.0 if next_due is None else (next_due - datetime.now(UTC)).total_seconds()
             if delay > 0:
-                # wake PREFETCH_S early to read the job's event ahead, then again at its due time
-                sleep = delay - PREFETCH_S if delay > PREFETCH_S else delay
                 try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=min(sleep, 3600.0))
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=min(delay, 3600.0))
                 except TimeoutError:
                     pass
                 continue
@@ -205,28 +201,38 @@ class SchedulerWorker(ConsumerRebalanceListener):
                     confirm.add_done_callback(self._confirm_done)
             PENDING.set(len(self.schedule))
 
+    async def _prefetch_loop(self) -> None:
+        """Read ahead, beside the release loop (never blocking it), the events of jobs due within
+        PREFETCH_S, so that when they fall due their release reads nothing: the timer's
+        precision is one produce call, not a query. A failure is only logged: those jobs are
+        then read at their due time."""
+        while True:
+            try:
+                await self._prefetch()
+            except Exception as exc:  # noqa: BLE001 - the due-time read is the fallback
+                log.warning("reading due jobs ahead failed (%s); they will be read when due", exc)
+            await asyncio.sleep(PREFETCH_EVERY_S)
+
     async def _prefetch(self) -> None:
-        """Read ahead the events of jobs due within PREFETCH_S into memory, so that when they fall
-        due their release reads nothing (the timer's precision is one produce call, not a query).
-        A failure is only logged: those jobs are then read at their due time."""
         horizon = datetime.now(UTC) + timedelta(seconds=PREFETCH_S)
         wanted = [(j, p) for j, p in self.schedule.due_before(horizon, HOT_MAX - len(self._hot))
                   if j not in self._hot]
+        if not wanted:
+            return
         self._cancelled_while_prefetching = set()
         try:
-            if wanted:
-                async with self.runtime.pool.connection() as conn:
-                    rows = await (await conn.execute(
-                        "SELECT event::text FROM scheduler_jobs WHERE job_id = ANY(%s) AND state = 'pending'",
-                        ([j for j, _ in wanted],))).fetchall()
-                partition_of = dict(wanted)
-                for (raw,) in rows:
+            async with self.runtime.pool.connection() as conn:
+                rows = await (await conn.execute(
+                    "SELECT event::text FROM scheduler_jobs WHERE job_id = ANY(%s) AND state = 'pending'",
+                    ([j for j, _ in wanted],))).fetchall()
+            partition_of = dict(wanted)
+            for start in range(0, len(rows), 100):
+                for (raw,) in rows[start:start + 100]:
                     event = JobSubmitted.model_validate_json(raw)
-                    if event.job_id not in self._cancelled_while_prefetching:
+                    # still pending here (not released, revoked or cancelled meanwhile)
+                    if event.job_id in self.schedule and event.job_id not in self._cancelled_while_prefetching:
                         self._hot[event.job_id] = (partition_of[event.job_id], event)
-            self._prefetched_until = horizon
-        except Exception as exc:  # noqa: BLE001 - the due-time read is the fallback
-            log.warning("prefetching due jobs failed (%s); they will be read when due", exc)
+                await asyncio.sleep(0)  # parse in slices: a release due now goes first
         finally:
             self._cancelled_while_prefetching = None
 
