@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
+import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +55,12 @@ def server_user() -> str | None:
     return "postgres" if os.geteuid() == 0 else None
 
 
+def as_user(user: str | None) -> dict[str, object]:
+    """subprocess arguments that run a child as `user` with that user's group and no others:
+    `user=` alone keeps root's groups, so root-group-only directories would still decide."""
+    return {"user": user, "group": user, "extra_groups": []} if user else {}
+
+
 @dataclass
 class PostgresServer:
     """One PostgreSQL server on 127.0.0.1:`port`, trust auth on loopback (development only)."""
@@ -76,12 +85,13 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.data_dir, "postgres", "postgres")
             shutil.chown(self.data_dir / "run", "postgres", "postgres")
+            let_server_user_traverse(self.data_dir)
         if (self.pgdata / "PG_VERSION").exists():
             return
         result = subprocess.run(
             [str(postgres_bindir() / "initdb"), "-D", str(self.pgdata),
              "-U", ROLE, "--auth=trust", "-E", "UTF8", "--no-sync"],
-            capture_output=True, text=True, check=False, user=server_user(), cwd=self.data_dir,
+            capture_output=True, text=True, check=False, cwd=self.data_dir, **as_user(server_user()),
         )
         if result.returncode != 0:
             raise LauncherError("initdb failed: " + result.stderr.strip()[-400:])
@@ -101,7 +111,7 @@ class PostgresServer:
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                user=server_user(), cwd=self.data_dir,
+                cwd=self.data_dir, **as_user(server_user()),
             )
 
     def wait_ready(self, deadline_s: float = 30.0) -> None:
@@ -141,3 +151,16 @@ class PostgresServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def let_server_user_traverse(path: Path) -> None:
+    """The server runs as the postgres user, which must traverse every directory above its data
+    dir: a project cloned under a private directory (`mktemp -d` makes it 0700) would otherwise
+    fail in initdb with 'Permission denied'. Adds only the search bit (o+x: no listing) to the
+    ancestors that lack it, and says so."""
+    owner = pwd.getpwnam(server_user()).pw_uid
+    for directory in path.resolve().parents:
+        mode = directory.stat()
+        if mode.st_uid != owner and not mode.st_mode & stat.S_IXOTH:
+            directory.chmod(stat.S_IMODE(mode.st_mode) | stat.S_IXOTH)
+            print(f"imagejobs: let PostgreSQL's user reach its data dir: chmod o+x {directory}", file=sys.stderr)
