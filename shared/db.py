@@ -7,7 +7,7 @@ service start-up under an advisory lock, each once (recorded in `schema_migratio
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,12 @@ def make_pool(url: str, max_size: int = 10) -> AsyncConnectionPool:
         kwargs={"autocommit": True, "connect_timeout": 3},
         reconnect_timeout=0,  # keep trying for ever: the database may be restarting
     )
+
+
+def columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column: the parameters of an `INSERT ... SELECT FROM unnest(...)`,
+    which writes a whole batch in one statement."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 @asynccontextmanager

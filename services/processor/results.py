@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from shared.db import columns
 from shared.events import ImageFailed, ImageSucceeded, ImageTask, encode_event
 from shared.runtime import Runtime, exit_if_it_dies
 
@@ -29,15 +30,15 @@ INSERT = (f"INSERT INTO processor_results ({COLUMNS})"
 STORED = "SELECT task_id, width, height, error FROM processor_results WHERE task_id = ANY(%s)"
 
 
-def _columns(outcomes: list[Outcome]) -> list[list[Any]]:
-    """The outcomes as one array per column, for `unnest`."""
+def _rows(outcomes: list[Outcome]) -> list[tuple[Any, ...]]:
+    """The outcomes as result rows, in COLUMNS order."""
     rows = []
     for o in outcomes:
         ok = isinstance(o, ImageSucceeded)
         rows.append((o.task_id, o.job_id, o.visit_index, o.image_index, o.store_id, o.image_url,
                      o.width if ok else None, o.height if ok else None,  # type: ignore[union-attr]
                      o.perimeter if ok else None, None if ok else o.reason))  # type: ignore[union-attr]
-    return [list(column) for column in zip(*rows, strict=True)]
+    return rows
 
 
 def as_recorded(attempt: Outcome | ImageTask, width: int | None, height: int | None,
@@ -106,7 +107,7 @@ class Recorder:
 
     async def _write(self, outcomes: list[Outcome]) -> list[Outcome]:
         async with self._runtime.pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute(INSERT, _columns(outcomes))
+            await cur.execute(INSERT, columns(_rows(outcomes)))
             inserted = {row[0] for row in await cur.fetchall()}
             repeats = [o.task_id for o in outcomes if o.task_id not in inserted]
             stored: dict[str, tuple[Any, ...]] = {}

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge
 
 from services.scheduler.domain import Schedule, released, tasks_for
 from services.scheduler.settings import SchedulerSettings
-from shared.db import transaction
+from shared.db import columns, transaction
 from shared.dlq import send_to_dlq
 from shared.events import JobCancelled, JobSubmitted, decode_event, encode_event
 from shared.kafka import consumer_options
@@ -129,8 +129,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
                     "INSERT INTO scheduler_jobs (job_id, partition, due_at, event)"
                     " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[])"
                     " ON CONFLICT (job_id) DO NOTHING",
-                    [list(c) for c in zip(*((e.job_id, p, e.scheduled_time, e.model_dump_json())
-                                            for p, e in submitted), strict=True)])
+                    columns((e.job_id, p, e.scheduled_time, e.model_dump_json()) for p, e in submitted))
             if cancelled:
                 await conn.execute("UPDATE scheduler_jobs SET state = 'cancelled'"
                                    " WHERE job_id = ANY(%s) AND state = 'pending'", (cancelled,))

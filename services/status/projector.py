@@ -22,7 +22,7 @@ from psycopg import AsyncConnection
 
 from services.status.domain import derive_status
 from services.status.settings import StatusSettings
-from shared.db import transaction
+from shared.db import columns, transaction
 from shared.dlq import send_to_dlq
 from shared.events import (
     ImageFailed,
@@ -126,7 +126,7 @@ class Projector(ConsumerRebalanceListener):
                 "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset)"
                 " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
                 " ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-                (CONSUMER, *(list(column) for column in zip(*offsets, strict=True))))
+                (CONSUMER, *columns(offsets)))
             await refresh_status(conn, touched)
 
     # -- assignment: resume from the offsets stored with the view --------------------------
@@ -184,7 +184,7 @@ class Projector(ConsumerRebalanceListener):
             await conn.execute(
                 "UPDATE status_jobs AS s SET emitted_status = u.status"
                 " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
-                _columns((j, status) for j, status, *_ in rows))
+                columns((j, status) for j, status, *_ in rows))
         for _, status, *_ in rows:
             if status in FINAL:
                 JOBS_FINISHED.labels(status).inc()
@@ -208,7 +208,7 @@ async def apply_events(conn: AsyncConnection[Any], events: list[Any]) -> set[Any
             outcomes.setdefault(event.task_id, event)
     async with conn.cursor() as cur:
         if submitted:
-            await cur.execute(UPSERT_SUBMITTED, _columns(
+            await cur.execute(UPSERT_SUBMITTED, columns(
                 (e.job_id, e.owner, e.scheduled_time, e.total_images) for e in submitted.values()))
         for column, job_ids in flags.items():
             if job_ids:
@@ -216,7 +216,7 @@ async def apply_events(conn: AsyncConnection[Any], events: list[Any]) -> set[Any
                     f"INSERT INTO status_jobs (job_id, {column}) SELECT j, true FROM unnest(%s::uuid[]) AS u(j)"
                     f" ON CONFLICT (job_id) DO UPDATE SET {column} = true", (list(job_ids),))
         if outcomes:
-            await cur.execute(INSERT_OUTCOMES, _columns(_outcome_row(e) for e in outcomes.values()))
+            await cur.execute(INSERT_OUTCOMES, columns(_outcome_row(e) for e in outcomes.values()))
     return set(submitted) | flags["released"] | flags["cancelled"] | {e.job_id for e in outcomes.values()}
 
 
@@ -246,11 +246,6 @@ def _outcome_row(e: ImageSucceeded | ImageFailed) -> tuple[Any, ...]:
             None if ok else e.reason)  # type: ignore[union-attr]
 
 
-def _columns(rows: Any) -> list[list[Any]]:
-    """Rows as one list per column, the parameters of an `unnest(...)`."""
-    return [list(column) for column in zip(*rows, strict=True)]
-
-
 async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> None:
     """Recompute the status of `job_ids` from their counters (rows locked in a fixed order, so a
     second status instance folding the same jobs waits instead of writing a stale status)."""
@@ -269,4 +264,4 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> None:
         await conn.execute(
             "UPDATE status_jobs AS s SET status = u.status, updated_at = now()"
             " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
-            _columns(updates))
+            columns(updates))
