@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -197,7 +195,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
                     await self._confirming.acquire()
                     confirm = asyncio.create_task(self._confirm(jobs, acks))
                     self._confirms.add(confirm)
-                    confirm.add_done_callback(self._confirm_done)
+                    confirm.add_done_callback(self._confirms.discard)
+                    exit_if_it_dies(confirm, "confirming a release")  # restarted, the release is redone
             PENDING.set(len(self.schedule))
 
     async def _prefetch_loop(self) -> None:
@@ -238,7 +237,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
     async def _load_events(self, job_ids: list[UUID]) -> list[JobSubmitted]:
         """The due jobs' events: from memory when stored just now, else from the table."""
         hot = [self._hot.pop(j)[1] for j in job_ids if j in self._hot]
-        cold = [j for j in job_ids if j not in {e.job_id for e in hot}]
+        found = {e.job_id for e in hot}
+        cold = [j for j in job_ids if j not in found]
         if not cold:
             return hot
         async with self.runtime.pool.connection() as conn:
@@ -289,12 +289,6 @@ class SchedulerWorker(ConsumerRebalanceListener):
         async with self.runtime.pool.connection() as conn:
             await conn.execute("UPDATE scheduler_jobs SET state = 'released', released_at = %s"
                                " WHERE job_id = ANY(%s) AND state = 'pending'", (datetime.now(UTC), job_ids))
-
-    def _confirm_done(self, task: asyncio.Task[None]) -> None:
-        self._confirms.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("confirming a release failed: %r; exiting so that it is redone", task.exception())
-            os.kill(os.getpid(), signal.SIGTERM)
 
     async def _wait_confirmed(self) -> None:
         """Every release handed to the producer is acknowledged and marked."""
