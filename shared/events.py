@@ -56,8 +56,47 @@ class JobReleased(Event):
     total_images: int
 
 
+class JobCancelRequested(Event):
+    """A client asked to cancel the job. Only a request: the job's release owner (the scheduler
+    instance owning its partition) decides, in order with the release, and answers with
+    `JobCancelled` or `JobCommandRefused` carrying the same `command_id`."""
+
+    type: Literal["JobCancelRequested"] = "JobCancelRequested"
+    command_id: UUID
+
+
+class JobRescheduleRequested(Event):
+    """A client asked to move a job that has not been released to `scheduled_time` (UTC)."""
+
+    type: Literal["JobRescheduleRequested"] = "JobRescheduleRequested"
+    command_id: UUID
+    scheduled_time: AwareDatetime
+
+
 class JobCancelled(Event):
+    """Decided by the release owner: the job will never be released (no task, no result).
+    `command_id` names the request; records written before schema 1.1 have none."""
+
     type: Literal["JobCancelled"] = "JobCancelled"
+    command_id: UUID | None = None
+
+
+class JobRescheduled(Event):
+    """Decided by the release owner: the job now runs at `scheduled_time` (UTC)."""
+
+    type: Literal["JobRescheduled"] = "JobRescheduled"
+    command_id: UUID
+    scheduled_time: AwareDatetime
+
+
+class JobCommandRefused(Event):
+    """Decided by the release owner: the command came too late (or for no job it holds).
+    `state` is the job's state in the schedule: `released`, `cancelled` or `unknown`."""
+
+    type: Literal["JobCommandRefused"] = "JobCommandRefused"
+    command_id: UUID
+    command: Literal["cancel", "reschedule"]
+    state: str
 
 
 class ImageTask(Event):
@@ -103,8 +142,8 @@ class JobStatusChanged(Event):
 
 
 AnyEvent = Annotated[
-    JobSubmitted | JobReleased | JobCancelled | ImageTask | ImageSucceeded | ImageFailed
-    | JobStatusChanged,
+    JobSubmitted | JobReleased | JobCancelRequested | JobRescheduleRequested | JobCancelled
+    | JobRescheduled | JobCommandRefused | ImageTask | ImageSucceeded | ImageFailed | JobStatusChanged,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 from yarl import URL
 
 from shared.events import Visit
+from shared.schedule_time import InvalidInput, is_clean_text, parse_datetime, resolve_scheduled_time
 
 MAX_URL_LENGTH = 2048
 MAX_STORE_ID_LENGTH = 64
 _TIME_OF_DAY = re.compile(r"^\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WHITESPACE = re.compile(r"\s")  # what str.isspace() calls whitespace, in one C-level scan
 _LABEL = r"(?!xn--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"  # an ASCII host label (no punycode to decode)
 # A plain http(s) URL: ASCII host, optional port 1-65535, path and query of unreserved, reserved
@@ -34,19 +34,9 @@ PLAIN_HTTP_URL = re.compile(
     re.ASCII | re.IGNORECASE)
 
 
-def is_clean_text(value: str) -> bool:
-    """No control characters (PostgreSQL's jsonb refuses NUL) and valid UTF-8 (no lone surrogates)."""
-    if _CONTROL.search(value):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
-
-class InvalidSubmission(ValueError):
-    """The body breaks a rule; `str()` is the client-facing message naming the field."""
+# The body breaks a rule; `str()` is the client-facing message naming the field.
+InvalidSubmission = InvalidInput
 
 
 @dataclass(frozen=True)
@@ -82,10 +72,7 @@ def validate_submission(body: Any, now: datetime, tz: ZoneInfo, limits: Limits =
     total = sum(len(v.image_urls) for v in visits)
     if total > limits.max_images:
         raise InvalidSubmission(f"visits: {total} images exceed the limit of {limits.max_images} per job")
-    scheduled = resolve_scheduled_time(body.get("scheduled_time"), now, tz)
-    if scheduled - now > timedelta(days=limits.max_schedule_days):
-        raise InvalidSubmission(
-            f"scheduled_time: more than {limits.max_schedule_days} days ahead")
+    scheduled = resolve_scheduled_time(body.get("scheduled_time"), now, tz, limits.max_schedule_days)
     return Submission(scheduled_time=scheduled, visits=visits)
 
 
@@ -151,31 +138,4 @@ def is_visit_time(value: str) -> bool:
             return True
         except ValueError:
             return False
-    return _parse_datetime(value) is not None
-
-
-def _parse_datetime(value: str) -> datetime | None:
-    if len(value) > 64 or "T" not in value.upper() and " " not in value and len(value) != 10:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def resolve_scheduled_time(value: Any, now: datetime, tz: ZoneInfo) -> datetime:
-    """The UTC instant to run at: offsets honoured, naive read in `tz`, absent or past is `now`."""
-    if value is None:
-        return now.astimezone(UTC)
-    if not isinstance(value, str):
-        raise InvalidSubmission("scheduled_time: must be an ISO-8601 date-time string")
-    parsed = _parse_datetime(value.strip()) if is_clean_text(value) else None
-    if parsed is None:
-        raise InvalidSubmission("scheduled_time: must be an ISO-8601 date-time, e.g. 2025-02-16T10:57:00+05:30")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    try:
-        instant = parsed.astimezone(UTC)
-    except OverflowError:  # year 1 or 9999 shifted past the calendar's edge
-        instant = datetime.max.replace(tzinfo=UTC) if parsed.year > 2000 else now
-    return max(instant, now.astimezone(UTC))
+    return parse_datetime(value) is not None

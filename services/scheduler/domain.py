@@ -2,7 +2,7 @@
 
 The durable copy is the `scheduler_jobs` table; this index holds only (due_at, job_id,
 partition) so a million pending jobs fit in modest memory, and it is rebuilt from the table
-when partitions are assigned.
+when partitions are assigned. `decide` is how a cancel or reschedule is answered.
 """
 
 from __future__ import annotations
@@ -10,15 +10,30 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
-from shared.events import ImageTask, JobReleased, JobSubmitted, task_id_for
+from shared.events import (
+    ImageTask,
+    JobCancelled,
+    JobCancelRequested,
+    JobCommandRefused,
+    JobReleased,
+    JobRescheduled,
+    JobRescheduleRequested,
+    JobSubmitted,
+    task_id_for,
+)
+
+Entry = tuple[datetime, UUID, int]  # (due_at, job_id, partition)
 
 
 @dataclass
 class Schedule:
-    _heap: list[tuple[datetime, UUID, int]] = field(default_factory=list)
-    _pending: dict[UUID, int] = field(default_factory=dict)  # job_id -> partition
+    _heap: list[Entry] = field(default_factory=list)
+    # job_id -> its live heap entry; an entry that is not the live one (the job was popped,
+    # removed or moved) is stale and skipped when it reaches the top
+    _pending: dict[UUID, Entry] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -31,14 +46,23 @@ class Schedule:
         """Add a pending job; False if it is already scheduled (redelivery)."""
         if job_id in self._pending:
             return False
-        self._pending[job_id] = partition
-        heapq.heappush(self._heap, (due_at, job_id, partition))
+        self.move(job_id, due_at, partition)
         return True
+
+    def move(self, job_id: UUID, due_at: datetime, partition: int) -> None:
+        """The job is (now) due at `due_at`: a reschedule, or a job put back."""
+        entry = (due_at, job_id, partition)
+        self._pending[job_id] = entry
+        heapq.heappush(self._heap, entry)
+
+    def remove(self, job_id: UUID) -> bool:
+        """Forget a pending job (cancelled); False if it was not pending here."""
+        return self._pending.pop(job_id, None) is not None
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget jobs of partitions this instance no longer owns (their new owner loads them)."""
-        self._pending = {j: p for j, p in self._pending.items() if p not in partitions}
-        self._heap = [e for e in self._heap if e[2] not in partitions]
+        self._pending = {j: e for j, e in self._pending.items() if e[2] not in partitions}
+        self._heap = [e for e in self._heap if self._pending.get(e[1]) is e]
         heapq.heapify(self._heap)
 
     def next_due_at(self) -> datetime | None:
@@ -65,16 +89,17 @@ class Schedule:
         stack = [0] if self._heap else []
         while stack and len(found) < limit:
             i = stack.pop()
-            due_at, job_id, partition = self._heap[i]
+            entry = self._heap[i]
+            due_at, job_id, partition = entry
             if due_at > until:
                 continue
-            if self._pending.get(job_id) == partition:
+            if self._pending.get(job_id) is entry:
                 found.append((job_id, partition))
             stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(self._heap))
         return found
 
     def _discard_stale(self) -> None:
-        while self._heap and self._pending.get(self._heap[0][1]) != self._heap[0][2]:
+        while self._heap and self._pending.get(self._heap[0][1]) is not self._heap[0]:
             heapq.heappop(self._heap)
 
 
@@ -94,3 +119,47 @@ def tasks_for(job: JobSubmitted) -> list[ImageTask]:
 def released(job: JobSubmitted) -> JobReleased:
     return JobReleased(job_id=job.job_id, scheduled_time=job.scheduled_time,
                        total_images=job.total_images)
+
+
+# -- cancel and reschedule: decided by the release owner ----------------------------------
+Command = JobCancelRequested | JobRescheduleRequested
+# A job's state in the durable schedule; None: no such job here.
+State = Literal["pending", "releasing", "released", "cancelled"] | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    command_id: UUID
+    job_id: UUID
+    command: Literal["cancel", "reschedule"]
+    accepted: bool
+    state: str  # the job's state after the decision: pending, cancelled, released or unknown
+    scheduled_time: datetime | None = None  # an accepted reschedule's new time
+
+
+def decide(command: Command, state: State) -> Decision:
+    """Accept a command only while the job is pending (not yet claimed by its release); a
+    repeated cancel of a cancelled job is accepted again, so a retried request gets the same
+    answer. Everything else is refused, naming the state the job is already in."""
+    kind: Literal["cancel", "reschedule"] = "cancel" if isinstance(command, JobCancelRequested) else "reschedule"
+    known = {"releasing": "released", None: "unknown"}.get(state, state)  # type: ignore[call-overload]
+    if kind == "cancel":
+        accepted = state in ("pending", "cancelled")
+        return Decision(command.command_id, command.job_id, kind, accepted, "cancelled" if accepted else known)
+    new_time = command.scheduled_time  # type: ignore[union-attr]
+    if state == "pending":
+        return Decision(command.command_id, command.job_id, kind, True, "pending", new_time)
+    return Decision(command.command_id, command.job_id, kind, False, known)
+
+
+def decision_event(decision: Decision) -> JobCancelled | JobRescheduled | JobCommandRefused:
+    """What the release owner publishes on the jobs topic (keyed by job_id, after the job's
+    own events) so the status view, and the client waiting on it, learn the answer."""
+    if not decision.accepted:
+        return JobCommandRefused(job_id=decision.job_id, command_id=decision.command_id,
+                                 command=decision.command, state=decision.state)
+    if decision.command == "cancel":
+        return JobCancelled(job_id=decision.job_id, command_id=decision.command_id)
+    assert decision.scheduled_time is not None
+    return JobRescheduled(job_id=decision.job_id, command_id=decision.command_id,
+                          scheduled_time=decision.scheduled_time)

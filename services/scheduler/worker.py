@@ -1,23 +1,29 @@
-"""The scheduler's loops: consume `JobSubmitted` into the durable schedule, release due jobs.
+"""The scheduler's loops: consume the jobs topic into the durable schedule, release due jobs,
+and decide cancel and reschedule commands.
 
-Consume: each batch is inserted into `scheduler_jobs` in one transaction (ON CONFLICT DO
-NOTHING), then the offsets are committed, so a submitted job is never lost. Release: a timer
-sleeps exactly until the earliest due time (woken early when an earlier job arrives) and hands
-the job's tasks and `JobReleased` to the idempotent producer (acks=all); a confirmation task
-waits for the acknowledgements and only then marks the rows released, while the loop goes on
-releasing the next due jobs (so one broker round trip never delays the next release). A crash
+Consume: each batch's `JobSubmitted` are inserted into `scheduler_jobs` in one transaction
+(ON CONFLICT DO NOTHING), its commands decided (commands.py), then the offsets are committed,
+so a submitted job or a command is never lost. Release: a timer sleeps exactly until the
+earliest due time (woken early when an earlier job arrives), claims the due jobs in the table
+(`releasing`: from then on no cancel can be accepted) and hands their tasks and `JobReleased`
+to the idempotent producer (acks=all); a confirmation task waits for the acknowledgements and
+only then marks the rows released, while the loop goes on releasing the next due jobs. A crash
 before the mark re-releases the job on restart; tasks keep their `task_id`, so the processors
 and the status fold ignore the repeat: nothing fires twice in effect. Jobs due within a few
-seconds keep their event in memory from the consume loop, so releasing them reads nothing.
+seconds keep their event in memory, so releasing them reads nothing.
 
-Several instances may run: each owns the partitions Kafka assigns it and releases only the
-jobs of those partitions.
+Claims and decisions take the same lock, so a refusal is always published after the
+`JobReleased` of the release that won: the status view folds them in that order.
+
+Several instances may run: each owns the partitions Kafka assigns it and releases (and
+decides for) only the jobs of those partitions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -25,11 +31,12 @@ from uuid import UUID
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from services.scheduler.domain import Schedule, released, tasks_for
+from services.scheduler.commands import record_decisions
+from services.scheduler.domain import Command, Decision, Schedule, decision_event, released, tasks_for
 from services.scheduler.settings import SchedulerSettings
-from shared.db import columns, transaction
+from services.scheduler.store import claim, load_unreleased, mark_released, pending_events, store_submitted
 from shared.dlq import send_to_dlq
-from shared.events import JobCancelled, JobSubmitted, decode_event, encode_event
+from shared.events import JobCancelRequested, JobRescheduleRequested, JobSubmitted, decode_event, encode_event
 from shared.kafka import consumer_options
 from shared.metrics import EVENTS_CONSUMED, STAGE, latency_histogram
 from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
@@ -40,10 +47,13 @@ PREFETCH_S = 1.0  # how far ahead of their due time jobs' events are read into m
 PREFETCH_EVERY_S = 0.25
 HOT_MAX = 20_000
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
+Commands = list[tuple[int, Command]]
 MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
 PENDING = Gauge("imagejobs_scheduler_pending_jobs", "Jobs waiting for their time (this instance)")
 RELEASED = Counter("imagejobs_scheduler_released_total", "Jobs released")
 TASKS_EMITTED = Counter("imagejobs_scheduler_tasks_emitted_total", "Image tasks emitted")
+COMMANDS = Counter("imagejobs_scheduler_commands_total", "Cancel and reschedule commands decided",
+                   ["command", "decision"])
 LATENESS = latency_histogram("imagejobs_scheduler_lateness_seconds",
                              "Task emission time minus scheduled_time")
 
@@ -61,7 +71,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
         # their release needs no read of the table (bounded: beyond it the table is read).
         self._hot: dict[UUID, tuple[int, JobSubmitted]] = {}
         self._confirms: set[asyncio.Task[None]] = set()
-        self._cancelled_while_prefetching: set[UUID] | None = None
+        self._changed_while_prefetching: set[UUID] | None = None
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
 
     def details(self) -> dict[str, object]:
@@ -94,15 +104,18 @@ class SchedulerWorker(ConsumerRebalanceListener):
             batch = await fetch_batch(self.consumer, "scheduler", timeout_ms=500, max_records=2000)
             if not batch:
                 continue
-            submitted, cancelled = await self._decode(batch)
-            await retry_forever("storing submitted jobs", lambda s=submitted, c=cancelled: self._store(s, c))
-            self._schedule(submitted, cancelled)
+            submitted, commands = await self._decode(batch)
+            if submitted:
+                await retry_forever("storing submitted jobs", lambda s=submitted: store_submitted(self.runtime.pool, s))
+                self._schedule(submitted)
+            if commands:  # after the batch's submissions: a command follows its job on the partition
+                await self._decide(commands)
             await retry_forever("committing offsets", self.consumer.commit)
 
-    async def _decode(self, batch: dict[TopicPartition, list[Any]]) -> tuple[Submitted, list[UUID]]:
-        """(partition, JobSubmitted) and cancelled job ids of a batch; poison goes to the DLQ once."""
+    async def _decode(self, batch: dict[TopicPartition, list[Any]]) -> tuple[Submitted, Commands]:
+        """(partition, event) of the batch's submissions and commands; poison goes to the DLQ once."""
         submitted: Submitted = []
-        cancelled: list[UUID] = []
+        commands: Commands = []
         for tp, records in batch.items():
             for record in records:
                 try:
@@ -115,24 +128,11 @@ class SchedulerWorker(ConsumerRebalanceListener):
                 EVENTS_CONSUMED.labels("scheduler", event.type).inc()
                 if isinstance(event, JobSubmitted):
                     submitted.append((tp.partition, event))
-                elif isinstance(event, JobCancelled):
-                    cancelled.append(event.job_id)
-        return submitted, cancelled
+                elif isinstance(event, JobCancelRequested | JobRescheduleRequested):
+                    commands.append((tp.partition, event))
+        return submitted, commands
 
-    async def _store(self, submitted: Submitted, cancelled: list[UUID]) -> None:
-        """One transaction: the submitted jobs into the durable schedule, cancellations applied."""
-        async with transaction(self.runtime.pool) as conn:
-            if submitted:
-                await conn.execute(
-                    "INSERT INTO scheduler_jobs (job_id, partition, due_at, event)"
-                    " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[])"
-                    " ON CONFLICT (job_id) DO NOTHING",
-                    columns((e.job_id, p, e.scheduled_time, e.model_dump_json()) for p, e in submitted))
-            if cancelled:
-                await conn.execute("UPDATE scheduler_jobs SET state = 'cancelled'"
-                                   " WHERE job_id = ANY(%s) AND state = 'pending'", (cancelled,))
-
-    def _schedule(self, submitted: Submitted, cancelled: list[UUID]) -> None:
+    def _schedule(self, submitted: Submitted) -> None:
         """Add the stored jobs of partitions still owned to the timer (a revoked partition's new
         owner loads them from the table); wake the release loop if one is due earlier."""
         assert self.consumer is not None
@@ -146,11 +146,47 @@ class SchedulerWorker(ConsumerRebalanceListener):
                 self._hot[event.job_id] = (partition, event)
             if earliest is None or event.scheduled_time < earliest:
                 self.wakeup.set()
-        for job_id in cancelled:
-            self._hot.pop(job_id, None)  # released only through the table, which says cancelled
-            if self._cancelled_while_prefetching is not None:
-                self._cancelled_while_prefetching.add(job_id)  # a read-ahead in flight must not keep it
         PENDING.set(len(self.schedule))
+
+    # -- commands: cancel and reschedule ---------------------------------------------------
+    async def _decide(self, commands: Commands) -> None:
+        """Decide, apply to memory and hand the decisions to the producer under the release
+        lock (so they are ordered after any release that claimed the job first), then wait
+        for their acknowledgement before the offsets are committed."""
+        async with self._release_lock:
+            decided = await retry_forever("deciding commands",
+                                          lambda: record_decisions(self.runtime.pool, [c for _, c in commands]))
+            partition_of = {c.job_id: p for p, c in commands}
+            self._apply_decisions([d for d, new in decided if new], partition_of)
+            decisions = [d for d, _ in decided]
+            acks = await self._send_decisions(decisions)
+        await retry_forever("publishing decisions", lambda: self._wait_or_resend(
+            acks, lambda: self._send_decisions(decisions)))
+        for decision in decisions:
+            COMMANDS.labels(decision.command, "accepted" if decision.accepted else "refused").inc()
+
+    def _apply_decisions(self, decisions: list[Decision], partition_of: dict[UUID, int]) -> None:
+        """The in-memory schedule follows the table: a cancelled job is forgotten, a moved one
+        falls due at its new time (its event is read again from the table when it does)."""
+        assert self.consumer is not None
+        owned = {tp.partition for tp in self.consumer.assignment()}
+        for d in (d for d in decisions if d.accepted):
+            self._hot.pop(d.job_id, None)
+            if self._changed_while_prefetching is not None:
+                self._changed_while_prefetching.add(d.job_id)  # a read-ahead in flight must not keep it
+            if d.command == "cancel":
+                self.schedule.remove(d.job_id)
+            elif partition_of[d.job_id] in owned and d.scheduled_time is not None:
+                earliest = self.schedule.next_due_at()
+                self.schedule.move(d.job_id, d.scheduled_time, partition_of[d.job_id])
+                if earliest is None or d.scheduled_time < earliest:
+                    self.wakeup.set()
+        PENDING.set(len(self.schedule))
+
+    async def _send_decisions(self, decisions: list[Decision]) -> list[asyncio.Future[object]]:
+        topic, producer = self.settings.topics.jobs, self.runtime.producer
+        return [await producer.send(topic, encode_event(decision_event(d)), key=str(d.job_id).encode())
+                for d in decisions]
 
     # -- rebalance: load the pending jobs of newly owned partitions -----------------------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -166,12 +202,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self.wakeup.set()
 
     async def _load(self, partitions: list[int]) -> None:
-        async with self.runtime.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT job_id, due_at, partition FROM scheduler_jobs"
-                " WHERE state = 'pending' AND partition = ANY(%s)", (partitions,))
-            async for job_id, due_at, partition in cur:
-                self.schedule.add(job_id, due_at, partition)
+        for job_id, due_at, partition in await load_unreleased(self.runtime.pool, partitions):
+            self.schedule.add(job_id, due_at, partition)
         PENDING.set(len(self.schedule))
         log.info("owning partitions %s; %d jobs pending", partitions, len(self.schedule))
 
@@ -189,8 +221,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
                 continue
             async with self._release_lock:
                 due = self.schedule.pop_due(datetime.now(UTC), self.settings.scheduler_release_batch)
-                if due:
-                    jobs = await retry_forever("loading due jobs", lambda d=due: self._load_events(d))
+                jobs = await retry_forever("claiming due jobs", lambda d=due: self._claim(d)) if due else []
+                if jobs:
                     acks = await retry_forever("releasing jobs", lambda j=jobs: self._emit(j))
                     await self._confirming.acquire()
                     confirm = asyncio.create_task(self._confirm(jobs, acks))
@@ -217,35 +249,30 @@ class SchedulerWorker(ConsumerRebalanceListener):
                   if j not in self._hot]
         if not wanted:
             return
-        self._cancelled_while_prefetching = set()
+        self._changed_while_prefetching = set()
         try:
-            async with self.runtime.pool.connection() as conn:
-                rows = await (await conn.execute(
-                    "SELECT event::text FROM scheduler_jobs WHERE job_id = ANY(%s) AND state = 'pending'",
-                    ([j for j, _ in wanted],))).fetchall()
+            rows = await pending_events(self.runtime.pool, [j for j, _ in wanted])
             partition_of = dict(wanted)
             for start in range(0, len(rows), 100):
-                for (raw,) in rows[start:start + 100]:
+                for raw in rows[start:start + 100]:
                     event = JobSubmitted.model_validate_json(raw)
-                    # still pending here (not released, revoked or cancelled meanwhile)
-                    if event.job_id in self.schedule and event.job_id not in self._cancelled_while_prefetching:
+                    # still pending here (not released, revoked, cancelled or moved meanwhile)
+                    if event.job_id in self.schedule and event.job_id not in self._changed_while_prefetching:
                         self._hot[event.job_id] = (partition_of[event.job_id], event)
                 await asyncio.sleep(0)  # parse in slices: a release due now goes first
         finally:
-            self._cancelled_while_prefetching = None
+            self._changed_while_prefetching = None
 
-    async def _load_events(self, job_ids: list[UUID]) -> list[JobSubmitted]:
-        """The due jobs' events: from memory when stored just now, else from the table."""
-        hot = [self._hot.pop(j)[1] for j in job_ids if j in self._hot]
-        found = {e.job_id for e in hot}
-        cold = [j for j in job_ids if j not in found]
-        if not cold:
-            return hot
-        async with self.runtime.pool.connection() as conn:
-            cur = await conn.execute("SELECT event::text FROM scheduler_jobs WHERE job_id = ANY(%s)"
-                                     " AND state = 'pending'", (cold,))
-            rows = await cur.fetchall()
-        return hot + [JobSubmitted.model_validate_json(r[0]) for r in rows]
+    async def _claim(self, job_ids: list[UUID]) -> list[JobSubmitted]:
+        """Claim the due jobs in the table and return their events: from memory when read
+        ahead, else from the claim's answer. Jobs cancelled or moved meanwhile are not claimed."""
+        hot = {j: self._hot.pop(j)[1] for j in job_ids if j in self._hot}
+        claimed = await claim(self.runtime.pool, job_ids, set(job_ids) - hot.keys(), datetime.now(UTC))
+        jobs = []
+        for job_id, raw in claimed:
+            event = hot.get(job_id)
+            jobs.append(event if event is not None else JobSubmitted.model_validate_json(raw))  # type: ignore[arg-type]
+        return jobs
 
     async def _emit(self, jobs: list[JobSubmitted]) -> list[asyncio.Future[object]]:
         """Hand every task and `JobReleased` to the producer (in order per job); returns the
@@ -268,27 +295,25 @@ class SchedulerWorker(ConsumerRebalanceListener):
         """After the broker acknowledged every record of `jobs`, mark them released. Until then
         a crash re-releases them on restart (tasks keep their task_id: nothing twice in effect)."""
         try:
-            await retry_forever("releasing jobs", lambda: self._wait_acks(jobs, acks))
+            await retry_forever("releasing jobs", lambda: self._wait_or_resend(acks, lambda: self._emit(jobs)))
             job_ids = [j.job_id for j in jobs]
-            await retry_forever("marking jobs released", lambda: self._mark_released(job_ids))
+            await retry_forever("marking jobs released", lambda: mark_released(self.runtime.pool, job_ids))
             for job in jobs:
                 TASKS_EMITTED.inc(job.total_images)
             RELEASED.inc(len(jobs))
         finally:
             self._confirming.release()
 
-    async def _wait_acks(self, jobs: list[JobSubmitted], acks: list[asyncio.Future[object]]) -> None:
-        """The acknowledgements; if any failed, the jobs are sent again (same task ids)."""
+    @staticmethod
+    async def _wait_or_resend(acks: list[asyncio.Future[object]],
+                              resend: Callable[[], Awaitable[list[asyncio.Future[object]]]]) -> None:
+        """The acknowledgements; if any failed, everything is sent again (consumers ignore
+        repeats: same task ids, same command ids) and the failure raised for the retry."""
         try:
             await asyncio.gather(*acks)
         except Exception:
-            acks[:] = await self._emit(jobs)
+            acks[:] = await resend()
             raise
-
-    async def _mark_released(self, job_ids: list[UUID]) -> None:
-        async with self.runtime.pool.connection() as conn:
-            await conn.execute("UPDATE scheduler_jobs SET state = 'released', released_at = %s"
-                               " WHERE job_id = ANY(%s) AND state = 'pending'", (datetime.now(UTC), job_ids))
 
     async def _wait_confirmed(self) -> None:
         """Every release handed to the producer is acknowledged and marked."""

@@ -10,7 +10,6 @@ successful submit never answers 404, and a truly unknown id costs one offset loo
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,13 +21,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
+from services.status.commands import Decisions, command_router
 from services.status.domain import FAILED, first_error_per_store
 from services.status.projector import CONSUMER, Projector
 from services.status.settings import StatusSettings
 from shared.auth import Unauthorized, parse_keys, request_owner
-from shared.events import JobCancelled, encode_event
 from shared.http import error, new_app
-from shared.runtime import Runtime, bounded, ops_router, retry_forever
+from shared.runtime import Runtime, bounded, exit_if_it_dies, ops_router, retry_forever
 
 NOT_FOUND = "job not found"
 
@@ -39,6 +38,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
     clients: dict[str, AIOKafkaConsumer] = {}  # the offsets client, made inside the event loop
     keys = parse_keys(settings.api_keys)
     partitioner = DefaultPartitioner()
+    decisions = Decisions(runtime)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -48,8 +48,11 @@ def create_app(settings: StatusSettings) -> FastAPI:
             bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
             client_id="status-offsets", request_timeout_ms=5000)
         started = asyncio.create_task(_start_offsets())
+        waiting = asyncio.create_task(decisions.run())
+        exit_if_it_dies(waiting, "the command decisions poller")
         yield
         started.cancel()
+        waiting.cancel()
         await bounded(projector.stop(), 15, "stopping the projector")
         await bounded(clients["offsets"].stop(), 5, "closing the offsets client")
         await bounded(runtime.stop(), 10, "closing connections")
@@ -134,21 +137,6 @@ def create_app(settings: StatusSettings) -> FastAPI:
         """The same, with the id as `?jobid=` (Retail Pulse clients)."""
         return await job_status(request, jobid)
 
-    @app.delete("/api/jobs/{job_id}")
-    async def cancel(request: Request, job_id: str) -> JSONResponse:
-        """Cancel a job that has not been released yet (409 once it has)."""
-        status = await job_status(request, job_id)
-        if status.status_code != 200:
-            return status
-        current = json.loads(status.body)["status"]
-        if current == "cancelled":
-            return JSONResponse({"job_id": job_id, "status": "cancelled"})
-        if current != "scheduled":
-            return error(409, f"job is already {current}; only a scheduled job can be cancelled")
-        event = JobCancelled(job_id=UUID(job_id))
-        await runtime.producer.send_and_wait(settings.topics.jobs, encode_event(event), key=job_id.encode())
-        return JSONResponse({"job_id": job_id, "status": "cancelled"}, status_code=202)
-
     @app.get("/api/jobs/{job_id}/results")
     async def results(request: Request, job_id: str,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -166,4 +154,5 @@ def create_app(settings: StatusSettings) -> FastAPI:
                   "width": w, "height": h, "perimeter": p, "error": e} for t, s, u, ok, w, h, p, e in rows]
         return JSONResponse({"job_id": job_id, "limit": limit, "offset": offset, "results": items})
 
+    app.include_router(command_router(settings, runtime, decisions, job_status))
     return app

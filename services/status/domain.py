@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from uuid import UUID
 
-from shared.events import ImageFailed, ImageSucceeded, JobCancelled, JobReleased, JobSubmitted
+from shared.events import ImageFailed, ImageSucceeded, JobCancelled, JobReleased, JobRescheduled, JobSubmitted
 
 SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED = "scheduled", "ongoing", "completed", "failed", "cancelled"
 
@@ -77,8 +77,11 @@ def first_error_per_store(failures: object) -> list[dict[str, str]]:
 
 
 def fold(view: JobView, event: object) -> JobView:
-    if isinstance(event, JobSubmitted):
-        return replace(view, submitted=True, scheduled_time=event.scheduled_time, total=event.total_images)
+    if isinstance(event, JobSubmitted):  # a re-published submit (Idempotency-Key retry) keeps a reschedule
+        scheduled = view.scheduled_time if view.submitted else event.scheduled_time
+        return replace(view, submitted=True, scheduled_time=scheduled, total=event.total_images)
+    if isinstance(event, JobRescheduled):
+        return replace(view, scheduled_time=event.scheduled_time)
     if isinstance(event, JobReleased):
         return replace(view, released=True, total=event.total_images)
     if isinstance(event, JobCancelled):

@@ -28,7 +28,9 @@ from shared.events import (
     ImageFailed,
     ImageSucceeded,
     JobCancelled,
+    JobCommandRefused,
     JobReleased,
+    JobRescheduled,
     JobStatusChanged,
     JobSubmitted,
     decode_event,
@@ -197,13 +199,22 @@ async def apply_events(conn: AsyncConnection[Any], events: list[Any]) -> set[Any
     submitted: dict[Any, JobSubmitted] = {}
     flags: dict[str, set[Any]] = {"released": set(), "cancelled": set()}
     outcomes: dict[str, ImageSucceeded | ImageFailed] = {}
+    moved: dict[Any, Any] = {}  # job_id -> its latest rescheduled time in the batch
+    decisions: dict[Any, tuple[Any, bool, str]] = {}  # command_id -> (job_id, accepted, state)
     for event in events:
         if isinstance(event, JobSubmitted):
-            submitted[event.job_id] = event
+            submitted.setdefault(event.job_id, event)  # a re-published submit is the same job
         elif isinstance(event, JobReleased):
             flags["released"].add(event.job_id)
         elif isinstance(event, JobCancelled):
             flags["cancelled"].add(event.job_id)
+            if event.command_id is not None:
+                decisions.setdefault(event.command_id, (event.job_id, True, "cancelled"))
+        elif isinstance(event, JobRescheduled):
+            moved[event.job_id] = event.scheduled_time
+            decisions.setdefault(event.command_id, (event.job_id, True, "pending"))
+        elif isinstance(event, JobCommandRefused):
+            decisions.setdefault(event.command_id, (event.job_id, False, event.state))
         elif isinstance(event, ImageSucceeded | ImageFailed):
             outcomes.setdefault(event.task_id, event)
     async with conn.cursor() as cur:
@@ -217,6 +228,15 @@ async def apply_events(conn: AsyncConnection[Any], events: list[Any]) -> set[Any
                     f" ON CONFLICT (job_id) DO UPDATE SET {column} = true", (list(job_ids),))
         if outcomes:
             await cur.execute(INSERT_OUTCOMES, columns(_outcome_row(e) for e in outcomes.values()))
+        if moved:
+            await cur.execute(
+                "UPDATE status_jobs AS s SET scheduled_time = u.t, updated_at = now()"
+                " FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(j, t) WHERE s.job_id = u.j", columns(moved.items()))
+        if decisions:  # in the same transaction as the view they change: answered means readable
+            await cur.execute(
+                "INSERT INTO status_commands (command_id, job_id, accepted, state)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::boolean[], %s::text[])"
+                " ON CONFLICT (command_id) DO NOTHING", columns((c, *d) for c, d in decisions.items()))
     return set(submitted) | flags["released"] | flags["cancelled"] | {e.job_id for e in outcomes.values()}
 
 
@@ -224,7 +244,9 @@ UPSERT_SUBMITTED = (
     "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images)"
     " SELECT j, true, o, t, n FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[]) AS u(j, o, t, n)"
     " ON CONFLICT (job_id) DO UPDATE SET submitted = true, owner = EXCLUDED.owner,"
-    " scheduled_time = EXCLUDED.scheduled_time, total_images = EXCLUDED.total_images")
+    # a submit re-published by an Idempotency-Key retry must not undo a reschedule
+    " scheduled_time = CASE WHEN status_jobs.submitted THEN status_jobs.scheduled_time"
+    " ELSE EXCLUDED.scheduled_time END, total_images = EXCLUDED.total_images")
 # New outcome rows only (a repeat conflicts and is skipped), then the job's counters move by
 # exactly the rows inserted.
 INSERT_OUTCOMES = (

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-
 from services.sample_images.server import GALLERY
 from tests.support.client import Client, example_job
-from tests.support.waiting import wait_for
 
 
 def test_design_example_job_completes_with_one_exact_row_per_image(client: Client) -> None:
@@ -146,23 +143,3 @@ def test_every_service_is_ready(stack) -> None:  # type: ignore[no-untyped-def]
         assert response.status_code == 200, (service.name, response.text)
         assert response.json()["checks"] == {"kafka": True, "database": True}
         assert "imagejobs_ready" in httpx.get(service.url + "/metrics", timeout=5).text
-
-
-def test_a_scheduled_job_can_be_cancelled_and_a_released_one_cannot(client: Client) -> None:
-    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    job_id = client.submit_ok(example_job(client, scheduled_time=later))
-    cancelled = client.http.delete(f"{client.status_url}/api/jobs/{job_id}")
-    assert cancelled.status_code == 202, cancelled.text
-    wait_for(lambda: client.status(job_id).json()["status"] == "cancelled", 10, "the cancel to be folded")
-    again = client.http.delete(f"{client.status_url}/api/jobs/{job_id}")
-    assert again.status_code == 200 and again.json()["status"] == "cancelled"
-    done = client.submit_ok(example_job(client))
-    client.wait_final(done)
-    refused = client.http.delete(f"{client.status_url}/api/jobs/{done}")
-    assert refused.status_code == 409 and "completed" in refused.json()["error"]
-
-    def scheduler_state() -> str | None:
-        with psycopg.connect(client.stack.database_url) as conn:
-            row = conn.execute("SELECT state FROM scheduler_jobs WHERE job_id = %s", (job_id,)).fetchone()
-        return row[0] if row and row[0] == "cancelled" else None
-    wait_for(scheduler_state, 10, "the scheduler to drop the cancelled job")

@@ -158,7 +158,7 @@ def test_due_before_finds_exactly_the_pending_jobs_due_without_removing_them(
     schedule.pop_due(at(min(dues, default=0)), len(popped_first))
     expected = {(UUID(int=i + 1), i % 3) for i, m in enumerate(dues)
                 if m <= until and i % 3 not in dropped}
-    expected &= {(job, p) for job, p in schedule._pending.items()}  # noqa: SLF001 - what is still pending
+    expected &= {(job, e[2]) for job, e in schedule._pending.items()}  # noqa: SLF001 - what is still pending
     size = len(schedule)
     assert set(schedule.due_before(at(until), limit=1000)) == expected
     assert len(schedule) == size

@@ -1,0 +1,65 @@
+"""The durable schedule, `scheduler_jobs`: the scheduler's SQL, and nothing else.
+
+A job's row moves `pending` -> `releasing` (claimed by its release, before any task is
+produced) -> `released` (every record acknowledged), or `pending` -> `cancelled`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+from psycopg_pool import AsyncConnectionPool
+
+from shared.db import columns, transaction
+from shared.events import JobSubmitted
+
+
+async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[int, JobSubmitted]]) -> None:
+    """The submitted jobs, in one transaction (a redelivered one changes nothing)."""
+    async with transaction(pool) as conn:
+        await conn.execute(
+            "INSERT INTO scheduler_jobs (job_id, partition, due_at, event)"
+            " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[])"
+            " ON CONFLICT (job_id) DO NOTHING",
+            columns((e.job_id, p, e.scheduled_time, e.model_dump_json()) for p, e in submitted))
+
+
+async def load_unreleased(pool: AsyncConnectionPool, partitions: list[int]) -> list[tuple[UUID, datetime, int]]:
+    """(job_id, due_at, partition) of the partitions' jobs still to release: pending ones and
+    claimed ones whose release was not acknowledged (released again, same task ids)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT job_id, due_at, partition FROM scheduler_jobs WHERE state = 'pending' AND partition = ANY(%s)"
+            " UNION ALL SELECT job_id, due_at, partition FROM scheduler_jobs"
+            " WHERE state = 'releasing' AND partition = ANY(%s)", (partitions, partitions))
+        return await cur.fetchall()
+
+
+async def pending_events(pool: AsyncConnectionPool, job_ids: list[UUID]) -> list[str]:
+    """The stored `JobSubmitted` (JSON) of those jobs that are still pending."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT event::text FROM scheduler_jobs WHERE job_id = ANY(%s) AND state = 'pending'",
+            (job_ids,))).fetchall()
+    return [r[0] for r in rows]
+
+
+async def claim(pool: AsyncConnectionPool, job_ids: list[UUID], unread: set[UUID],
+                now: datetime) -> list[tuple[UUID, str | None]]:
+    """Claim due jobs for their release (`releasing`); returns the jobs claimed, with the
+    stored event of those in `unread`. A job cancelled or moved later in the meantime is not
+    claimed: from here on no command can take a claimed job back."""
+    async with pool.connection() as conn:
+        return await (await conn.execute(
+            "UPDATE scheduler_jobs SET state = 'releasing'"
+            " WHERE job_id = ANY(%s) AND state IN ('pending', 'releasing') AND due_at <= %s"
+            " RETURNING job_id, CASE WHEN job_id = ANY(%s) THEN event::text END",
+            (job_ids, now, list(unread)))).fetchall()
+
+
+async def mark_released(pool: AsyncConnectionPool, job_ids: list[UUID]) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE scheduler_jobs SET state = 'released', released_at = %s"
+                           " WHERE job_id = ANY(%s) AND state = 'releasing'", (datetime.now(UTC), job_ids))

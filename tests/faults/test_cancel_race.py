@@ -1,0 +1,119 @@
+"""Cancels racing the release, decided by the release owner: hundreds of jobs falling due at
+one instant, each cancelled within +-150 ms of it; then the same with the scheduler killed
+with -9 in the middle of the race. Every answer must be true:
+
+- 200 `cancelled`: the job reads `cancelled` at once and for ever, no task was ever produced
+  for it and it has no result row;
+- 409: the job was released and ends `completed` or `failed` with one result per image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import httpx
+import psycopg
+
+from tests.support.client import Client
+from tests.support.invariants import Batch, assert_promises_kept, read_all
+from tests.support.stack import Stack
+
+JOBS = 240
+SPREAD_S = 0.150
+
+
+async def _submit_all(client: Client, due: datetime, rng: random.Random) -> Batch:
+    batch = Batch()
+    async with httpx.AsyncClient(timeout=30) as http:
+        async def one(_: int) -> None:
+            n = rng.randint(1, 3)
+            urls = [client.image(rng.randint(10, 300), rng.randint(10, 300)) for _ in range(n)]
+            body = {"count": 1, "scheduled_time": due.isoformat(),
+                    "visits": [{"store_id": "S00339218", "image_url": urls, "visit_time": "10:00"}]}
+            response = await http.post(client.ingest + "/processJob", json=body)
+            assert response.status_code == 200, response.text
+            job_id = response.json()["job_id"]
+            batch.tasks[job_id] = {f"{job_id}:0:{i}" for i in range(n)}
+            batch.scheduled[job_id] = due
+        await asyncio.gather(*(one(i) for i in range(JOBS)))
+    return batch
+
+
+async def _cancel_all(client: Client, job_ids: list[str], due: datetime, rng: random.Random,
+                      during: Any = None) -> dict[str, httpx.Response]:
+    """Each job cancelled at its own instant in due +- SPREAD_S; `during` runs at the due time.
+    A 504 (no decision yet: the scheduler is restarting) is asked again, as a client would."""
+    answers: dict[str, httpx.Response] = {}
+    async with httpx.AsyncClient(timeout=90, limits=httpx.Limits(max_connections=300)) as http:
+        async def one(job_id: str) -> None:
+            await _sleep_until(due + timedelta(seconds=rng.uniform(-SPREAD_S, SPREAD_S)))
+            for _ in range(5):
+                answers[job_id] = await http.delete(f"{client.status_url}/api/jobs/{job_id}")
+                if answers[job_id].status_code != 504:
+                    return
+
+        async def fault() -> None:
+            await _sleep_until(due)
+            await asyncio.to_thread(during)
+        await asyncio.gather(*(one(j) for j in job_ids), *([fault()] if during else []))
+    return answers
+
+
+async def _sleep_until(when: datetime) -> None:
+    await asyncio.sleep(max(0.0, (when - datetime.now(UTC)).total_seconds()))
+
+
+def _race(client: Client, rng: random.Random, during: Any = None) -> dict[str, int]:
+    due = datetime.now(UTC) + timedelta(seconds=5)
+    batch = asyncio.run(_submit_all(client, due, rng))
+    assert datetime.now(UTC) < due - timedelta(seconds=1), "submitting took too long to race"
+    answers = asyncio.run(_cancel_all(client, list(batch.tasks), due, rng, during))
+    codes = {job: r.status_code for job, r in answers.items()}
+    assert set(codes.values()) <= {200, 409}, {j: (r.status_code, r.text) for j, r in answers.items()
+                                              if r.status_code not in (200, 409)}
+    accepted = [j for j, c in codes.items() if c == 200]
+    refused = [j for j, c in codes.items() if c == 409]
+    for job in accepted:  # read-your-writes: the answer is what a read says, at once
+        assert answers[job].json()["status"] == "cancelled"
+        assert client.status(job).json()["status"] == "cancelled", job
+    for job in refused:
+        assert answers[job].json()["error"].split(";")[0] in (
+            "job is already ongoing", "job is already completed", "job is already failed"), answers[job].text
+    ran = Batch({j: batch.tasks[j] for j in refused}, {j: due for j in refused})
+    report = assert_promises_kept(client, ran) if refused else {"jobs": 0, "images": 0}
+    _assert_cancelled_never_ran(client, accepted)
+    print(f"\ncancels racing the release: {len(accepted)} accepted (never released),"
+          f" {len(refused)} refused (ran: {report['jobs']} jobs, {report['images']} images)")
+    assert accepted and refused, "the cancels did not straddle the release"
+    return {"accepted": len(accepted), "refused": len(refused)}
+
+
+def _assert_cancelled_never_ran(client: Client, accepted: list[str]) -> None:
+    events = read_all(client, ["tasks", "jobs"])
+    cancelled = set(accepted)
+    tasks = {str(e.job_id) for _, e in events["tasks"]} & cancelled
+    assert not tasks, f"{len(tasks)} cancelled jobs had tasks produced"
+    released = {str(e.job_id) for _, e in events["jobs"] if e.type == "JobReleased"} & cancelled
+    assert not released, f"{len(released)} cancelled jobs were released"
+    with psycopg.connect(client.stack.database_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM processor_results WHERE job_id = ANY(%s)",
+                            ([UUID(j) for j in accepted],)).fetchone()
+    assert rows == (0,), "cancelled jobs have result rows"
+    for job in accepted:  # still cancelled after everything else has finished
+        assert client.status(job).json()["status"] == "cancelled", job
+
+
+def test_cancels_racing_the_release_are_answered_truthfully(fault_client: Client, rng: random.Random) -> None:
+    _race(fault_client, rng)
+
+
+def test_cancels_racing_the_release_while_the_scheduler_is_killed(fault_client: Client,
+                                                                  rng: random.Random) -> None:
+    stack: Stack = fault_client.stack
+    scheduler = next(p for p in stack.processes if p.name == "scheduler" and p.process.poll() is None)
+    _race(fault_client, rng, during=lambda: stack.restart(scheduler, signal.SIGKILL))
