@@ -3,15 +3,19 @@ and the operational endpoints `/healthz`, `/readyz` and `/metrics`.
 
 Connections are made in the background with backoff, so a service starts (and answers
 `/healthz`) while Kafka or PostgreSQL are still coming up or restarting; `/readyz` says 503
-until both answer.
+until both answer and every check the service added (its consumer joined, the store master
+loaded, ...) passes. A timer refreshes `imagejobs_ready` and the consumer lag of every
+consumer the service reads with, so a Prometheus scrape alone sees both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import signal
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -23,11 +27,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from shared.db import apply_migrations, make_pool
 from shared.kafka import ensure_topics, make_producer
-from shared.metrics import SERVICE_READY
+from shared.metrics import CONSUMER_LAG, SERVICE_READY
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+REPORT_EVERY_S = 5.0  # readiness and lag gauges; a typical scrape interval is 15 s
+Check = Callable[[], "bool | Awaitable[bool]"]
 
 
 async def retry_forever(what: str, op: Callable[[], Awaitable[T]], max_delay: float = 5.0) -> T:
@@ -94,12 +100,45 @@ class Runtime:
         # Created in start(): aiokafka and psycopg objects belong to the running event loop.
         self.pool: AsyncConnectionPool = None  # type: ignore[assignment]
         self.producer: AIOKafkaProducer = None  # type: ignore[assignment]
+        self._checks: dict[str, Check] = {}
+        self._consumers: list[Any] = []
+        self._report_task: asyncio.Task[None] | None = None
+
+    def add_check(self, name: str, check: Check) -> None:
+        """A condition the service needs to do its job correctly, besides Kafka and PostgreSQL
+        (e.g. its consumer has joined, the store master is loaded); `/readyz` names it."""
+        self._checks[name] = check
+
+    def track_consumer(self, consumer: Any) -> None:
+        """Report this consumer's lag (records behind the end of its partitions) on the timer."""
+        self._consumers.append(consumer)
 
     async def start(self) -> None:
         self.pool = make_pool(self.settings.database_url, self.settings.database_pool_max)
         self.producer = make_producer(self.settings, self.service)
         await self.pool.open(wait=False)
         self._connect_task = asyncio.create_task(self._connect())
+        self._report_task = asyncio.create_task(self._report_forever())
+
+    async def _report_forever(self) -> None:
+        while True:
+            try:
+                await self.report()
+            except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                log.warning("refreshing readiness and lag gauges failed: %s", exc)
+            await asyncio.sleep(REPORT_EVERY_S)
+
+    async def report(self) -> dict[str, bool]:
+        """Refresh `imagejobs_ready` and the consumer lag gauges; returns the checks."""
+        checks = await self.readiness()
+        SERVICE_READY.labels(self.service).set(1 if all(checks.values()) else 0)
+        lag: dict[str, int] = defaultdict(int)
+        for consumer in self._consumers:
+            for topic, behind in (await consumer_lag(consumer)).items():
+                lag[topic] += behind
+        for topic, behind in lag.items():
+            CONSUMER_LAG.labels(self.service, topic).set(behind)
+        return checks
 
     async def _connect(self) -> None:
         await retry_forever("database migrations", lambda: apply_migrations(self.settings.database_url))
@@ -117,8 +156,9 @@ class Runtime:
             raise
 
     async def stop(self) -> None:
-        if self._connect_task:
-            self._connect_task.cancel()
+        for task in (self._connect_task, self._report_task):
+            if task:
+                task.cancel()
         if self.connected.is_set():
             await self.producer.stop()
         if self.pool is not None:
@@ -143,11 +183,34 @@ class Runtime:
 
     async def readiness(self) -> dict[str, bool]:
         kafka, database = await asyncio.gather(self.kafka_ok(), self.database_ok())
-        return {"kafka": kafka, "database": database}
+        checks = {"kafka": kafka, "database": database}
+        for name, check in self._checks.items():
+            try:
+                result = check()
+                checks[name] = bool(await result) if inspect.isawaitable(result) else bool(result)
+            except Exception:  # noqa: BLE001 - a check that cannot answer is not passing
+                checks[name] = False
+        return checks
 
 
-def ops_router(runtime: Runtime, extra_checks: Callable[[], dict[str, bool]] | None = None,
-               details: Callable[[], dict[str, object]] | None = None) -> APIRouter:
+async def consumer_lag(consumer: Any) -> dict[str, int]:
+    """Per topic: records between the consumer's position and the end of each partition it
+    owns (0 for a partition not fetched yet). For a processor this is the backlog waiting in
+    Kafka, the number to scale on; tasks already fetched are in `/readyz`'s `in_flight`."""
+    lag: dict[str, int] = defaultdict(int)
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            continue
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), 1.0)
+        except Exception:  # noqa: BLE001 - revoked or resetting: counted on the next tick
+            continue
+        lag[tp.topic] += max(0, end - position)
+    return lag
+
+
+def ops_router(runtime: Runtime, details: Callable[[], dict[str, object]] | None = None) -> APIRouter:
     """`/healthz` (the process is alive), `/readyz` (its dependencies answer), `/metrics`."""
     router = APIRouter(tags=["operations"])
 
@@ -158,10 +221,9 @@ def ops_router(runtime: Runtime, extra_checks: Callable[[], dict[str, bool]] | N
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        """200 when Kafka and PostgreSQL answer, else 503 naming what is down."""
+        """200 when Kafka, PostgreSQL and the service's own checks pass, else 503 naming what
+        is not."""
         checks = await runtime.readiness()
-        if extra_checks:
-            checks.update(extra_checks())
         ready = all(checks.values())
         SERVICE_READY.labels(runtime.service).set(1 if ready else 0)
         body: dict[str, object] = {"ready": ready, "checks": checks}

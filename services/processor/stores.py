@@ -1,11 +1,21 @@
 """Store master lookups: the whole table in memory (4,944 rows is small), refreshed
-periodically; a miss is re-checked in the database so a freshly imported store is found."""
+periodically; a miss is re-checked in the database so a freshly imported store is found.
+
+An empty table means the store master has not been imported yet (a fresh deployment, the
+import still running): that is a transient condition, never a permanent `store not found`.
+`exists` raises `StoreMasterNotLoaded` then, the task is retried, and `/readyz` says not
+ready (check `store_master`) until the first import has committed (it is one transaction).
+"""
 
 from __future__ import annotations
 
 import time
 
 from shared.runtime import Runtime
+
+
+class StoreMasterNotLoaded(Exception):  # noqa: N818 - a condition, not a bug: retried
+    """No store has been imported yet; retry later."""
 
 
 class StoreDirectory:
@@ -15,11 +25,19 @@ class StoreDirectory:
         self._known: set[str] = set()
         self._loaded_at = 0.0
 
+    async def loaded(self) -> bool:
+        """The store master has been imported (the table has rows)."""
+        if not self._known:
+            await self._reload()
+        return bool(self._known)
+
     async def exists(self, store_id: str) -> bool:
         if time.monotonic() - self._loaded_at > self._refresh_s:
             await self._reload()
         if store_id in self._known:
             return True
+        if not await self.loaded():
+            raise StoreMasterNotLoaded("the store master has not been imported yet")
         async with self._runtime.pool.connection() as conn:
             row = await (await conn.execute("SELECT 1 FROM stores WHERE store_id = %s", (store_id,))).fetchone()
         if row:
@@ -30,4 +48,5 @@ class StoreDirectory:
         async with self._runtime.pool.connection() as conn:
             rows = await (await conn.execute("SELECT store_id FROM stores")).fetchall()
         self._known = {r[0] for r in rows}
-        self._loaded_at = time.monotonic()
+        if self._known:  # an empty table is looked at again on the next call
+            self._loaded_at = time.monotonic()

@@ -63,6 +63,8 @@ class ProcessorWorker(ConsumerRebalanceListener):
         self._inflight: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
         self.consuming = False
+        runtime.add_check("consumer", lambda: self.consuming)
+        runtime.add_check("store_master", self.deps.stores.loaded)
 
     def details(self) -> dict[str, object]:
         """For /readyz: the partitions this instance owns and the tasks it has in flight."""
@@ -92,6 +94,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "processor"))  # type: ignore[arg-type]
         await retry_forever("starting the processor consumer", self.consumer.start)
         self.consumer.subscribe([self.settings.topics.tasks], listener=self)
+        self.runtime.track_consumer(self.consumer)
         self.consuming = True
         committer = asyncio.create_task(self._commit_periodically())
         try:

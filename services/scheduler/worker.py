@@ -73,6 +73,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self._confirms: set[asyncio.Task[None]] = set()
         self._changed_while_prefetching: set[UUID] | None = None
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
+        self.consuming = False
+        runtime.add_check("consumer", lambda: self.consuming)
 
     def details(self) -> dict[str, object]:
         """For /readyz: the partitions this instance owns and the jobs it holds."""
@@ -96,6 +98,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "scheduler"))  # type: ignore[arg-type]
         await retry_forever("starting the scheduler consumer", self.consumer.start)
         self.consumer.subscribe([self.settings.topics.jobs], listener=self)
+        self.runtime.track_consumer(self.consumer)
+        self.consuming = True
         self._tasks.append(asyncio.create_task(self._release_loop()))
         exit_if_it_dies(self._tasks[-1], "the scheduler's release loop")
         self._tasks.append(asyncio.create_task(self._prefetch_loop()))

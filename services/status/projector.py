@@ -37,7 +37,7 @@ from shared.events import (
     encode_event,
 )
 from shared.kafka import consumer_options
-from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, STAGE
+from shared.metrics import EVENTS_CONSUMED, STAGE
 from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class Projector(ConsumerRebalanceListener):
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_wakeup = asyncio.Event()
         self.caught_up = False
+        self.consuming = False
+        runtime.add_check("consumer", lambda: self.consuming)
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._relay())]
@@ -73,6 +75,8 @@ class Projector(ConsumerRebalanceListener):
         self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "status"))  # type: ignore[arg-type]
         await retry_forever("starting the status consumer", self.consumer.start)
         self.consumer.subscribe([topics.jobs, topics.results], listener=self)
+        self.runtime.track_consumer(self.consumer)
+        self.consuming = True
         while True:
             batch = await fetch_batch(self.consumer, "status", timeout_ms=200, max_records=5000)
             if batch:
@@ -82,7 +86,6 @@ class Projector(ConsumerRebalanceListener):
                 await retry_forever("folding events", lambda e=events, o=offsets: self._apply(e, o))
                 self._observe_folded(batch)
                 self._relay_wakeup.set()
-                self._report_lag(batch)
 
     def _observe_folded(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """recorded -> folded, per outcome: now minus the outcome record's timestamp."""
@@ -106,19 +109,6 @@ class Projector(ConsumerRebalanceListener):
         for kind, count in Counter(e.type for e in events).items():
             EVENTS_CONSUMED.labels("status", kind).inc(count)
         return events
-
-    def _report_lag(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        assert self.consumer is not None
-        lag: dict[str, int] = {}
-        assigned = self.consumer.assignment()
-        for tp, records in batch.items():
-            if tp not in assigned:  # revoked while the batch was applied: highwater() would assert
-                continue
-            end = self.consumer.highwater(tp)
-            if end is not None and records:
-                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - records[-1].offset - 1)
-        for topic, value in lag.items():
-            CONSUMER_LAG.labels("status", topic).set(value)
 
     async def _apply(self, events: list[Any], offsets: list[tuple[str, int, int]]) -> None:
         """One transaction: the events folded into the view, and the offsets they came from."""

@@ -157,7 +157,6 @@ def run() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         _wait_for_infra(kafka, pg)
-        _after_infra_ready()
         return supervisor.wait()
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # supervisord is already stopping everything
@@ -171,17 +170,21 @@ def run() -> int:
 
 
 def _wait_for_infra(kafka: KafkaBroker | None, pg: PostgresServer | None) -> None:
+    """PostgreSQL, the store master import, Kafka, then every service ready: "up" means a
+    job submitted now runs correctly (the processors report ready only with the store master)."""
     started = time.monotonic()
     if pg:
         pg.wait_ready(deadline_s=60)
+    _import_store_master(pg)
     if kafka:
         kafka.log_path = state_dir() / "kafka" / "broker.log"  # (supervisord writes to the terminal)
         kafka.wait_ready(deadline_s=90)
     ingest = _env_int("INGEST_PORT", 8000)
     status = _env_int("STATUS_PORT", 8001)
-    for port in (ingest, status):
-        if not _wait_ready(port, 60):
-            raise LauncherError(f"the service on port {port} did not become ready in 60s; see its log lines above")
+    processors = [_env_int("PROCESSOR_PORT", 8003) + i for i in range(_env_int("PROCESSOR_INSTANCES", 2))]
+    for port in (ingest, status, _env_int("SCHEDULER_PORT", 8002), *processors):
+        if not _wait_ready(port, 90):
+            raise LauncherError(f"the service on port {port} did not become ready in 90s; see its log lines above")
     print(f"\n  imagejobs is up in {time.monotonic() - started:.1f}s: ingest http://127.0.0.1:{ingest}"
           f"  status http://127.0.0.1:{status}/docs  (Ctrl-C stops everything)\n", flush=True)
 
@@ -203,9 +206,16 @@ def _wait_ready(port: int, deadline_s: float) -> bool:
     return False
 
 
-def _after_infra_ready() -> None:
-    """Load the sample store master (idempotent) so the demo's stores exist."""
+def _import_store_master(pg: PostgresServer | None) -> None:
+    """Load the sample store master (idempotent) into the stack's database (the one on
+    POSTGRES_PORT, or DATABASE_URL's), retrying while the server finishes starting."""
     sample = PROJECT_ROOT / "data" / "StoreMasterAssignment.csv"
-    if sample.exists():
-        env = {**os.environ, **stack_defaults(None, None)}
-        subprocess.run([sys.executable, "-m", "shared.stores", "import", str(sample)], env=env, check=False)
+    if not sample.exists():
+        return
+    env = {**os.environ, **stack_defaults(None, pg)}
+    for _ in range(30):
+        done = subprocess.run([sys.executable, "-m", "shared.stores", "import", str(sample)], env=env, check=False)
+        if done.returncode == 0:
+            return
+        time.sleep(1)
+    raise LauncherError("the store master import kept failing; see its messages above")
