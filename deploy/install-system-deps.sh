@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages imagejobs needs when they are missing: Java 17+ and Maven (Kafka),
-# PostgreSQL's server, the headers pillow-simd builds against, and Prometheus (dashboard test). Needs root (or sudo) for
+# PostgreSQL's server, python3-venv, a C compiler and the headers pillow-simd builds against, and
+# Prometheus (dashboard and alert tests). Needs root (or sudo) for
 # apt-get; without it, prints exactly what to install and fails.
 set -euo pipefail
 
@@ -9,6 +10,13 @@ command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)  # the dashboard test scrapes the stack
+# a stock Debian/Ubuntu lacks these: the virtualenv module, a C compiler and Python's headers
+# (pillow-simd is built from source), and the image libraries it links against
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v gcc >/dev/null 2>&1 || need+=(build-essential)
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need+=(python3-dev)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # the alert rules test runs promtool
 for pkg in libjpeg-dev zlib1g-dev libwebp-dev libpng-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -34,6 +34,27 @@ log = logging.getLogger(__name__)
 POLL_S = 0.005
 MAX_BODY_BYTES = 16 * 1024
 StatusLookup = Callable[[Request, str], Awaitable[JSONResponse]]
+_ERROR = {"content": {"application/json": {"schema": {
+    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+_DECISION = {"content": {"application/json": {"example": {
+    "job_id": "3f1c2a9e-1b2c-4d5e-8f90-123456789abc", "status": "cancelled",
+    "scheduled_time": "2025-02-16T05:27:00Z"}}}}
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Accepted by the job's release owner; reads now reflect it", **_DECISION},
+    400: {"description": "Malformed id (or, for a reschedule, a bad body)", **_ERROR},
+    401: {"description": "Missing or invalid API key (when API_KEYS is set)", **_ERROR},
+    404: {"description": "No such job (or another key's)", **_ERROR},
+    409: {"description": "Refused: the job is already released (ongoing, completed, failed) or cancelled;"
+                         " the message names its status", **_ERROR},
+    503: {"description": "Kafka or PostgreSQL unavailable: nothing changed, retry", **_ERROR},
+    504: {"description": "No decision within STATUS_COMMAND_WAIT_S: the command stays queued; repeat"
+                         " the request to learn the decision", **_ERROR},
+}
+RESCHEDULE_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"type": "object", "required": ["scheduled_time"], "properties": {"scheduled_time": {
+        "type": "string", "format": "date-time",
+        "description": "ISO-8601; naive times are in DEFAULT_TIMEZONE; a past time means now"}}},
+    "example": {"scheduled_time": "2025-02-16T10:57:00+05:30"}}}}}
 
 
 class Decisions:
@@ -126,7 +147,7 @@ def command_router(settings: StatusSettings, runtime: Runtime, decisions: Decisi
         status = body.get("status", "unknown")
         return "ongoing" if status == "scheduled" and state == "released" else str(status)
 
-    @router.delete("/api/jobs/{job_id}")
+    @router.delete("/api/jobs/{job_id}", responses=ANSWERS)
     async def cancel(request: Request, job_id: str) -> JSONResponse:
         """Cancel a job that has not been released: 200 `cancelled` (never released: no task,
         no result), or 409 naming the status the job is already in."""
@@ -140,7 +161,7 @@ def command_router(settings: StatusSettings, runtime: Runtime, decisions: Decisi
         command = JobCancelRequested(job_id=UUID(job_id), command_id=uuid4())
         return await decided(request, job_id, command, "cancelled")
 
-    @router.patch("/api/jobs/{job_id}")
+    @router.patch("/api/jobs/{job_id}", responses=ANSWERS, openapi_extra=RESCHEDULE_BODY)
     async def reschedule(request: Request, job_id: str) -> JSONResponse:
         """Move a job that has not been released to a new `scheduled_time` (the same rules as
         submit: offset honoured, naive in DEFAULT_TIMEZONE, past means now): 200 with the new

@@ -164,3 +164,14 @@ def test_reschedules_racing_the_release_are_answered_truthfully(client: Client) 
     accepted, refused = list(answers.values()).count(200), list(answers.values()).count(409)
     print(f"\nreschedules racing the release: {accepted} accepted, {refused} refused")
     assert accepted and refused, "the requests did not straddle the release"
+
+
+def test_the_openapi_document_describes_cancel_and_reschedule_with_their_answers(client: Client) -> None:
+    paths = client.http.get(f"{client.status_url}/openapi.json").json()["paths"]["/api/jobs/{job_id}"]
+    for method in ("delete", "patch"):
+        answers = paths[method]["responses"]
+        assert {"200", "409", "404", "504"} <= set(answers), (method, list(answers))
+        assert "release owner" in answers["200"]["description"]
+        assert answers["409"]["content"]["application/json"]["schema"]["required"] == ["error"]
+    body = paths["patch"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["required"] == ["scheduled_time"] and "scheduled_time" in body["example"]
