@@ -1,16 +1,20 @@
 """Cancel and reschedule, decided by the job's release owner: the scheduler instance that owns
 the job's partition, the only one that may release it.
 
-A command arrives on the jobs topic after the job's `JobSubmitted` (same key, same partition)
-and is decided in one transaction that locks the job's row, so it is ordered against the
-release: the release moves a job from `pending` to `releasing` before producing any task, and
-a command finds the job either still `pending` (accepted: it is cancelled or moved, and no
-task is ever produced) or already claimed (refused). Each decision is stored with its effect;
-a command redelivered after a crash gets the stored answer again.
+A command arrives on the jobs topic after the job's `JobSubmitted` (same key, same partition).
+It is accepted only while the job is pending *and still held by this instance's timer*: the
+worker decides under the same lock as the release, so a job whose release has begun (popped
+from the timer) is refused, and one that is accepted is dropped from (or moved in) the timer
+before the lock is released, so it is never released at the old time. After a restart, jobs
+already due when loaded may have been released by the previous process just before it died
+(the mark comes after the acknowledgements): `holds` says no for them until this process has
+released them itself. Each decision is stored with its effect in one transaction; a command
+redelivered after a crash gets the stored answer again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -19,15 +23,19 @@ from services.scheduler.domain import Command, Decision, decide
 from shared.db import columns, transaction
 
 
-async def record_decisions(pool: AsyncConnectionPool, commands: list[Command]) -> list[tuple[Decision, bool]]:
+async def record_decisions(pool: AsyncConnectionPool, commands: list[Command],
+                           holds: Callable[[Any], bool]) -> list[tuple[Decision, bool]]:
     """Each command's decision, in order, with True when it was decided now (False: decided
-    before, its effect already in the table)."""
+    before, its effect already in the table). `holds(job_id)`: the job is still waiting in
+    this instance's timer, no release of it begun."""
     async with transaction(pool) as conn:
         known = await _stored_decisions(conn, [c.command_id for c in commands])
         rows = await (await conn.execute(
             "SELECT job_id, state FROM scheduler_jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE",
             (sorted({c.job_id for c in commands}),))).fetchall()
-        states: dict[Any, Any] = dict(rows)
+        # a pending row whose release has begun is, for a command, already released
+        states: dict[Any, Any] = {job: "releasing" if state == "pending" and not holds(job) else state
+                                  for job, state in rows}
         out: list[tuple[Decision, bool]] = []
         for command in commands:
             if command.command_id in known:

@@ -123,7 +123,9 @@ def released(job: JobSubmitted) -> JobReleased:
 
 # -- cancel and reschedule: decided by the release owner ----------------------------------
 Command = JobCancelRequested | JobRescheduleRequested
-# A job's state in the durable schedule; None: no such job here.
+# A job's state for a command: its row's state, except that a pending job whose release has
+# begun (popped from the timer, or possibly released by a process that died) is `releasing`;
+# None: no such job here.
 State = Literal["pending", "releasing", "released", "cancelled"] | None
 
 

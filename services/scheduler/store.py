@@ -1,7 +1,7 @@
 """The durable schedule, `scheduler_jobs`: the scheduler's SQL, and nothing else.
 
-A job's row moves `pending` -> `releasing` (claimed by its release, before any task is
-produced) -> `released` (every record acknowledged), or `pending` -> `cancelled`.
+A job's row moves `pending` -> `released` (every record of its release acknowledged), or
+`pending` -> `cancelled` (a cancel accepted by its release owner).
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[i
             columns((e.job_id, p, e.scheduled_time, e.model_dump_json()) for p, e in submitted))
 
 
-async def load_unreleased(pool: AsyncConnectionPool, partitions: list[int]) -> list[tuple[UUID, datetime, int]]:
-    """(job_id, due_at, partition) of the partitions' jobs still to release: pending ones and
-    claimed ones whose release was not acknowledged (released again, same task ids)."""
+async def load_pending(pool: AsyncConnectionPool, partitions: list[int]) -> list[tuple[UUID, datetime, int]]:
+    """(job_id, due_at, partition) of the partitions' pending jobs (a job whose release was not
+    acknowledged is still pending: it is released again, with the same task ids)."""
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT job_id, due_at, partition FROM scheduler_jobs WHERE state = 'pending' AND partition = ANY(%s)"
-            " UNION ALL SELECT job_id, due_at, partition FROM scheduler_jobs"
-            " WHERE state = 'releasing' AND partition = ANY(%s)", (partitions, partitions))
+        cur = await conn.execute("SELECT job_id, due_at, partition FROM scheduler_jobs"
+                                 " WHERE state = 'pending' AND partition = ANY(%s)", (partitions,))
         return await cur.fetchall()
 
 
@@ -46,20 +44,7 @@ async def pending_events(pool: AsyncConnectionPool, job_ids: list[UUID]) -> list
     return [r[0] for r in rows]
 
 
-async def claim(pool: AsyncConnectionPool, job_ids: list[UUID], unread: set[UUID],
-                now: datetime) -> list[tuple[UUID, str | None]]:
-    """Claim due jobs for their release (`releasing`); returns the jobs claimed, with the
-    stored event of those in `unread`. A job cancelled or moved later in the meantime is not
-    claimed: from here on no command can take a claimed job back."""
-    async with pool.connection() as conn:
-        return await (await conn.execute(
-            "UPDATE scheduler_jobs SET state = 'releasing'"
-            " WHERE job_id = ANY(%s) AND state IN ('pending', 'releasing') AND due_at <= %s"
-            " RETURNING job_id, CASE WHEN job_id = ANY(%s) THEN event::text END",
-            (job_ids, now, list(unread)))).fetchall()
-
-
 async def mark_released(pool: AsyncConnectionPool, job_ids: list[UUID]) -> None:
     async with pool.connection() as conn:
         await conn.execute("UPDATE scheduler_jobs SET state = 'released', released_at = %s"
-                           " WHERE job_id = ANY(%s) AND state = 'releasing'", (datetime.now(UTC), job_ids))
+                           " WHERE job_id = ANY(%s) AND state = 'pending'", (datetime.now(UTC), job_ids))

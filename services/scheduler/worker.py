@@ -4,16 +4,17 @@ and decide cancel and reschedule commands.
 Consume: each batch's `JobSubmitted` are inserted into `scheduler_jobs` in one transaction
 (ON CONFLICT DO NOTHING), its commands decided (commands.py), then the offsets are committed,
 so a submitted job or a command is never lost. Release: a timer sleeps exactly until the
-earliest due time (woken early when an earlier job arrives), claims the due jobs in the table
-(`releasing`: from then on no cancel can be accepted) and hands their tasks and `JobReleased`
-to the idempotent producer (acks=all); a confirmation task waits for the acknowledgements and
-only then marks the rows released, while the loop goes on releasing the next due jobs. A crash
-before the mark re-releases the job on restart; tasks keep their `task_id`, so the processors
-and the status fold ignore the repeat: nothing fires twice in effect. Jobs due within a few
-seconds keep their event in memory, so releasing them reads nothing.
+earliest due time (woken early when an earlier job arrives) and hands the due jobs' tasks and
+`JobReleased` to the idempotent producer (acks=all); a confirmation task waits for the
+acknowledgements and only then marks the rows released, while the loop goes on releasing the
+next due jobs. A crash before the mark re-releases the job on restart; tasks keep their
+`task_id`, so the processors and the status fold ignore the repeat: nothing fires twice in
+effect. Jobs due within a few seconds keep their event in memory, so releasing them reads
+nothing.
 
-Claims and decisions take the same lock, so a refusal is always published after the
-`JobReleased` of the release that won: the status view folds them in that order.
+Releases and command decisions take the same lock: a command sees a job either waiting in the
+timer (accepted) or popped for release (refused), and a refusal is handed to the producer
+after the `JobReleased` of the release that won, so the status view folds them in that order.
 
 Several instances may run: each owns the partitions Kafka assigns it and releases (and
 decides for) only the jobs of those partitions.
@@ -34,7 +35,7 @@ from prometheus_client import Counter, Gauge
 from services.scheduler.commands import record_decisions
 from services.scheduler.domain import Command, Decision, Schedule, decision_event, released, tasks_for
 from services.scheduler.settings import SchedulerSettings
-from services.scheduler.store import claim, load_unreleased, mark_released, pending_events, store_submitted
+from services.scheduler.store import load_pending, mark_released, pending_events, store_submitted
 from shared.dlq import send_to_dlq
 from shared.events import JobCancelRequested, JobRescheduleRequested, JobSubmitted, decode_event, encode_event
 from shared.kafka import consumer_options
@@ -72,6 +73,10 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self._hot: dict[UUID, tuple[int, JobSubmitted]] = {}
         self._confirms: set[asyncio.Task[None]] = set()
         self._changed_while_prefetching: set[UUID] | None = None
+        # job_id -> partition of jobs already due when loaded on assignment: the previous owner
+        # may have released them just before it died, so no command may take them back until
+        # this instance has released them too
+        self._maybe_released: dict[UUID, int] = {}
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
         self.consuming = False
         runtime.add_check("consumer", lambda: self.consuming)
@@ -158,8 +163,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
         lock (so they are ordered after any release that claimed the job first), then wait
         for their acknowledgement before the offsets are committed."""
         async with self._release_lock:
-            decided = await retry_forever("deciding commands",
-                                          lambda: record_decisions(self.runtime.pool, [c for _, c in commands]))
+            decided = await retry_forever("deciding commands", lambda: record_decisions(
+                self.runtime.pool, [c for _, c in commands], self._holds))
             partition_of = {c.job_id: p for p, c in commands}
             self._apply_decisions([d for d, new in decided if new], partition_of)
             decisions = [d for d, _ in decided]
@@ -168,6 +173,10 @@ class SchedulerWorker(ConsumerRebalanceListener):
             acks, lambda: self._send_decisions(decisions)))
         for decision in decisions:
             COMMANDS.labels(decision.command, "accepted" if decision.accepted else "refused").inc()
+
+    def _holds(self, job_id: UUID) -> bool:
+        """The job waits in this instance's timer and no release of it can have begun."""
+        return job_id in self.schedule and job_id not in self._maybe_released
 
     def _apply_decisions(self, decisions: list[Decision], partition_of: dict[UUID, int]) -> None:
         """The in-memory schedule follows the table: a cancelled job is forgotten, a moved one
@@ -199,6 +208,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
             lost = {tp.partition for tp in revoked}
             self.schedule.drop_partitions(lost)
             self._hot = {j: h for j, h in self._hot.items() if h[0] not in lost}
+            self._maybe_released = {j: p for j, p in self._maybe_released.items() if p not in lost}
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         partitions = [tp.partition for tp in assigned]
@@ -206,8 +216,10 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self.wakeup.set()
 
     async def _load(self, partitions: list[int]) -> None:
-        for job_id, due_at, partition in await load_unreleased(self.runtime.pool, partitions):
-            self.schedule.add(job_id, due_at, partition)
+        now = datetime.now(UTC)
+        for job_id, due_at, partition in await load_pending(self.runtime.pool, partitions):
+            if self.schedule.add(job_id, due_at, partition) and due_at <= now:
+                self._maybe_released[job_id] = partition
         PENDING.set(len(self.schedule))
         log.info("owning partitions %s; %d jobs pending", partitions, len(self.schedule))
 
@@ -225,7 +237,9 @@ class SchedulerWorker(ConsumerRebalanceListener):
                 continue
             async with self._release_lock:
                 due = self.schedule.pop_due(datetime.now(UTC), self.settings.scheduler_release_batch)
-                jobs = await retry_forever("claiming due jobs", lambda d=due: self._claim(d)) if due else []
+                for job_id in due:
+                    self._maybe_released.pop(job_id, None)
+                jobs = await retry_forever("loading due jobs", lambda d=due: self._load_events(d)) if due else []
                 if jobs:
                     acks = await retry_forever("releasing jobs", lambda j=jobs: self._emit(j))
                     await self._confirming.acquire()
@@ -267,16 +281,16 @@ class SchedulerWorker(ConsumerRebalanceListener):
         finally:
             self._changed_while_prefetching = None
 
-    async def _claim(self, job_ids: list[UUID]) -> list[JobSubmitted]:
-        """Claim the due jobs in the table and return their events: from memory when read
-        ahead, else from the claim's answer. Jobs cancelled or moved meanwhile are not claimed."""
-        hot = {j: self._hot.pop(j)[1] for j in job_ids if j in self._hot}
-        claimed = await claim(self.runtime.pool, job_ids, set(job_ids) - hot.keys(), datetime.now(UTC))
-        jobs = []
-        for job_id, raw in claimed:
-            event = hot.get(job_id)
-            jobs.append(event if event is not None else JobSubmitted.model_validate_json(raw))  # type: ignore[arg-type]
-        return jobs
+    async def _load_events(self, job_ids: list[UUID]) -> list[JobSubmitted]:
+        """The due jobs' events: from memory when read ahead or stored just now, else from
+        the table."""
+        hot = [self._hot.pop(j)[1] for j in job_ids if j in self._hot]
+        found = {e.job_id for e in hot}
+        cold = [j for j in job_ids if j not in found]
+        if not cold:
+            return hot
+        rows = await pending_events(self.runtime.pool, cold)
+        return hot + [JobSubmitted.model_validate_json(raw) for raw in rows]
 
     async def _emit(self, jobs: list[JobSubmitted]) -> list[asyncio.Future[object]]:
         """Hand every task and `JobReleased` to the producer (in order per job); returns the

@@ -1,11 +1,5 @@
--- Cancel and reschedule are commands decided by the job's release owner (the scheduler).
--- scheduler_jobs.state: pending -> releasing -> released, or pending -> cancelled. 'releasing'
--- is written before any task is produced: from then on the job is the release's, so a cancel
--- can never be accepted for a job whose tasks may exist (even across a crash).
-
--- Jobs whose release was started but not yet acknowledged: re-released on restart.
-CREATE INDEX IF NOT EXISTS scheduler_jobs_releasing ON scheduler_jobs (partition)
-    WHERE state = 'releasing';
+-- Cancel and reschedule are commands decided by the job's release owner (the scheduler
+-- instance owning the job's partition; services/scheduler/commands.py).
 
 -- scheduler: each command's decision, recorded with its effect in one transaction, so a
 -- command redelivered after a crash gets the same answer again.
