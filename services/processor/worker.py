@@ -19,7 +19,6 @@ import random
 import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from services.processor.cache import DimensionCache
 from services.processor.domain import parse_gpu_delay
@@ -29,17 +28,15 @@ from services.processor.offsets import OffsetTracker
 from services.processor.results import Recorder, recorded_outcomes
 from services.processor.settings import ProcessorSettings
 from services.processor.stores import StoreDirectory
-from shared.dlq import send_to_dlq
-from shared.events import ImageSucceeded, ImageTask, decode_event
-from shared.kafka import consumer_options
-from shared.metrics import EVENTS_CONSUMED, STAGE
-from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
+from shared.consumer import Batch, ConsumerLoop, Delivery
+from shared.events import ImageSucceeded, ImageTask
+from shared.metrics import STAGE
+from shared.runtime import Runtime, exit_if_it_dies, retry_forever
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
 BACKLOG_FACTOR = 4
 SUCCEEDED, FAILED = OUTCOMES.labels("succeeded"), OUTCOMES.labels("failed")
-TASKS_CONSUMED = EVENTS_CONSUMED.labels("processor", "ImageTask")
 
 
 class ProcessorWorker(ConsumerRebalanceListener):
@@ -59,63 +56,62 @@ class ProcessorWorker(ConsumerRebalanceListener):
         self.slots = asyncio.Semaphore(s.processor_concurrency)  # downloading, measuring, GPU
         # tasks between fetch and commit, recording included: bounds memory when recording stalls
         self.backlog = asyncio.Semaphore(s.processor_concurrency * BACKLOG_FACTOR)
-        self.consumer: AIOKafkaConsumer | None = None
+        # offsets: committed by the handler, below the lowest task still in flight
+        self.loop = ConsumerLoop(settings, runtime, "processor", [settings.topics.tasks], self._dispatch_batch,
+                                 commit="by_handler", listener=self, accept=(ImageTask,),
+                                 max_records=s.processor_concurrency * 2, timeout_ms=200)
         self._inflight: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
-        self.consuming = False
-        runtime.add_check("consumer", lambda: self.consuming)
+        self._committer: asyncio.Task[None] | None = None
         runtime.add_check("store_master", self.deps.stores.loaded)
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self.loop.consumer
 
     def details(self) -> dict[str, object]:
         """For /readyz: the partitions this instance owns and the tasks it has in flight."""
-        assigned = self.consumer.assignment() if self.consumer and self.consuming else set()
-        return {"assigned_partitions": sorted(tp.partition for tp in assigned), "in_flight": self.tracker.in_flight()}
+        return {"assigned_partitions": sorted(tp.partition for tp in self.loop.owned()),
+                "in_flight": self.tracker.in_flight()}
 
     async def start(self) -> None:
         await self.fetcher.start()
         self.recorder.start()
-        self._main = asyncio.create_task(self._run())
+        self._main = asyncio.create_task(self.loop.run())
         exit_if_it_dies(self._main, "the processor's consumer loop")
+        self._committer = asyncio.create_task(self._commit_periodically())
+        exit_if_it_dies(self._committer, "the processor's committer")
 
     async def stop(self) -> None:
         """Graceful: stop fetching, finish in-flight tasks, commit, leave the group."""
-        if self._main:
-            self._main.cancel()
-            await asyncio.gather(self._main, return_exceptions=True)
+        for task in (self._main, self._committer):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._drain(None)
         if self.consumer:
             await self._commit()
-            await self.consumer.stop()
+        await self.loop.close()
         await self.recorder.stop()
         await self.fetcher.close()
 
-    async def _run(self) -> None:
-        await self.runtime.connected.wait()
-        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "processor"))  # type: ignore[arg-type]
-        await retry_forever("starting the processor consumer", self.consumer.start)
-        self.consumer.subscribe([self.settings.topics.tasks], listener=self)
-        self.runtime.track_consumer(self.consumer)
-        self.consuming = True
-        committer = asyncio.create_task(self._commit_periodically())
-        try:
-            while True:
-                batch = await fetch_batch(self.consumer, "processor", timeout_ms=200,
-                                          max_records=self.settings.processor_concurrency * 2)
-                for tp, records in batch.items():
-                    await self._dispatch(tp, records)
-        finally:
-            committer.cancel()
+    async def _dispatch_batch(self, batch: Batch) -> None:
+        by_partition: dict[TopicPartition, list[Delivery]] = {}
+        for delivery in batch.deliveries:
+            by_partition.setdefault(delivery.tp, []).append(delivery)
+        for tp, deliveries in by_partition.items():
+            await self._dispatch(tp, deliveries)
 
-    async def _dispatch(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _dispatch(self, tp: TopicPartition, deliveries: list[Delivery]) -> None:
         """Start a task per record as slots free up; stop if the partition is revoked meanwhile."""
-        decoded = [(record, await self._decode(record)) for record in records]
-        tasks = [task for _, task in decoded if task is not None]
+        tasks = [d.event for d in deliveries if d.event is not None]
         known = await retry_forever("looking up recorded results", lambda: recorded_outcomes(self.runtime, tasks))
         assert self.consumer is not None
-        for record, task in decoded:
+        for delivery in deliveries:
+            task = delivery.event
             if task is None:  # poison, already dead-lettered: its offset may go
-                self.tracker.started(tp, record.offset)
-                self.tracker.finished(tp, record.offset)
+                self.tracker.started(tp, delivery.offset)
+                self.tracker.finished(tp, delivery.offset)
                 continue
             await self.backlog.acquire()
             await self.slots.acquire()
@@ -123,25 +119,11 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 self.slots.release()
                 self.backlog.release()
                 return
-            self.tracker.started(tp, record.offset)
-            STAGE["started"].observe(max(0.0, time.time() - record.timestamp / 1000))
-            job = asyncio.create_task(self._handle(tp, record.offset, task, known.get(task.task_id)))
+            self.tracker.started(tp, delivery.offset)
+            STAGE["started"].observe(max(0.0, time.time() - delivery.timestamp_ms / 1000))
+            job = asyncio.create_task(self._handle(tp, delivery.offset, task, known.get(task.task_id)))
             self._inflight.add(job)
             job.add_done_callback(self._inflight.discard)
-
-    async def _decode(self, record: ConsumerRecord[bytes, bytes]) -> ImageTask | None:
-        """The record's task, or None after sending it to the DLQ."""
-        try:
-            task = decode_event(record.value)
-            if not isinstance(task, ImageTask):
-                raise ValueError(f"expected ImageTask, got {task.type}")
-        except ValueError as exc:
-            reason = f"undecodable: {exc}"
-            await retry_forever("dead-lettering a record", lambda: send_to_dlq(
-                self.runtime.producer, self.settings.topics.dlq, "processor", record, reason))
-            return None
-        TASKS_CONSUMED.inc()
-        return task
 
     async def _handle(self, tp: TopicPartition, offset: int, task: ImageTask, known: Outcome | None) -> None:
         """Process (holding a slot), then record and publish (without one), then let the offset go."""

@@ -26,21 +26,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from services.scheduler.commands import record_decisions
 from services.scheduler.domain import Command, Decision, Schedule, decision_event, released, tasks_for
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.store import load_pending, mark_released, pending_events, store_submitted
-from shared.dlq import send_to_dlq
-from shared.events import JobCancelRequested, JobRescheduleRequested, JobSubmitted, decode_event, encode_event
-from shared.kafka import consumer_options
-from shared.metrics import EVENTS_CONSUMED, STAGE, latency_histogram
-from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
+from shared.consumer import Batch, ConsumerLoop
+from shared.events import JobCancelRequested, JobRescheduleRequested, JobSubmitted, encode_event
+from shared.metrics import STAGE, latency_histogram
+from shared.runtime import Runtime, exit_if_it_dies, retry_forever
 
 log = logging.getLogger(__name__)
 HOT_HORIZON_S = 5.0
@@ -65,7 +63,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self.runtime = runtime
         self.schedule = Schedule()
         self.wakeup = asyncio.Event()
-        self.consumer: AIOKafkaConsumer | None = None
+        self.loop = ConsumerLoop(settings, runtime, "scheduler", [settings.topics.jobs], self._on_batch,
+                                 commit="after_batch", listener=self, max_records=2000, timeout_ms=500)
         self._tasks: list[asyncio.Task[None]] = []
         self._release_lock = asyncio.Lock()
         # JobSubmitted events of jobs due within HOT_HORIZON_S, kept from the consume loop so
@@ -78,74 +77,45 @@ class SchedulerWorker(ConsumerRebalanceListener):
         # this instance has released them too
         self._maybe_released: dict[UUID, int] = {}
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
-        self.consuming = False
-        runtime.add_check("consumer", lambda: self.consuming)
 
     def details(self) -> dict[str, object]:
         """For /readyz: the partitions this instance owns and the jobs it holds."""
-        assigned = self.consumer.assignment() if self.consumer else set()
-        return {"assigned_partitions": sorted(tp.partition for tp in assigned), "pending_jobs": len(self.schedule)}
+        return {"assigned_partitions": sorted(tp.partition for tp in self.loop.owned()),
+                "pending_jobs": len(self.schedule)}
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run())]
-        exit_if_it_dies(self._tasks[0], "the scheduler's consumer loop")
+        self._tasks = [asyncio.create_task(self.loop.run()), asyncio.create_task(self._release_loop()),
+                       asyncio.create_task(self._prefetch_loop())]
+        for task, what in zip(self._tasks, ("consumer loop", "release loop", "read-ahead"), strict=True):
+            exit_if_it_dies(task, f"the scheduler's {what}")
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._wait_confirmed()  # releases handed to the producer get marked (bounded by the caller)
-        if self.consumer:
-            await self.consumer.stop()
+        await self.loop.close()
 
-    async def _run(self) -> None:
-        await self.runtime.connected.wait()
-        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "scheduler"))  # type: ignore[arg-type]
-        await retry_forever("starting the scheduler consumer", self.consumer.start)
-        self.consumer.subscribe([self.settings.topics.jobs], listener=self)
-        self.runtime.track_consumer(self.consumer)
-        self.consuming = True
-        self._tasks.append(asyncio.create_task(self._release_loop()))
-        exit_if_it_dies(self._tasks[-1], "the scheduler's release loop")
-        self._tasks.append(asyncio.create_task(self._prefetch_loop()))
-        exit_if_it_dies(self._tasks[-1], "the scheduler's read-ahead")
-        while True:
-            batch = await fetch_batch(self.consumer, "scheduler", timeout_ms=500, max_records=2000)
-            if not batch:
-                continue
-            submitted, commands = await self._decode(batch)
-            if submitted:
-                await retry_forever("storing submitted jobs", lambda s=submitted: store_submitted(self.runtime.pool, s))
-                self._schedule(submitted)
-            if commands:  # after the batch's submissions: a command follows its job on the partition
-                await self._decide(commands)
-            await retry_forever("committing offsets", self.consumer.commit)
-
-    async def _decode(self, batch: dict[TopicPartition, list[Any]]) -> tuple[Submitted, Commands]:
-        """(partition, event) of the batch's submissions and commands; poison goes to the DLQ once."""
+    async def _on_batch(self, batch: Batch) -> None:
+        """Store the batch's submissions, then decide its commands (a command follows its
+        job on the partition); the loop commits the offsets after."""
         submitted: Submitted = []
         commands: Commands = []
-        for tp, records in batch.items():
-            for record in records:
-                try:
-                    event = decode_event(record.value)
-                except ValueError as exc:
-                    reason = f"undecodable: {exc}"
-                    await retry_forever("dead-lettering a record", lambda r=record, why=reason: send_to_dlq(
-                        self.runtime.producer, self.settings.topics.dlq, "scheduler", r, why))
-                    continue
-                EVENTS_CONSUMED.labels("scheduler", event.type).inc()
-                if isinstance(event, JobSubmitted):
-                    submitted.append((tp.partition, event))
-                elif isinstance(event, JobCancelRequested | JobRescheduleRequested):
-                    commands.append((tp.partition, event))
-        return submitted, commands
+        for delivery in batch.deliveries:
+            if isinstance(delivery.event, JobSubmitted):
+                submitted.append((delivery.tp.partition, delivery.event))
+            elif isinstance(delivery.event, JobCancelRequested | JobRescheduleRequested):
+                commands.append((delivery.tp.partition, delivery.event))
+        if submitted:
+            await retry_forever("storing submitted jobs", lambda: store_submitted(self.runtime.pool, submitted))
+            self._schedule(submitted)
+        if commands:
+            await self._decide(commands)
 
     def _schedule(self, submitted: Submitted) -> None:
         """Add the stored jobs of partitions still owned to the timer (a revoked partition's new
         owner loads them from the table); wake the release loop if one is due earlier."""
-        assert self.consumer is not None
-        owned = {tp.partition for tp in self.consumer.assignment()}
+        owned = {tp.partition for tp in self.loop.owned()}
         earliest = self.schedule.next_due_at()
         horizon = datetime.now(UTC) + timedelta(seconds=HOT_HORIZON_S)
         for partition, event in submitted:
@@ -181,8 +151,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
     def _apply_decisions(self, decisions: list[Decision], partition_of: dict[UUID, int]) -> None:
         """The in-memory schedule follows the table: a cancelled job is forgotten, a moved one
         falls due at its new time (its event is read again from the table when it does)."""
-        assert self.consumer is not None
-        owned = {tp.partition for tp in self.consumer.assignment()}
+        owned = {tp.partition for tp in self.loop.owned()}
         for d in (d for d in decisions if d.accepted):
             self._hot.pop(d.job_id, None)
             if self._changed_while_prefetching is not None:

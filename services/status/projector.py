@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter as MetricCounter
 from psycopg import AsyncConnection
 
 from services.status.domain import derive_status
 from services.status.settings import StatusSettings
+from shared.consumer import Batch, ConsumerLoop
 from shared.db import columns, transaction
-from shared.dlq import send_to_dlq
 from shared.events import (
     ImageFailed,
     ImageSucceeded,
@@ -33,12 +32,10 @@ from shared.events import (
     JobRescheduled,
     JobStatusChanged,
     JobSubmitted,
-    decode_event,
     encode_event,
 )
-from shared.kafka import consumer_options
-from shared.metrics import EVENTS_CONSUMED, STAGE
-from shared.runtime import Runtime, exit_if_it_dies, fetch_batch, retry_forever
+from shared.metrics import STAGE
+from shared.runtime import Runtime, exit_if_it_dies, retry_forever
 
 log = logging.getLogger(__name__)
 CONSUMER = "status"
@@ -50,15 +47,15 @@ class Projector(ConsumerRebalanceListener):
     def __init__(self, settings: StatusSettings, runtime: Runtime) -> None:
         self.settings = settings
         self.runtime = runtime
-        self.consumer: AIOKafkaConsumer | None = None
+        topics = settings.topics
+        # offsets are stored with the view (by_handler), never committed to Kafka
+        self.loop = ConsumerLoop(settings, runtime, CONSUMER, [topics.jobs, topics.results], self._fold,
+                                 commit="by_handler", listener=self, max_records=5000, timeout_ms=200)
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_wakeup = asyncio.Event()
-        self.caught_up = False
-        self.consuming = False
-        runtime.add_check("consumer", lambda: self.consuming)
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._relay())]
+        self._tasks = [asyncio.create_task(self.loop.run()), asyncio.create_task(self._relay())]
         exit_if_it_dies(self._tasks[0], "the status fold")
         exit_if_it_dies(self._tasks[1], "the status relay")
 
@@ -66,49 +63,23 @@ class Projector(ConsumerRebalanceListener):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.consumer:
-            await self.consumer.stop()
+        await self.loop.close()
 
-    async def _run(self) -> None:
-        await self.runtime.connected.wait()
-        topics = self.settings.topics
-        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, "status"))  # type: ignore[arg-type]
-        await retry_forever("starting the status consumer", self.consumer.start)
-        self.consumer.subscribe([topics.jobs, topics.results], listener=self)
-        self.runtime.track_consumer(self.consumer)
-        self.consuming = True
-        while True:
-            batch = await fetch_batch(self.consumer, "status", timeout_ms=200, max_records=5000)
-            if batch:
-                events = await self._decode(batch)
-                offsets = [(tp.topic, tp.partition, records[-1].offset + 1)
-                           for tp, records in batch.items() if records]
-                await retry_forever("folding events", lambda e=events, o=offsets: self._apply(e, o))
-                self._observe_folded(batch)
-                self._relay_wakeup.set()
+    async def _fold(self, batch: Batch) -> None:
+        """The batch folded into the view, with the offsets it came from, in one transaction."""
+        offsets = [(tp.topic, tp.partition, offset) for tp, offset in batch.next_offsets().items()]
+        events = batch.events
+        await retry_forever("folding events", lambda: self._apply(events, offsets))
+        self._observe_folded(batch)
+        self._relay_wakeup.set()
 
-    def _observe_folded(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _observe_folded(self, batch: Batch) -> None:
         """recorded -> folded, per outcome: now minus the outcome record's timestamp."""
         now_ms = time.time() * 1000
-        for tp, records in batch.items():
-            if tp.topic == self.settings.topics.results:
-                for record in records:
-                    STAGE["folded"].observe(max(0.0, now_ms - record.timestamp) / 1000)
-
-    async def _decode(self, batch: dict[TopicPartition, list[Any]]) -> list[Any]:
-        """The batch's events; what cannot be decoded goes to the DLQ (once, before any retry)."""
-        events = []
-        for records in batch.values():
-            for record in records:
-                try:
-                    events.append(decode_event(record.value))
-                except ValueError as exc:
-                    reason = f"undecodable: {exc}"
-                    await retry_forever("dead-lettering a record", lambda r=record, why=reason: send_to_dlq(
-                        self.runtime.producer, self.settings.topics.dlq, "status", r, why))
-        for kind, count in Counter(e.type for e in events).items():
-            EVENTS_CONSUMED.labels("status", kind).inc(count)
-        return events
+        results = self.settings.topics.results
+        for delivery in batch.deliveries:
+            if delivery.tp.topic == results:
+                STAGE["folded"].observe(max(0.0, now_ms - delivery.timestamp_ms) / 1000)
 
     async def _apply(self, events: list[Any], offsets: list[tuple[str, int, int]]) -> None:
         """One transaction: the events folded into the view, and the offsets they came from."""
@@ -136,13 +107,14 @@ class Projector(ConsumerRebalanceListener):
             stored.update({(t, p): o for t, p, o in rows})
 
         await retry_forever("loading stored offsets", load)
-        assert self.consumer is not None
+        consumer = self.loop.consumer
+        assert consumer is not None
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
-                await self.consumer.seek_to_beginning(tp)
+                await consumer.seek_to_beginning(tp)
             else:
-                self.consumer.seek(tp, offset)
+                consumer.seek(tp, offset)
 
     # -- outbox relay: publish status transitions ------------------------------------------
     async def _relay(self) -> None:

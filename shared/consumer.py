@@ -1,0 +1,123 @@
+"""The one consumer loop every Kafka-reading service runs: subscribe, fetch a batch, decode,
+dead-letter what cannot be decoded, hand the typed events to the service's handler, and
+commit after the handler's effect (or leave offsets to the handler).
+
+A service supplies only:
+- its handler: `async (Batch) -> None`, which returns once the batch's effect is durable;
+- its offset policy: `commit="after_batch"` (commit the batch's offsets once the handler
+  returned: the scheduler) or `commit="by_handler"` (the handler stores offsets itself: the
+  status view keeps them in its own transaction, the processor commits below its lowest task
+  in flight);
+- optionally a rebalance listener and the event types it accepts (others are dead-lettered).
+
+The loop reports the service ready (check `consumer`) once it has joined, lets the runtime
+report its lag on a timer, and counts consumed events by type.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from shared.dlq import send_to_dlq
+from shared.events import decode_event
+from shared.kafka import consumer_options
+from shared.metrics import EVENTS_CONSUMED
+from shared.runtime import Runtime, fetch_batch, retry_forever
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One record of a batch: where it came from and its event (None: undecodable, already
+    dead-lettered; its offset still counts)."""
+
+    tp: TopicPartition
+    offset: int
+    timestamp_ms: int
+    event: Any
+
+
+@dataclass
+class Batch:
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[Any]:
+        return [d.event for d in self.deliveries if d.event is not None]
+
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """partition -> the offset after its last record in this batch (Kafka's convention)."""
+        return {d.tp: d.offset + 1 for d in self.deliveries}
+
+
+class ConsumerLoop:
+    def __init__(self, settings: CommonSettings, runtime: Runtime, service: str, topics: list[str],
+                 handle: Any, *, commit: Literal["after_batch", "by_handler"],
+                 listener: ConsumerRebalanceListener | None = None, accept: tuple[type, ...] | None = None,
+                 max_records: int = 2000, timeout_ms: int = 500) -> None:
+        self.settings, self.runtime, self.service = settings, runtime, service
+        self.topics, self.handle, self.commit = topics, handle, commit
+        self.listener, self.accept = listener, accept
+        self.max_records, self.timeout_ms = max_records, timeout_ms
+        self.consumer: AIOKafkaConsumer | None = None
+        self.consuming = False
+        runtime.add_check("consumer", lambda: self.consuming)
+
+    async def run(self) -> None:
+        """Consume for ever (cancel to stop; `close()` then leaves the group)."""
+        await self.runtime.connected.wait()
+        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.service))  # type: ignore[arg-type]
+        await retry_forever(f"starting the {self.service} consumer", self.consumer.start)
+        self.consumer.subscribe(self.topics, listener=self.listener or ConsumerRebalanceListener())
+        self.runtime.track_consumer(self.consumer)
+        self.consuming = True
+        while True:
+            records = await fetch_batch(self.consumer, self.service, timeout_ms=self.timeout_ms,
+                                        max_records=self.max_records)
+            if not records:
+                continue
+            batch = await self._decode(records)
+            await self.handle(batch)
+            if self.commit == "after_batch":
+                await retry_forever("committing offsets", self.consumer.commit)
+
+    async def close(self) -> None:
+        self.consuming = False
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    def owned(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment()) if self.consumer is not None and self.consuming else set()
+
+    async def _decode(self, records: dict[TopicPartition, list[Any]]) -> Batch:
+        """Every record decoded once; poison goes to the DLQ (before any retry of the batch)."""
+        batch = Batch()
+        kinds: Counter[str] = Counter()
+        for tp, partition_records in records.items():
+            for record in partition_records:
+                event = await self._event(record)
+                if event is not None:
+                    kinds[event.type] += 1
+                batch.deliveries.append(Delivery(tp, record.offset, record.timestamp, event))
+        for kind, count in kinds.items():
+            EVENTS_CONSUMED.labels(self.service, kind).inc(count)
+        return batch
+
+    async def _event(self, record: Any) -> Any:
+        try:
+            event = decode_event(record.value)
+            if self.accept is not None and not isinstance(event, self.accept):
+                raise ValueError(f"expected {' or '.join(t.__name__ for t in self.accept)}, got {event.type}")
+        except ValueError as exc:
+            reason = f"undecodable: {exc}"
+            await retry_forever("dead-lettering a record", lambda: send_to_dlq(
+                self.runtime.producer, self.settings.topics.dlq, self.service, record, reason))
+            return None
+        return event
