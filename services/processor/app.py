@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.processor.handlers.tasks import DRAIN_TIMEOUT_S, ProcessorWorker
 from services.processor.settings import ProcessorSettings
-from services.processor.worker import DRAIN_TIMEOUT_S, ProcessorWorker
 from shared.worker_app import worker_app
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduler.handlers.jobs import SchedulerWorker
 from services.scheduler.settings import SchedulerSettings
-from services.scheduler.worker import SchedulerWorker
 from shared.worker_app import worker_app
 
 

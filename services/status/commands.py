@@ -2,7 +2,7 @@
 status API forwards to the job's release owner, answering with its decision.
 
 The API does not decide: a job's fate is decided by the scheduler instance that would release
-it, in order with the release (services/scheduler/commands.py). The API publishes the command
+it, in order with the release (services/scheduler/adapters/commands.py). The API publishes the command
 on the jobs topic (keyed by job_id, so it follows the job's own events), then waits until the
 projector has folded the decision into the view; the view and the decision are written in one
 transaction, so a read after the answer reflects it. While any command is waited for, one

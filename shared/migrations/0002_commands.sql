@@ -1,5 +1,5 @@
 -- Cancel and reschedule are commands decided by the job's release owner (the scheduler
--- instance owning the job's partition; services/scheduler/commands.py).
+-- instance owning the job's partition; services/scheduler/adapters/commands.py).
 
 -- scheduler: each command's decision, recorded with its effect in one transaction, so a
 -- command redelivered after a crash gets the same answer again.

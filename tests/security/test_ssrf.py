@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
+from services.processor.adapters.fetch import Fetcher, FetchLimits
+from services.processor.adapters.ssrf import GuardedResolver
 from services.processor.domain import ImageError
-from services.processor.fetch import Fetcher, FetchLimits
-from services.processor.ssrf import GuardedResolver
 from tests.support.client import Client
 from tests.support.listener import ConnectionRecorder
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.processor.cache import DimensionCache
+from services.processor.adapters.cache import DimensionCache
 from services.processor.domain import ImageError, Size
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.processor.offsets import OffsetTracker
+from services.processor.domain import OffsetTracker
 
 P0, P1 = ("jobs", 0), ("jobs", 1)
 

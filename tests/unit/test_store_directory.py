@@ -11,8 +11,8 @@ from uuid import uuid4
 
 import pytest
 
-from services.processor.handlers import Deps, process
-from services.processor.stores import StoreDirectory, StoreMasterNotLoaded
+from services.processor.adapters.stores import StoreDirectory, StoreMasterNotLoaded
+from services.processor.handlers.process import Deps, process
 from shared.events import ImageFailed, ImageTask
 
 

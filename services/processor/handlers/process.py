@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from services.processor.cache import DimensionCache
+from services.processor.adapters.cache import DimensionCache
+from services.processor.adapters.fetch import Fetcher
+from services.processor.adapters.stores import StoreDirectory
 from services.processor.domain import ImageError, Size, gpu_delay, measure
-from services.processor.fetch import Fetcher
-from services.processor.stores import StoreDirectory
 from shared.events import ImageFailed, ImageSucceeded, ImageTask
 from shared.metrics import STAGE, latency_histogram
 from shared.runtime import Runtime

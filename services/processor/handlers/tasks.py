@@ -20,14 +20,13 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from services.processor.cache import DimensionCache
-from services.processor.domain import parse_gpu_delay
-from services.processor.fetch import Fetcher, FetchLimits
-from services.processor.handlers import OUTCOMES, Deps, Outcome, process
-from services.processor.offsets import OffsetTracker
-from services.processor.results import Recorder, recorded_outcomes
+from services.processor.adapters.cache import DimensionCache
+from services.processor.adapters.fetch import Fetcher, FetchLimits
+from services.processor.adapters.results import Recorder, recorded_outcomes
+from services.processor.adapters.stores import StoreDirectory
+from services.processor.domain import OffsetTracker, parse_gpu_delay
+from services.processor.handlers.process import OUTCOMES, Deps, Outcome, process
 from services.processor.settings import ProcessorSettings
-from services.processor.stores import StoreDirectory
 from shared.consumer import Batch, ConsumerLoop, Delivery
 from shared.events import ImageSucceeded, ImageTask
 from shared.metrics import STAGE

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from services.processor.adapters.ssrf import AddressNotAllowed, GuardedResolver, check_url_host
 from services.processor.domain import ImageError
-from services.processor.ssrf import AddressNotAllowed, GuardedResolver, check_url_host
 from shared.metrics import latency_histogram
 
 DOWNLOAD_LATENCY = latency_histogram("imagejobs_processor_download_seconds", "Image download time")

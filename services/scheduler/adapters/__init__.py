@@ -1,0 +1,1 @@
+"""The scheduler's SQL: the durable schedule (`scheduler_jobs`) and command decisions."""
