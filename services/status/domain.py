@@ -1,24 +1,36 @@
-"""The job status fold: pure, order-independent and idempotent.
+"""The job status rules: pure.
 
-`fold(view, event)` applies one event; applying any event twice changes nothing (outcomes
-are keyed by `task_id`), and any order of results gives the same view. The database
-projection (projector.py) stores exactly these fields; `derive_status` is shared by both.
+`effects_of(events)` says what a batch of events changes (which jobs were submitted, released
+or cancelled, which outcomes arrived, which jobs were moved, which commands were decided);
+adapters/view.py stores those effects, which is the only fold of the topics. `derive_status`
+turns a job's stored counters into its status, and `first_error_per_store` its error list.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from shared.events import ImageFailed, ImageSucceeded, JobCancelled, JobReleased, JobRescheduled, JobSubmitted
+from shared.events import (
+    ImageFailed,
+    ImageSucceeded,
+    JobCancelled,
+    JobCommandRefused,
+    JobReleased,
+    JobRescheduled,
+    JobSubmitted,
+)
 
 SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED = "scheduled", "ongoing", "completed", "failed", "cancelled"
+FINAL = (COMPLETED, FAILED, CANCELLED)
 
 
 def derive_status(*, total: int, released: bool, cancelled: bool, succeeded: int, failed: int) -> str:
     """Final once every image has an outcome; `ongoing` once released or any outcome exists.
-    A cancel that lost the race with the release does not hide the work that was done."""
+    A cancelled job is never released (its release owner decided), so it has no outcomes; a
+    cancel recorded before cancel became a command does not hide work that was done."""
     if total > 0 and succeeded + failed >= total:
         return FAILED if failed else COMPLETED
     if cancelled and not released and succeeded + failed == 0:
@@ -26,43 +38,6 @@ def derive_status(*, total: int, released: bool, cancelled: bool, succeeded: int
     if released or succeeded + failed > 0:
         return ONGOING
     return SCHEDULED
-
-
-@dataclass(frozen=True)
-class Outcome:
-    store_id: str
-    visit_index: int
-    image_index: int
-    error: str | None  # None: succeeded
-
-
-@dataclass(frozen=True)
-class JobView:
-    job_id: UUID
-    submitted: bool = False
-    scheduled_time: datetime | None = None
-    total: int = 0
-    released: bool = False
-    cancelled: bool = False
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-
-    @property
-    def succeeded(self) -> int:
-        return sum(1 for o in self.outcomes.values() if o.error is None)
-
-    @property
-    def failed(self) -> int:
-        return len(self.outcomes) - self.succeeded
-
-    @property
-    def status(self) -> str:
-        return derive_status(total=self.total, released=self.released, cancelled=self.cancelled,
-                             succeeded=self.succeeded, failed=self.failed)
-
-    def errors(self) -> list[dict[str, str]]:
-        return first_error_per_store(
-            (o.store_id, o.visit_index, o.image_index, o.error)
-            for o in self.outcomes.values() if o.error is not None)
 
 
 def first_error_per_store(failures: object) -> list[dict[str, str]]:
@@ -76,20 +51,44 @@ def first_error_per_store(failures: object) -> list[dict[str, str]]:
     return [{"store_id": store, "error": err} for store, (_, _, err) in ordered]
 
 
-def fold(view: JobView, event: object) -> JobView:
-    if isinstance(event, JobSubmitted):  # a re-published submit (Idempotency-Key retry) keeps a reschedule
-        scheduled = view.scheduled_time if view.submitted else event.scheduled_time
-        return replace(view, submitted=True, scheduled_time=scheduled, total=event.total_images)
-    if isinstance(event, JobRescheduled):
-        return replace(view, scheduled_time=event.scheduled_time)
-    if isinstance(event, JobReleased):
-        return replace(view, released=True, total=event.total_images)
-    if isinstance(event, JobCancelled):
-        return replace(view, cancelled=True)
-    if isinstance(event, ImageSucceeded | ImageFailed):
-        if event.task_id in view.outcomes:
-            return view
-        error = event.reason if isinstance(event, ImageFailed) else None
-        outcome = Outcome(event.store_id, event.visit_index, event.image_index, error)
-        return replace(view, outcomes={**view.outcomes, event.task_id: outcome})
-    return view
+@dataclass
+class Effects:
+    """What a batch of events changes in the view. Every part is idempotent to store: flags,
+    first-wins rows keyed by job, task or command."""
+
+    submitted: dict[UUID, JobSubmitted] = field(default_factory=dict)
+    released: set[UUID] = field(default_factory=set)
+    cancelled: set[UUID] = field(default_factory=set)
+    outcomes: dict[str, ImageSucceeded | ImageFailed] = field(default_factory=dict)  # task_id -> first
+    moved: dict[UUID, datetime] = field(default_factory=dict)  # job_id -> latest rescheduled time
+    decisions: dict[UUID, tuple[UUID, bool, str]] = field(default_factory=dict)  # command -> (job, accepted, state)
+
+    def touched(self) -> set[UUID]:
+        """The jobs whose status may have changed."""
+        return (set(self.submitted) | self.released | self.cancelled
+                | {e.job_id for e in self.outcomes.values()})
+
+
+def effects_of(events: list[Any]) -> Effects:
+    effects = Effects()
+    for event in events:
+        _add(effects, event)
+    return effects
+
+
+def _add(effects: Effects, event: Any) -> None:
+    if isinstance(event, JobSubmitted):
+        effects.submitted.setdefault(event.job_id, event)  # a re-published submit is the same job
+    elif isinstance(event, JobReleased):
+        effects.released.add(event.job_id)
+    elif isinstance(event, JobCancelled):
+        effects.cancelled.add(event.job_id)
+        if event.command_id is not None:
+            effects.decisions.setdefault(event.command_id, (event.job_id, True, CANCELLED))
+    elif isinstance(event, JobRescheduled):
+        effects.moved[event.job_id] = event.scheduled_time
+        effects.decisions.setdefault(event.command_id, (event.job_id, True, "pending"))
+    elif isinstance(event, JobCommandRefused):
+        effects.decisions.setdefault(event.command_id, (event.job_id, False, event.state))
+    elif isinstance(event, ImageSucceeded | ImageFailed):
+        effects.outcomes.setdefault(event.task_id, event)

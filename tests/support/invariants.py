@@ -1,6 +1,7 @@
 """The promises every fault scenario must keep, checked from what users and the topics see:
 every job final, exactly one result row per image, nothing released before its time, and
-the status view equal to a fold recomputed from the topics alone."""
+the status view equal to the production fold replayed from the topics alone (on a scratch
+database, in other batches)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from uuid import UUID
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.status.domain import JobView, fold
 from shared.events import decode_event
 from tests.support.client import Client
+from tests.support.fold import ScratchView
 
 
 @dataclass
@@ -73,21 +74,27 @@ def assert_promises_kept(client: Client, batch: Batch, deadline_s: float = 120) 
     for _, event in events["jobs"]:
         if event.type == "JobReleased" and str(event.job_id) in batch.scheduled:
             assert event.occurred_at >= batch.scheduled[str(event.job_id)], "released early"
-    views: dict[str, JobView] = {}
-    for _, event in events["jobs"] + events["results"]:
-        job = str(event.job_id)
-        if job in batch.tasks:
-            views[job] = fold(views.get(job, JobView(event.job_id)), event)
+    replayed = _replay(client, [e for _, e in events["jobs"] + events["results"] if str(e.job_id) in batch.tasks])
     for job_id, final in finals.items():
-        view = views[job_id]
-        assert final["status"] == view.status, (job_id, final, view.status)
-        assert final["images"]["succeeded"] == view.succeeded and final["images"]["failed"] == view.failed
-        assert final.get("error", []) == (view.errors() if view.status == "failed" else [])
+        status, _, succeeded, failed, errors = replayed[UUID(job_id)]
+        assert final["status"] == status, (job_id, final, status)
+        assert (final["images"]["succeeded"], final["images"]["failed"]) == (succeeded, failed)
+        assert final.get("error", []) == errors
     report = {"jobs": len(finals), "images": len(recorded),
               "duplicates": len(recorded) - len(set(recorded)),
               "lost": len(set().union(*batch.tasks.values()) - set(recorded))}
     print(f"\npromises kept: {report}")  # shown with `pytest -s`: the figures for reports
     return report
+
+
+def _replay(client: Client, events: list[Any]) -> dict[UUID, Any]:
+    """The production fold of `events`, replayed on a scratch database in small batches."""
+    scratch = ScratchView(client.stack.database_url)
+    try:
+        scratch.fold(events, batch_size=97)
+        return scratch.summaries()
+    finally:
+        scratch.drop()
 
 
 def read_all(client: Client, topics: list[str]) -> dict[str, list[tuple[int, Any]]]:

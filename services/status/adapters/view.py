@@ -1,0 +1,210 @@
+"""The status view in PostgreSQL: the one fold of the jobs and results topics, and the reads
+the API makes of it. SQL lives here and nowhere else in the service; reads return typed rows.
+
+`fold(conn, events)` is how events change the view (in a few set-based statements): flags are
+set, outcomes are unique by `task_id` and counters move only for new outcome rows, so applying
+a batch twice, or in any order or batching, gives the same view; the status is then derived
+by `domain.derive_status`. The projector runs it with the consumed offsets in one
+transaction; the test suite replays the topics through it to check the live view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+
+from services.status.domain import Effects, derive_status, effects_of
+from shared.db import columns
+from shared.events import ImageFailed, ImageSucceeded
+
+CONSUMER = "status"  # the name its offsets are stored under in consumer_offsets
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: UUID
+    status: str
+    scheduled_time: datetime
+    total: int
+    succeeded: int
+    failed: int
+    owner: str | None
+
+
+async def fold(conn: AsyncConnection[Any], events: list[Any]) -> None:
+    """Apply a batch of events to the view and recompute the status of the jobs it touched."""
+    effects = effects_of(events)
+    await write_effects(conn, effects)
+    await refresh_status(conn, effects.touched())
+
+
+async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
+    async with conn.cursor() as cur:
+        if effects.submitted:
+            await cur.execute(UPSERT_SUBMITTED, columns(
+                (e.job_id, e.owner, e.scheduled_time, e.total_images) for e in effects.submitted.values()))
+        for column, job_ids in (("released", effects.released), ("cancelled", effects.cancelled)):
+            if job_ids:
+                await cur.execute(
+                    f"INSERT INTO status_jobs (job_id, {column}) SELECT j, true FROM unnest(%s::uuid[]) AS u(j)"
+                    f" ON CONFLICT (job_id) DO UPDATE SET {column} = true", (list(job_ids),))
+        if effects.outcomes:
+            await cur.execute(INSERT_OUTCOMES, columns(_outcome_row(e) for e in effects.outcomes.values()))
+        if effects.moved:
+            await cur.execute(
+                "UPDATE status_jobs AS s SET scheduled_time = u.t, updated_at = now()"
+                " FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(j, t) WHERE s.job_id = u.j",
+                columns(effects.moved.items()))
+        if effects.decisions:  # in the same transaction as the view they change: answered means readable
+            await cur.execute(
+                "INSERT INTO status_commands (command_id, job_id, accepted, state)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::boolean[], %s::text[])"
+                " ON CONFLICT (command_id) DO NOTHING", columns((c, *d) for c, d in effects.decisions.items()))
+
+
+UPSERT_SUBMITTED = (
+    "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images)"
+    " SELECT j, true, o, t, n FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[]) AS u(j, o, t, n)"
+    " ON CONFLICT (job_id) DO UPDATE SET submitted = true, owner = EXCLUDED.owner,"
+    # a submit re-published by an Idempotency-Key retry must not undo a reschedule
+    " scheduled_time = CASE WHEN status_jobs.submitted THEN status_jobs.scheduled_time"
+    " ELSE EXCLUDED.scheduled_time END, total_images = EXCLUDED.total_images")
+# New outcome rows only (a repeat conflicts and is skipped), then the job's counters move by
+# exactly the rows inserted.
+INSERT_OUTCOMES = (
+    "WITH ins AS (INSERT INTO status_outcomes (task_id, job_id, visit_index, image_index, store_id,"
+    " image_url, ok, width, height, perimeter, error)"
+    " SELECT * FROM unnest(%s::text[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[],"
+    " %s::boolean[], %s::int[], %s::int[], %s::int[], %s::text[])"
+    " ON CONFLICT (task_id) DO NOTHING RETURNING job_id, ok)"
+    " INSERT INTO status_jobs (job_id, succeeded, failed)"
+    " SELECT job_id, count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM ins GROUP BY job_id"
+    " ON CONFLICT (job_id) DO UPDATE SET succeeded = status_jobs.succeeded + EXCLUDED.succeeded,"
+    " failed = status_jobs.failed + EXCLUDED.failed")
+
+
+def _outcome_row(e: ImageSucceeded | ImageFailed) -> tuple[Any, ...]:
+    ok = isinstance(e, ImageSucceeded)
+    return (e.task_id, e.job_id, e.visit_index, e.image_index, e.store_id, e.image_url, ok,
+            getattr(e, "width", None), getattr(e, "height", None), getattr(e, "perimeter", None),
+            None if ok else e.reason)  # type: ignore[union-attr]
+
+
+async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> None:
+    """Recompute the status of `job_ids` from their counters (rows locked in a fixed order, so a
+    second status instance folding the same jobs waits instead of writing a stale status)."""
+    if not job_ids:
+        return
+    rows = await (await conn.execute(
+        "SELECT job_id, total_images, released, cancelled, succeeded, failed, status"
+        " FROM status_jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE", (list(job_ids),))).fetchall()
+    updates = []
+    for job_id, total, released, cancelled, succeeded, failed, current in rows:
+        status = derive_status(total=total, released=released, cancelled=cancelled,
+                               succeeded=succeeded, failed=failed)
+        if status != current:
+            updates.append((job_id, status))
+    if updates:
+        await conn.execute(
+            "UPDATE status_jobs AS s SET status = u.status, updated_at = now()"
+            " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
+            columns(updates))
+
+
+async def store_offsets(conn: AsyncConnection[Any], offsets: list[tuple[str, int, int]]) -> None:
+    await conn.execute(
+        "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset)"
+        " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
+        " ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+        (CONSUMER, *columns(offsets)))
+
+
+async def stored_offsets(conn: AsyncConnection[Any]) -> dict[tuple[str, int], int]:
+    rows = await (await conn.execute(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = %s", (CONSUMER,))).fetchall()
+    return {(t, p): o for t, p, o in rows}
+
+
+async def folded_offset(conn: AsyncConnection[Any], topic: str, partition: int) -> int:
+    """How far the fold has read a partition (0: nothing yet)."""
+    row = await (await conn.execute(
+        "SELECT next_offset FROM consumer_offsets WHERE consumer = %s AND topic = %s AND partition = %s",
+        (CONSUMER, topic, partition))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def load_job(conn: AsyncConnection[Any], job_id: UUID) -> JobRow | None:
+    row = await (await conn.execute(
+        "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner"
+        " FROM status_jobs WHERE job_id = %s AND submitted", (job_id,))).fetchone()
+    return JobRow(*row) if row else None
+
+
+async def failures(conn: AsyncConnection[Any], job_id: UUID) -> list[tuple[str, int, int, str]]:
+    """(store_id, visit_index, image_index, error) of the job's failed images."""
+    return await (await conn.execute(
+        "SELECT store_id, visit_index, image_index, error FROM status_outcomes WHERE job_id = %s AND NOT ok",
+        (job_id,))).fetchall()
+
+
+async def results_page(conn: AsyncConnection[Any], job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
+    rows = await (await conn.execute(
+        "SELECT task_id, store_id, image_url, ok, width, height, perimeter, error"
+        " FROM status_outcomes WHERE job_id = %s ORDER BY visit_index, image_index"
+        " LIMIT %s OFFSET %s", (job_id, limit, offset))).fetchall()
+    return [{"task_id": t, "store_id": s, "image_url": u, "status": "succeeded" if ok else "failed",
+             "width": w, "height": h, "perimeter": p, "error": e} for t, s, u, ok, w, h, p, e in rows]
+
+
+async def decisions(conn: AsyncConnection[Any], command_ids: list[UUID]) -> dict[UUID, tuple[bool, str]]:
+    """command_id -> (accepted, state) of those commands whose decision has been folded."""
+    rows = await (await conn.execute(
+        "SELECT command_id, accepted, state FROM status_commands WHERE command_id = ANY(%s)",
+        (command_ids,))).fetchall()
+    return {c: (accepted, state) for c, accepted, state in rows}
+
+
+async def unemitted(conn: AsyncConnection[Any], limit: int = 1000) -> list[tuple[UUID, str, int, int, int]]:
+    """(job_id, status, total, succeeded, failed) of rows whose status change was not published,
+    locked (SKIP LOCKED: another status instance takes others) until the transaction ends."""
+    return await (await conn.execute(
+        "SELECT job_id, status, total_images, succeeded, failed FROM status_jobs"
+        " WHERE emitted_status IS DISTINCT FROM status AND submitted"
+        " LIMIT %s FOR UPDATE SKIP LOCKED", (limit,))).fetchall()
+
+
+async def mark_emitted(conn: AsyncConnection[Any], rows: list[tuple[UUID, str]]) -> None:
+    await conn.execute(
+        "UPDATE status_jobs AS s SET emitted_status = u.status"
+        " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id", columns(rows))
+
+
+class ViewReader:
+    """The reads the API makes, each on a pooled connection (the handlers' `ViewReads`)."""
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime  # its pool exists once the app has started
+
+    async def load_job(self, job_id: UUID) -> JobRow | None:
+        async with self._runtime.pool.connection() as conn:
+            return await load_job(conn, job_id)
+
+    async def folded_offset(self, topic: str, partition: int) -> int:
+        async with self._runtime.pool.connection() as conn:
+            return await folded_offset(conn, topic, partition)
+
+    async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
+        async with self._runtime.pool.connection() as conn:
+            return await failures(conn, job_id)
+
+    async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
+        async with self._runtime.pool.connection() as conn:
+            return await results_page(conn, job_id, limit, offset)
+
+    async def decisions(self, command_ids: list[UUID]) -> dict[UUID, tuple[bool, str]]:
+        async with self._runtime.pool.connection() as conn:
+            return await decisions(conn, command_ids)

@@ -1,0 +1,121 @@
+"""Reading a job: its status (with per-store errors when failed) and its per-image results.
+
+Read-your-writes: ingest answers 200 only after `JobSubmitted` is in Kafka, so when a job is
+not in the view yet, the read looks up the end offset of the job's partition and waits
+(bounded) until the projector has folded past it: a status request right after a successful
+submit never answers 404, and a truly unknown id costs one offset lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+from services.status.adapters.view import JobRow
+from services.status.domain import FAILED, first_error_per_store
+
+NOT_FOUND = "job not found"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a use case answers; the app turns it into an HTTP response."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] | None = None
+
+    @classmethod
+    def error(cls, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+        return cls(status, {"error": message}, headers)
+
+
+RETRY_SHORTLY = {"Retry-After": "1"}
+
+
+class ViewReads(Protocol):
+    async def load_job(self, job_id: UUID) -> JobRow | None: ...
+    async def folded_offset(self, topic: str, partition: int) -> int: ...
+    async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]: ...
+    async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]: ...
+
+
+class PartitionEnds(Protocol):
+    async def __call__(self, job_id: UUID) -> tuple[str, int, int]: ...
+
+
+@dataclass
+class Caller:
+    """Who asks: the owner hash of their API key (None without auth) and whether keys are on."""
+
+    owner: str | None
+    keys_on: bool
+
+
+class JobReader:
+    def __init__(self, reads: ViewReads, partition_end: PartitionEnds, connected: Callable[[], bool],
+                 wait_s: float) -> None:
+        self.reads, self._partition_end, self._connected, self._wait_s = reads, partition_end, connected, wait_s
+
+    async def status(self, raw_id: str | None, caller: Caller) -> Reply:
+        found = await self.find(raw_id, caller)
+        if isinstance(found, Reply):
+            return found
+        body = status_body(found)
+        if found.status == FAILED:
+            body["error"] = first_error_per_store(await self.reads.failures(found.job_id))
+        return Reply(200, body)
+
+    async def results(self, raw_id: str, caller: Caller, limit: int, offset: int) -> Reply:
+        found = await self.find(raw_id, caller)
+        if isinstance(found, Reply):
+            return found
+        items = await self.reads.results_page(found.job_id, limit, offset)
+        return Reply(200, {"job_id": raw_id, "limit": limit, "offset": offset, "results": items})
+
+    async def find(self, raw_id: str | None, caller: Caller) -> JobRow | Reply:
+        """The caller's job, or the error to answer (400, 404, 503)."""
+        if not raw_id:
+            return Reply.error(400, "jobid: required")
+        try:
+            job_id = UUID(raw_id)
+        except ValueError:
+            return Reply.error(400, "job_id: must be a UUID")
+        if not self._connected():
+            return Reply.error(503, "not connected yet; retry shortly", RETRY_SHORTLY)
+        row = await self.reads.load_job(job_id)
+        if row is None:
+            try:
+                async with asyncio.timeout(self._wait_s + 1):
+                    row = await self._wait_for_fold(job_id)
+            except TimeoutError:  # Kafka did not answer the offset lookup: we cannot tell yet
+                return Reply.error(503, "status not available yet; retry shortly", RETRY_SHORTLY)
+        if row is None or (caller.keys_on and row.owner != caller.owner):
+            return Reply.error(404, NOT_FOUND)
+        return row
+
+    async def _wait_for_fold(self, job_id: UUID) -> JobRow | None:
+        """Wait until the projector has folded the job's partition up to its current end."""
+        topic, partition, end = await self._partition_end(job_id)
+        deadline = time.monotonic() + self._wait_s
+        while time.monotonic() < deadline:
+            row = await self.reads.load_job(job_id)
+            if row is not None:
+                return row
+            if await self.reads.folded_offset(topic, partition) >= end:  # folded past it: unknown
+                return await self.reads.load_job(job_id)
+            await asyncio.sleep(0.02)
+        return None
+
+
+def status_body(row: JobRow) -> dict[str, Any]:
+    return {
+        "job_id": str(row.job_id), "status": row.status,
+        "scheduled_time": row.scheduled_time.isoformat().replace("+00:00", "Z"),
+        "images": {"total": row.total, "succeeded": row.succeeded, "failed": row.failed,
+                   "pending": max(0, row.total - row.succeeded - row.failed)},
+    }

@@ -1,0 +1,122 @@
+"""Folds the jobs and results topics into the status view (adapters/view.py).
+
+Each batch is folded in one transaction together with the consumed offsets, and on assignment
+the consumer seeks to those stored offsets: the view and its position never disagree, so
+redelivery cannot double-count and a dropped view is rebuilt by replaying from the start.
+Status transitions are published as `JobStatusChanged` by an outbox relay: rows whose
+`status` differs from `emitted_status` are sent, then marked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from prometheus_client import Counter
+
+from services.status.adapters import view
+from services.status.domain import FINAL
+from services.status.settings import StatusSettings
+from shared.consumer import Batch, ConsumerLoop
+from shared.db import transaction
+from shared.events import JobStatusChanged, encode_event
+from shared.metrics import STAGE
+from shared.runtime import Runtime, exit_if_it_dies, retry_forever
+
+log = logging.getLogger(__name__)
+JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a final status", ["status"])
+
+
+class Projector(ConsumerRebalanceListener):
+    def __init__(self, settings: StatusSettings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        topics = settings.topics
+        # offsets are stored with the view (by_handler), never committed to Kafka
+        self.loop = ConsumerLoop(settings, runtime, view.CONSUMER, [topics.jobs, topics.results], self._fold,
+                                 commit="by_handler", listener=self, max_records=5000, timeout_ms=200)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._relay_wakeup = asyncio.Event()
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self.loop.run()), asyncio.create_task(self._relay())]
+        exit_if_it_dies(self._tasks[0], "the status fold")
+        exit_if_it_dies(self._tasks[1], "the status relay")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.loop.close()
+
+    async def _fold(self, batch: Batch) -> None:
+        """The batch folded into the view, with the offsets it came from, in one transaction."""
+        offsets = [(tp.topic, tp.partition, offset) for tp, offset in batch.next_offsets().items()]
+        events = batch.events
+
+        async def apply() -> None:
+            async with transaction(self.runtime.pool) as conn:
+                await view.fold(conn, events)
+                await view.store_offsets(conn, offsets)
+        await retry_forever("folding events", apply)
+        self._observe_folded(batch)
+        self._relay_wakeup.set()
+
+    def _observe_folded(self, batch: Batch) -> None:
+        """recorded -> folded, per outcome: now minus the outcome record's timestamp."""
+        now_ms = time.time() * 1000
+        results = self.settings.topics.results
+        for delivery in batch.deliveries:
+            if delivery.tp.topic == results:
+                STAGE["folded"].observe(max(0.0, now_ms - delivery.timestamp_ms) / 1000)
+
+    # -- assignment: resume from the offsets stored with the view --------------------------
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async def load() -> dict[tuple[str, int], int]:
+            async with self.runtime.pool.connection() as conn:
+                return await view.stored_offsets(conn)
+        stored = await retry_forever("loading stored offsets", load)
+        consumer = self.loop.consumer
+        assert consumer is not None
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+    # -- outbox relay: publish status transitions ------------------------------------------
+    async def _relay(self) -> None:
+        await self.runtime.connected.wait()
+        while True:
+            try:
+                await asyncio.wait_for(self._relay_wakeup.wait(), 1.0)
+            except TimeoutError:
+                pass
+            self._relay_wakeup.clear()
+            try:
+                await self._publish_transitions()
+            except Exception as exc:  # noqa: BLE001 - retried on the next tick
+                log.warning("status relay failed (%s); retrying", exc)
+
+    async def _publish_transitions(self) -> None:
+        """Publish and mark in one transaction, rows locked: with several status instances,
+        one job's transitions are never published out of order."""
+        async with transaction(self.runtime.pool) as conn:
+            rows = await view.unemitted(conn)
+            if not rows:
+                return
+            sends = [await self.runtime.producer.send(
+                self.settings.topics.status,
+                encode_event(JobStatusChanged(job_id=j, status=s, total=t, succeeded=ok, failed=bad)),
+                key=str(j).encode()) for j, s, t, ok, bad in rows]
+            await asyncio.gather(*sends)
+            await view.mark_emitted(conn, [(j, status) for j, status, *_ in rows])
+        for _, status, *_ in rows:
+            if status in FINAL:
+                JOBS_FINISHED.labels(status).inc()
