@@ -19,11 +19,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from services.status.adapters.kafka import CommandPublisher, EndOffsets
 from services.status.adapters.view import ViewReader
 from services.status.handlers.commands import Decisions, JobCommands
-from services.status.handlers.jobs import Caller, JobReader, Reply
+from services.status.handlers.jobs import Caller, JobReader
 from services.status.handlers.projector import Projector
 from services.status.settings import StatusSettings
 from shared.auth import owner_for_token, parse_keys
-from shared.http import error, new_app, read_body_capped
+from shared.http import error, new_app, read_body_capped, respond
 from shared.runtime import Runtime, bounded, exit_if_it_dies, ops_router
 
 MAX_BODY_BYTES = 16 * 1024
@@ -61,10 +61,6 @@ def caller(cases: UseCases,
 
 
 Who = Annotated[Caller, Depends(caller)]
-
-
-def respond(reply: Reply) -> JSONResponse:
-    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 
 @router.get("/api/status/{job_id}")

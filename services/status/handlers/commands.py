@@ -20,8 +20,9 @@ from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 from services.status.domain import CANCELLED, SCHEDULED
-from services.status.handlers.jobs import RETRY_SHORTLY, Caller, JobReader, Reply
+from services.status.handlers.jobs import Caller, JobReader
 from shared.events import JobCancelRequested, JobRescheduleRequested
+from shared.http import RETRY_SHORTLY, Reply
 from shared.schedule_time import InvalidInput, resolve_scheduled_time
 
 log = logging.getLogger(__name__)

@@ -17,24 +17,11 @@ from uuid import UUID
 
 from services.status.adapters.view import JobRow
 from services.status.domain import FAILED, first_error_per_store
+from shared.http import RETRY_SHORTLY, Reply
 
 NOT_FOUND = "job not found"
 
 
-@dataclass(frozen=True)
-class Reply:
-    """What a use case answers; the app turns it into an HTTP response."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] | None = None
-
-    @classmethod
-    def error(cls, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
-        return cls(status, {"error": message}, headers)
-
-
-RETRY_SHORTLY = {"Retry-After": "1"}
 
 
 class ViewReads(Protocol):

@@ -1,0 +1,1 @@
+"""The ingest service's adapters: the Idempotency-Key store (SQL) and publishing jobs (Kafka)."""

@@ -1,0 +1,39 @@
+"""`Idempotency-Key` -> the job it created (`ingest_idempotency_keys`), with the event to
+re-publish when the client retries. Keys are scoped by owner and stored hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from shared.events import JobSubmitted
+
+
+class KeyReused(Exception):  # noqa: N818 - a client error, answered 409
+    """The key was first used with a different body."""
+
+
+class IdempotencyKeys:
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime  # its pool exists once the app has started
+
+    async def remember(self, key: str, owner: str | None, raw: bytes, event: JobSubmitted) -> JobSubmitted:
+        """Store key -> event and return it, or return the event first stored under this key;
+        KeyReused if that first request had another body."""
+        scoped = hashlib.sha256(f"{owner or ''}:{key}".encode()).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()
+        async with self._runtime.pool.connection() as conn:
+            row = await (await conn.execute(
+                "INSERT INTO ingest_idempotency_keys (key, job_id, event) VALUES (%s, %s, %s)"
+                " ON CONFLICT (key) DO NOTHING RETURNING job_id",
+                (scoped, event.job_id, json.dumps({"body_sha256": digest, "event": event.model_dump(mode="json")})),
+            )).fetchone()
+            if row is not None:
+                return event
+            stored = await (await conn.execute(
+                "SELECT event FROM ingest_idempotency_keys WHERE key = %s", (scoped,))).fetchone()
+        assert stored is not None
+        if stored[0]["body_sha256"] != digest:
+            raise KeyReused()
+        return JobSubmitted.model_validate(stored[0]["event"])
