@@ -27,7 +27,7 @@ def _serve_forever(server: object) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.devstack")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run", help="run the whole stack under supervisord (make run)")
@@ -40,7 +40,11 @@ def main(argv: list[str]) -> int:
     p = sub.add_parser("postgres", help="run only PostgreSQL, in the foreground")
     p.add_argument("--port", type=int, default=int(os.environ.get("POSTGRES_PORT", 5432)))
     p.add_argument("--data-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.cmd == "run":
             from shared.devstack.stack import run

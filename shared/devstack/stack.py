@@ -8,6 +8,8 @@ machine, prepares data dirs, writes the supervisord config and waits for readine
 
 from __future__ import annotations
 
+import configparser
+import io
 import os
 import signal
 import subprocess
@@ -62,7 +64,7 @@ def programs(kafka: KafkaBroker | None, pg: PostgresServer | None) -> list[Progr
         Program("ingest", [py, "-m", "services.ingest"], 20, env),
         Program("scheduler", [py, "-m", "services.scheduler"], 20, env),
         Program("status", [py, "-m", "services.status"], 20, env),
-        Program("images", [py, "-m", "services.sample_images"], 20, env),
+        Program("images", [py, "-m", "shared.devstack.sample_images"], 20, env),
     ]
     base = _env_int("PROCESSOR_PORT", 8003)
     for i in range(_env_int("PROCESSOR_INSTANCES", 2)):
@@ -72,28 +74,34 @@ def programs(kafka: KafkaBroker | None, pg: PostgresServer | None) -> list[Progr
 
 
 def supervisord_config(progs: list[Program], run_dir: Path) -> str:
-    lines = [
-        "[supervisord]", "nodaemon=true", "logfile=/dev/null", "logfile_maxbytes=0",
-        f"pidfile={run_dir}/supervisord.pid", "loglevel=warn", f"user={_whoami()}",
-        "[unix_http_server]", f"file={run_dir}/supervisor.sock",
-        "[rpcinterface:supervisor]",
-        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        "[supervisorctl]", f"serverurl=unix://{run_dir}/supervisor.sock",
-    ]
+    """The supervisord INI, written with configparser (values keep supervisord's own `%%`
+    escaping; configparser's interpolation is off)."""
+    config = configparser.ConfigParser(interpolation=None)
+    config["supervisord"] = {"nodaemon": "true", "logfile": "/dev/null", "logfile_maxbytes": "0",
+                             "pidfile": f"{run_dir}/supervisord.pid", "loglevel": "warn", "user": _whoami()}
+    config["unix_http_server"] = {"file": f"{run_dir}/supervisor.sock"}
+    config["rpcinterface:supervisor"] = {
+        "supervisor.rpcinterface_factory": "supervisor.rpcinterface:make_main_rpcinterface"}
+    config["supervisorctl"] = {"serverurl": f"unix://{run_dir}/supervisor.sock"}
     for p in progs:
-        as_user = ["--user", p.user] if p.user else []
-        wrapped = [sys.executable, "-m", "shared.devstack.prefix", p.name, *as_user, "--", *p.command]
-        lines += [
-            f"[program:{p.name}]",
-            "command=" + " ".join(_quote(a) for a in wrapped),
-            f"directory={PROJECT_ROOT}", f"priority={p.priority}",
-            "autostart=true", "autorestart=true", "startsecs=1", "startretries=1000000",
-            f"stopsignal={p.stop_signal}", "stopwaitsecs=50", "killasgroup=true",
-            "redirect_stderr=true", "stdout_logfile=/dev/fd/1", "stdout_logfile_maxbytes=0",
-        ]
-        if p.env:
-            lines.append("environment=" + ",".join(f'{k}="{_esc(v)}"' for k, v in p.env.items()))
-    return "\n".join(lines) + "\n"
+        config[f"program:{p.name}"] = _program_section(p)
+    out = io.StringIO()
+    config.write(out)
+    return out.getvalue()
+
+
+def _program_section(p: Program) -> dict[str, str]:
+    as_user = ["--user", p.user] if p.user else []
+    wrapped = [sys.executable, "-m", "shared.devstack.prefix", p.name, *as_user, "--", *p.command]
+    section = {
+        "command": " ".join(_quote(a) for a in wrapped), "directory": str(PROJECT_ROOT),
+        "priority": str(p.priority), "autostart": "true", "autorestart": "true", "startsecs": "1",
+        "startretries": "1000000", "stopsignal": p.stop_signal, "stopwaitsecs": "50", "killasgroup": "true",
+        "redirect_stderr": "true", "stdout_logfile": "/dev/fd/1", "stdout_logfile_maxbytes": "0",
+    }
+    if p.env:
+        section["environment"] = ",".join(f'{k}="{_esc(v)}"' for k, v in p.env.items())
+    return section
 
 
 def _whoami() -> str:
@@ -143,7 +151,11 @@ def run() -> int:
         kafka.prepare()
     if pg:
         pg.prepare()
-    run_dir = state / "run"
+    return _supervise(kafka, pg, state / "run")
+
+
+def _supervise(kafka: KafkaBroker | None, pg: PostgresServer | None, run_dir: Path) -> int:
+    """supervisord in the foreground over every program; Ctrl-C (or SIGTERM) stops them all."""
     run_dir.mkdir(parents=True, exist_ok=True)
     conf = run_dir / "supervisord.conf"
     conf.write_text(supervisord_config(programs(kafka, pg), run_dir))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.sample_images.server import GALLERY
+from shared.devstack.sample_images import GALLERY
 from tests.support.client import Client, example_job
 
 

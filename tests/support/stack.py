@@ -88,6 +88,7 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+MODULE = {"sample_images": "shared.devstack.sample_images"}  # development tooling; the rest are services.<name>
 PORT_SETTING = {"ingest": "INGEST_PORT", "status": "STATUS_PORT", "scheduler": "SCHEDULER_PORT",
                 "processor": "PROCESSOR_PORT", "sample_images": "SAMPLE_IMAGES_PORT"}
 
@@ -130,7 +131,7 @@ class Stack:
         log_path = self.infra.root / f"{self.prefix}-{name}-{port}.log"
         env = {**self.base_env(), PORT_SETTING[name]: str(port), **(extra_env or {})}
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=PROJECT_ROOT,
+            proc = subprocess.Popen([sys.executable, "-m", MODULE.get(name, f"services.{name}")], cwd=PROJECT_ROOT,
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
         service = ServiceProcess(name, port, proc, log_path)
         self.processes.append(service)
