@@ -1,29 +1,25 @@
-"""One logging set-up for every service: plain lines in development, JSON in production."""
+"""One logging set-up for every service: plain lines in development, JSON in production
+(python-json-logger: one object per line with `ts`, `level`, `logger`, `msg`, and `exc_info`
+for a traceback)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
+from pythonjsonlogger.json import JsonFormatter
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload)
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                         rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "message": "msg"},
+                         datefmt="%Y-%m-%dT%H:%M:%S")
 
 
 def configure_logging(level: str = "INFO", as_json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        JsonFormatter() if as_json
+        json_formatter() if as_json
         else logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s")
     )
     root = logging.getLogger()

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from shared.db import apply_migrations, make_pool
 from shared.kafka import ensure_topics, make_producer
@@ -37,18 +38,18 @@ Check = Callable[[], "bool | Awaitable[bool]"]
 
 
 async def retry_forever(what: str, op: Callable[[], Awaitable[T]], max_delay: float = 5.0) -> T:
-    """Run `op` until it succeeds, with exponential backoff; logs each failure once per attempt;
-    returns what `op` returned."""
-    delay = 0.2
-    while True:
-        try:
-            return await op()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure is retried
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
+    """Run `op` until it succeeds, with exponential backoff and jitter (tenacity); logs each
+    failure; returns what `op` returned. Cancellation is never retried."""
+    def log_failure(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+
+    retrying = AsyncRetrying(wait=wait_exponential_jitter(initial=0.2, max=max_delay, jitter=0.1),
+                             retry=retry_if_exception_type(Exception), before_sleep=log_failure)
+    async def attempt() -> T:  # tenacity awaits only what it sees is a coroutine function
+        return await op()
+    return await retrying(attempt)
 
 
 async def bounded(step: Awaitable[object], seconds: float, what: str) -> None:

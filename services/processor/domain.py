@@ -12,11 +12,21 @@ from PIL import Image
 
 
 class ImageError(Exception):
-    """The image cannot be processed; `str()` is the per-image reason. `transient` retries."""
+    """The image cannot be processed; `str()` is the per-image reason. `transient` retries,
+    after `retry_after` seconds when the server said so (Retry-After)."""
 
-    def __init__(self, reason: str, transient: bool = False) -> None:
+    def __init__(self, reason: str, transient: bool = False, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.transient = transient
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(header: str | None, cap_s: float) -> float | None:
+    """A Retry-After header's delay in seconds (the delta-seconds form; an HTTP date is not
+    followed), capped so one image never waits longer than `cap_s`."""
+    if header is None or not header.strip().isdigit():
+        return None
+    return min(float(header.strip()), cap_s)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+
+from cachetools import TTLCache
 
 from services.processor.domain import Size
 
@@ -19,26 +20,21 @@ class DimensionCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Size]] = OrderedDict()
+        # expiry and least-recently-used eviction are cachetools'; coalescing is ours
+        self._entries: TTLCache[str, Size] = TTLCache(max(1, max_entries), max(ttl_s, 1e-9), timer=clock)
         self._in_flight: dict[str, asyncio.Future[Size]] = {}
         self.hits = 0
 
     def get(self, url: str) -> Size | None:
-        entry = self._entries.get(url)
-        if entry is None or entry[0] < self._clock():
-            self._entries.pop(url, None)
-            return None
-        self._entries.move_to_end(url)
-        self.hits += 1
-        return entry[1]
+        self._entries.expire()  # expired entries go now (amortised), not merely hidden
+        size = self._entries.get(url)
+        if size is not None:
+            self.hits += 1
+        return size
 
     def put(self, url: str, size: Size) -> None:
-        if self.ttl_s <= 0:
-            return
-        self._entries[url] = (self._clock() + self.ttl_s, size)
-        self._entries.move_to_end(url)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        if self.ttl_s > 0:
+            self._entries[url] = size
 
     async def get_or_load(self, url: str, load: Callable[[], Awaitable[Size]]) -> Size:
         cached = self.get(url)

@@ -1,23 +1,29 @@
 """Downloading images: one shared aiohttp session, deadlines, a byte cap, manual redirects
-(each hop checked for SSRF), and retries with exponential backoff and jitter for transient
-failures (connect errors, timeouts, 5xx, 429). Permanent failures fail at once.
+(each hop checked for SSRF), and retries (tenacity) with exponential backoff and jitter for
+transient failures (connect errors, timeouts, 5xx, 408, 429), waiting what a `Retry-After`
+header asks (capped). Permanent failures fail at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass
 
 import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 from yarl import URL
 
 from services.processor.adapters.ssrf import AddressNotAllowed, GuardedResolver, check_url_host
-from services.processor.domain import ImageError
+from services.processor.domain import ImageError, retry_after_seconds
 from shared.metrics import latency_histogram
 
 DOWNLOAD_LATENCY = latency_histogram("imagejobs_processor_download_seconds", "Image download time")
+RETRY_AFTER_CAP_S = 10.0  # a server asking for longer is treated as failing now
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, ImageError) and exc.transient
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Fetcher:
         self.limits = limits
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
-        self._rng = random.Random()
+        self._backoff = wait_random_exponential(multiplier=limits.retry_base_s, max=30)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(resolver=self._resolver or GuardedResolver(self.limits.allow_private),
@@ -53,23 +59,30 @@ class Fetcher:
 
     async def fetch(self, url: str) -> bytes:
         """The body at `url`, retrying transient failures; raises ImageError with the reason."""
-        for attempt in range(1, self.limits.attempts + 1):
-            try:
-                started = time.perf_counter()
-                async with asyncio.timeout(self.limits.total_timeout_s):
-                    data = await self._fetch_once(url)
-                DOWNLOAD_LATENCY.observe(time.perf_counter() - started)
-                return data
-            except ImageError as exc:
-                if not exc.transient or attempt == self.limits.attempts:
-                    raise
-            except TimeoutError:
-                if attempt == self.limits.attempts:
-                    raise ImageError(f"download timed out after {self.limits.total_timeout_s:g}s "
-                                     f"({attempt} attempts)") from None
-            delay = self.limits.retry_base_s * 2 ** (attempt - 1)
-            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.limits.attempts), wait=self._wait,
+                                 retry=retry_if_exception(_transient), reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(url, attempt.retry_state.attempt_number)
         raise AssertionError("unreachable")
+
+    def _wait(self, state: RetryCallState) -> float:
+        """What the server asked for (Retry-After), else exponential backoff with full jitter."""
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, ImageError) and failure.retry_after is not None:
+            return failure.retry_after
+        return float(self._backoff(state))
+
+    async def _attempt(self, url: str, number: int) -> bytes:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.limits.total_timeout_s):
+                data = await self._fetch_once(url)
+        except TimeoutError:
+            raise ImageError(f"download timed out after {self.limits.total_timeout_s:g}s ({number} attempts)",
+                             transient=True) from None
+        DOWNLOAD_LATENCY.observe(time.perf_counter() - started)
+        return data
 
     async def _fetch_once(self, url: str) -> bytes:
         assert self._session is not None
@@ -92,7 +105,7 @@ class Fetcher:
                         if current.scheme not in ("http", "https"):
                             raise ImageError(f"redirect to a non-http URL: {current.scheme}")
                         continue
-                    _raise_for_status(response.status)
+                    _raise_for_status(response.status, response.headers.get("Retry-After"))
                     return await self._read_capped(response)
             except AddressNotAllowed as exc:
                 raise ImageError(str(exc)) from None
@@ -127,9 +140,10 @@ class Fetcher:
         return b"".join(chunks)
 
 
-def _raise_for_status(status: int) -> None:
+def _raise_for_status(status: int, retry_after: str | None = None) -> None:
     if status == 200:
         return
     if status >= 500 or status in (408, 429):
-        raise ImageError(f"HTTP {status} from the image server", transient=True)
+        raise ImageError(f"HTTP {status} from the image server", transient=True,
+                         retry_after=retry_after_seconds(retry_after, RETRY_AFTER_CAP_S))
     raise ImageError(f"HTTP {status} from the image server")
