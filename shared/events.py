@@ -56,20 +56,24 @@ class JobReleased(Event):
     total_images: int
 
 
-class JobCancelRequested(Event):
+class CommandEvent(Event):
+    """A cancel or reschedule, asked or decided; `command_id` ties the decision to its request."""
+
+    command_id: UUID
+
+
+class JobCancelRequested(CommandEvent):
     """A client asked to cancel the job. Only a request: the job's release owner (the scheduler
     instance owning its partition) decides, in order with the release, and answers with
     `JobCancelled` or `JobCommandRefused` carrying the same `command_id`."""
 
     type: Literal["JobCancelRequested"] = "JobCancelRequested"
-    command_id: UUID
 
 
-class JobRescheduleRequested(Event):
+class JobRescheduleRequested(CommandEvent):
     """A client asked to move a job that has not been released to `scheduled_time` (UTC)."""
 
     type: Literal["JobRescheduleRequested"] = "JobRescheduleRequested"
-    command_id: UUID
     scheduled_time: AwareDatetime
 
 
@@ -81,20 +85,18 @@ class JobCancelled(Event):
     command_id: UUID | None = None
 
 
-class JobRescheduled(Event):
+class JobRescheduled(CommandEvent):
     """Decided by the release owner: the job now runs at `scheduled_time` (UTC)."""
 
     type: Literal["JobRescheduled"] = "JobRescheduled"
-    command_id: UUID
     scheduled_time: AwareDatetime
 
 
-class JobCommandRefused(Event):
+class JobCommandRefused(CommandEvent):
     """Decided by the release owner: the command came too late (or for no job it holds).
     `state` is the job's state in the schedule: `released`, `cancelled` or `unknown`."""
 
     type: Literal["JobCommandRefused"] = "JobCommandRefused"
-    command_id: UUID
     command: Literal["cancel", "reschedule"]
     state: str
 

@@ -14,11 +14,12 @@ import shutil
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from shared.devstack.child import ChildServer
 from shared.devstack.errors import LauncherError
-from shared.devstack.net import require_free_port, tail
+from shared.devstack.net import require_free_port
 from shared.devstack.paths import KAFKA_LIB, KAFKA_POM
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.xml")
@@ -67,43 +68,42 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
+PROPERTIES = "server.properties"  # in the data dir
+
+
 @dataclass
-class KafkaBroker:
+class KafkaBroker(ChildServer):
     """One KRaft broker+controller on 127.0.0.1:`port` with its data under `data_dir`."""
 
     port: int
     controller_port: int
     data_dir: Path
     heap: str = "768m"
-    log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    name = "Kafka"
+    log_name = "broker.log"
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def properties_path(self) -> Path:
-        return self.data_dir / "server.properties"
-
     def prepare(self) -> None:
         """Write the config and format the log dir once (idempotent)."""
         log_dirs = self.data_dir / "logs"
         log_dirs.mkdir(parents=True, exist_ok=True)
-        self.properties_path.write_text(_server_properties(self, log_dirs))
+        (self.data_dir / PROPERTIES).write_text(_server_properties(self, log_dirs))
         if (log_dirs / "meta.properties").exists():
             return
         result = subprocess.run(
             [*self._java_prefix(), "kafka.tools.StorageTool", "format",
               # "--cluster-id=": a random id may start with "-", which argparse would take for an option
-             f"--cluster-id={_cluster_id()}", "-c", str(self.properties_path), "--ignore-formatted"],
+             f"--cluster-id={_cluster_id()}", "-c", str(self.data_dir / PROPERTIES), "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
             raise LauncherError("formatting the Kafka log dir failed: " + result.stderr.strip()[-400:])
 
     def command(self) -> list[str]:
-        return [*self._java_prefix(), "kafka.Kafka", str(self.properties_path)]
+        return [*self._java_prefix(), "kafka.Kafka", str(self.data_dir / PROPERTIES)]
 
     def _java_prefix(self) -> list[str]:
         return [
@@ -117,39 +117,17 @@ class KafkaBroker:
         require_free_port(self.port, "Kafka", "KAFKA_PORT")
         require_free_port(self.controller_port, "Kafka's controller", "KAFKA_CONTROLLER_PORT")
         self.prepare()
-        log_path = self.log_path or self.data_dir / "broker.log"
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.spawn(self.command())
 
     def wait_ready(self, deadline_s: float = 60.0) -> None:
         """Block until the broker answers a metadata request, or fail with its log tail."""
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
-            if self.process is not None and self.process.poll() is not None:
-                raise LauncherError(
-                    f"Kafka exited with code {self.process.returncode} during start-up; "
-                    f"log tail:\n{tail(self.log_path or self.data_dir / 'broker.log')}"
-                )
+            self.check_alive()
             if asyncio.run(answers_metadata(self.bootstrap)):
                 return
             time.sleep(0.2)
-        raise LauncherError(
-            f"Kafka did not answer on {self.bootstrap} within {deadline_s:.0f}s; "
-            f"log tail:\n{tail(self.log_path or self.data_dir / 'broker.log')}"
-        )
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM (a controlled shutdown), then SIGKILL after `timeout_s`."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        raise self.not_ready(f"answer on {self.bootstrap}", deadline_s)
 
 
 async def answers_metadata(bootstrap: str) -> bool:

@@ -17,11 +17,12 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from shared.devstack.child import ChildServer
 from shared.devstack.errors import LauncherError
-from shared.devstack.net import require_free_port, tail
+from shared.devstack.net import require_free_port
 
 DATABASE = "imagejobs"
 ROLE = "imagejobs"
@@ -62,13 +63,14 @@ def as_user(user: str | None) -> dict[str, object]:
 
 
 @dataclass
-class PostgresServer:
+class PostgresServer(ChildServer):
     """One PostgreSQL server on 127.0.0.1:`port`, trust auth on loopback (development only)."""
 
     port: int
     data_dir: Path
-    log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    name = "PostgreSQL"
+    log_name = "postgres.log"
+    stop_signal = 2  # SIGINT: PostgreSQL's "fast shutdown"
 
     @property
     def url(self) -> str:
@@ -107,12 +109,7 @@ class PostgresServer:
     def start(self) -> None:
         require_free_port(self.port, "PostgreSQL", "POSTGRES_PORT")
         self.prepare()
-        log_path = self.log_path or self.data_dir / "postgres.log"
-        with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                cwd=self.data_dir, **as_user(server_user()),
-            )
+        self.spawn(self.command(), cwd=self.data_dir, **as_user(server_user()))
 
     def wait_ready(self, deadline_s: float = 30.0) -> None:
         """Block until the server accepts connections, then make sure the database exists."""
@@ -120,11 +117,7 @@ class PostgresServer:
 
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
-            if self.process is not None and self.process.poll() is not None:
-                raise LauncherError(
-                    f"PostgreSQL exited with code {self.process.returncode} during start-up; "
-                    f"log tail:\n{tail(self.log_path or self.data_dir / 'postgres.log')}"
-                )
+            self.check_alive()
             try:
                 with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres",
                                      autocommit=True, connect_timeout=2) as conn:
@@ -136,21 +129,7 @@ class PostgresServer:
                     return
             except psycopg.OperationalError:
                 time.sleep(0.2)
-        raise LauncherError(
-            f"PostgreSQL did not accept connections on port {self.port} within {deadline_s:.0f}s; "
-            f"log tail:\n{tail(self.log_path or self.data_dir / 'postgres.log')}"
-        )
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGINT is PostgreSQL's 'fast shutdown'; SIGKILL after `timeout_s`."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(2)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        raise self.not_ready(f"accept connections on port {self.port}", deadline_s)
 
 
 def let_server_user_traverse(path: Path) -> None:
