@@ -1,0 +1,65 @@
+"""Processing one task (services/processor/handlers/process.py) in-process, with fakes for
+the store master and the image source: measured, failed with a reason, downloaded once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+from uuid import uuid4
+
+from PIL import Image
+
+from services.processor.adapters.cache import DimensionCache
+from services.processor.domain import ImageError
+from services.processor.handlers.process import Deps, process
+from shared.events import ImageFailed, ImageSucceeded, ImageTask
+
+
+class Stores:
+    async def exists(self, store_id: str) -> bool:
+        return store_id == "S1"
+
+
+class Images:
+    def __init__(self) -> None:
+        self.fetched: list[str] = []
+
+    async def fetch(self, url: str) -> bytes:
+        self.fetched.append(url)
+        if url.endswith("missing.png"):
+            raise ImageError("HTTP 404 from the image server")
+        out = io.BytesIO()
+        Image.new("RGB", (30, 20)).save(out, "PNG")
+        return out.getvalue()
+
+
+def task(url: str, store: str = "S1") -> ImageTask:
+    return ImageTask(job_id=uuid4(), task_id="j:0:0", visit_index=0, image_index=0, store_id=store,
+                     image_url=url, scheduled_time="2026-11-30T00:00:00Z")  # type: ignore[arg-type]
+
+
+def run(images: Images, *tasks: ImageTask) -> list[object]:
+    deps = Deps(runtime=None, fetcher=images, cache=DimensionCache(60, 100), stores=Stores(),  # type: ignore[arg-type]
+                gpu_bounds=(0.0, 0.0), max_pixels=10**8, rng=random.Random(1))
+
+    async def all_of() -> list[object]:
+        return [(await process(t, deps))[0] for t in tasks]
+    return asyncio.run(all_of())
+
+
+def test_an_image_is_measured_and_the_same_url_downloaded_once() -> None:
+    images = Images()
+    first, second = run(images, task("http://img/a.png"), task("http://img/a.png"))
+    for outcome in (first, second):
+        assert isinstance(outcome, ImageSucceeded)
+        assert (outcome.width, outcome.height, outcome.perimeter) == (30, 20, 100)
+    assert images.fetched == ["http://img/a.png"]
+
+
+def test_failures_carry_their_reason_and_an_unknown_store_is_not_downloaded() -> None:
+    images = Images()
+    missing, unknown = run(images, task("http://img/missing.png"), task("http://img/b.png", store="NOPE"))
+    assert isinstance(missing, ImageFailed) and missing.reason == "HTTP 404 from the image server"
+    assert isinstance(unknown, ImageFailed) and unknown.reason == "store not found"
+    assert images.fetched == ["http://img/missing.png"]
