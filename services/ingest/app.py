@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from starlette.routing import Route
@@ -28,13 +29,53 @@ SUBMIT_LATENCY = latency_histogram("imagejobs_ingest_latency_seconds", "Submit l
 PATHS = ("/processJob", "/api/submit", "/api/submit/")
 
 
+router = APIRouter(tags=["jobs"])
+
+
+async def submit(request: Request) -> JSONResponse:
+    """Submit a job (the DESIGN §2 body): 200 with its id once Kafka has it; 400 naming the
+    field; 413 over the size limit; 409 for an Idempotency-Key reused with another body."""
+    started = time.perf_counter()
+    edge: IngestEdge = request.app.state.edge
+    response = await edge(request)
+    SUBMITS.labels(str(response.status_code)).inc()
+    SUBMIT_LATENCY.observe(time.perf_counter() - started)
+    return response
+
+
+for _path in PATHS:
+    router.add_api_route(_path, submit, methods=["POST"], summary="Submit a job",
+                         include_in_schema=_path == "/processJob")
+
+
+@dataclass(frozen=True)
+class IngestEdge:
+    """The HTTP edge: API key, content type and body size; then the use case."""
+
+    submit_job: SubmitJob
+    keys: tuple[str, ...]
+    max_body: int
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            owner = request_owner(request, self.keys)
+        except Unauthorized:
+            return error(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            return error(415, f"content type must be application/json, not {ctype}")
+        raw = await read_body_capped(request, self.max_body)
+        if raw is None:
+            return error(413, f"body exceeds the limit of {self.max_body} bytes")
+        return respond(await self.submit_job(raw, owner, request.headers.get("idempotency-key")))
+
+
 def create_app(settings: IngestSettings) -> FastAPI:
     runtime = Runtime(settings, "ingest")
     submit_job = SubmitJob(IdempotencyKeys(runtime),
                            JobPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
                            ZoneInfo(settings.default_timezone),
                            Limits(settings.ingest_max_images, settings.ingest_max_schedule_days))
-    keys = parse_keys(settings.api_keys)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -42,36 +83,13 @@ def create_app(settings: IngestSettings) -> FastAPI:
         yield
         await bounded(runtime.stop(), 10, "closing connections")
 
-    async def submit(request: Request) -> JSONResponse:
-        started = time.perf_counter()
-        response = await _edge(request, settings.ingest_max_body_bytes, keys, submit_job)
-        SUBMITS.labels(str(response.status_code)).inc()
-        SUBMIT_LATENCY.observe(time.perf_counter() - started)
-        return response
-
     app = new_app("imagejobs ingest", lifespan)
+    app.state.edge = IngestEdge(submit_job, parse_keys(settings.api_keys), settings.ingest_max_body_bytes)
     app.include_router(ops_router(runtime))
-    for path in PATHS:
-        app.add_api_route(path, submit, methods=["POST"], summary="Submit a job",
-                          include_in_schema=path == "/processJob")
+    app.include_router(router)
     # The same handler as plain Starlette routes, matched first: it reads the request itself (no
     # dependencies, no body model), so FastAPI's per-request machinery would be pure overhead on
     # the hottest route (about a third of its CPU under load). FastAPI's routes remain for the
     # OpenAPI document; the app's error handlers apply to both.
     app.router.routes[0:0] = [Route(path, submit, methods=["POST"]) for path in PATHS]
     return app
-
-
-async def _edge(request: Request, max_body: int, keys: tuple[str, ...], submit_job: SubmitJob) -> JSONResponse:
-    """API key, content type and body size; then the use case."""
-    try:
-        owner = request_owner(request, keys)
-    except Unauthorized:
-        return error(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-        return error(415, f"content type must be application/json, not {ctype}")
-    raw = await read_body_capped(request, max_body)
-    if raw is None:
-        return error(413, f"body exceeds the limit of {max_body} bytes")
-    return respond(await submit_job(raw, owner, request.headers.get("idempotency-key")))
