@@ -58,13 +58,26 @@ class Fetcher:
             await self._session.close()
 
     async def fetch(self, url: str) -> bytes:
-        """The body at `url`, retrying transient failures; raises ImageError with the reason."""
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.limits.attempts), wait=self._wait,
+        """The body at `url`, retrying transient failures; raises ImageError with the reason.
+        The first attempt runs without the retry machinery (most downloads need no retry)."""
+        try:
+            return await self._attempt(url, 1)
+        except ImageError as exc:
+            if not exc.transient or self.limits.attempts <= 1:
+                raise
+            first = exc
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.limits.attempts - 1), wait=self._wait,
                                  retry=retry_if_exception(_transient), reraise=True)
+        await asyncio.sleep(self._first_wait(first))
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(url, attempt.retry_state.attempt_number)
+                return await self._attempt(url, attempt.retry_state.attempt_number + 1)
         raise AssertionError("unreachable")
+
+    def _first_wait(self, failure: ImageError) -> float:
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.set_exception((ImageError, failure, None))
+        return self._wait(state)
 
     def _wait(self, state: RetryCallState) -> float:
         """What the server asked for (Retry-After), else exponential backoff with full jitter."""
