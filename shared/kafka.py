@@ -53,13 +53,17 @@ def consumer_options(settings: CommonSettings, service: str) -> dict[str, object
 
 
 def topic_specs(settings: CommonSettings) -> list[NewTopic]:
+    """Every topic; with replication factor 3 or more, a write needs two in-sync replicas
+    (`min.insync.replicas=2` with acks=all): one broker may die without losing an acknowledged
+    record or stopping writes."""
     t, rf, n = settings.topics, settings.kafka_replication_factor, settings.kafka_partitions
+    durable = {"min.insync.replicas": "2"} if rf >= 3 else {}
     return [
-        NewTopic(t.jobs, n, rf, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)}),
-        NewTopic(t.tasks, settings.kafka_tasks_partitions, rf),
-        NewTopic(t.results, n, rf),
-        NewTopic(t.status, n, rf, topic_configs={"cleanup.policy": "compact"}),
-        NewTopic(t.dlq, 1, rf),
+        NewTopic(t.jobs, n, rf, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES), **durable}),
+        NewTopic(t.tasks, settings.kafka_tasks_partitions, rf, topic_configs=durable),
+        NewTopic(t.results, n, rf, topic_configs=durable),
+        NewTopic(t.status, n, rf, topic_configs={"cleanup.policy": "compact", **durable}),
+        NewTopic(t.dlq, 1, rf, topic_configs=durable),
     ]
 
 

@@ -79,6 +79,12 @@ class KafkaBroker(ChildServer):
     controller_port: int
     data_dir: Path
     heap: str = "768m"
+    # A node of a multi-broker cluster (tests): its id, every controller as `id@host:port`,
+    # the cluster id all nodes are formatted with, and the internal topics' replication.
+    node_id: int = 1
+    voters: str | None = None
+    cluster_id: str | None = None
+    replication: int = 1
     name = "Kafka"
     log_name = "broker.log"
 
@@ -96,7 +102,8 @@ class KafkaBroker(ChildServer):
         result = subprocess.run(
             [*self._java_prefix(), "kafka.tools.StorageTool", "format",
               # "--cluster-id=": a random id may start with "-", which argparse would take for an option
-             f"--cluster-id={_cluster_id()}", "-c", str(self.data_dir / PROPERTIES), "--ignore-formatted"],
+             f"--cluster-id={self.cluster_id or _cluster_id()}", "-c", str(self.data_dir / PROPERTIES),
+             "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
@@ -148,10 +155,11 @@ async def answers_metadata(bootstrap: str) -> bool:
 
 
 def _server_properties(broker: KafkaBroker, log_dirs: Path) -> str:
+    rf, isr = broker.replication, max(1, broker.replication - 1)
     return "\n".join([
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{broker.controller_port}",
+        f"node.id={broker.node_id}",
+        f"controller.quorum.voters={broker.voters or f'1@127.0.0.1:{broker.controller_port}'}",
         f"listeners=PLAINTEXT://127.0.0.1:{broker.port},CONTROLLER://127.0.0.1:{broker.controller_port}",
         f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker.port}",
         "controller.listener.names=CONTROLLER",
@@ -160,12 +168,14 @@ def _server_properties(broker: KafkaBroker, log_dirs: Path) -> str:
         f"log.dirs={log_dirs}",
         "num.partitions=1",
         "auto.create.topics.enable=false",
-        "offsets.topic.replication.factor=1",
+        f"offsets.topic.replication.factor={rf}",
         "offsets.topic.num.partitions=10",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        f"transaction.state.log.replication.factor={rf}",
+        f"transaction.state.log.min.isr={isr}",
+        f"share.coordinator.state.topic.replication.factor={rf}",
+        f"share.coordinator.state.topic.min.isr={isr}",
+        f"default.replication.factor={rf}",
+        f"min.insync.replicas={isr}",
         "group.initial.rebalance.delay.ms=0",
         "log.retention.hours=168",
         "message.max.bytes=8388608",  # matches shared.kafka.MAX_MESSAGE_BYTES

@@ -61,18 +61,12 @@ CREATE TABLE IF NOT EXISTS status_jobs (
 CREATE INDEX IF NOT EXISTS status_jobs_unemitted ON status_jobs (job_id)
     WHERE emitted_status IS DISTINCT FROM status;
 
+-- The status service's own copy of each outcome (services own their tables; the columns
+-- mirror processor_results by design), laid out by role.
 CREATE TABLE IF NOT EXISTS status_outcomes (
-    task_id     text PRIMARY KEY,
-    job_id      uuid NOT NULL,
-    visit_index int NOT NULL,
-    image_index int NOT NULL,
-    store_id    text NOT NULL,
-    image_url   text NOT NULL,
-    ok          boolean NOT NULL,
-    width       int,
-    height      int,
-    perimeter   int,
-    error       text
+    task_id text PRIMARY KEY, job_id uuid NOT NULL,
+    visit_index int NOT NULL, image_index int NOT NULL, store_id text NOT NULL, image_url text NOT NULL,
+    ok boolean NOT NULL, width int, height int, perimeter int, error text
 );
 CREATE INDEX IF NOT EXISTS status_outcomes_job ON status_outcomes (job_id, ok);
 

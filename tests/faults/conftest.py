@@ -15,10 +15,10 @@ from tests.support.stack import Infra, Stack
 SEED = 20261128
 
 
-def run_fault_stack(infra: Infra) -> Iterator[tuple[Stack, dict[str, Any]]]:
+def run_fault_stack(infra: Infra, extra_env: dict[str, str] | None = None) -> Iterator[tuple[Stack, dict[str, Any]]]:
     """Two processors with the simulated GPU on (30-150 ms) so tasks are in flight at a fault."""
     running = Stack(infra, env={"PROCESSOR_GPU_DELAY_MS": "30-150", "IMAGE_CACHE_TTL_S": "0",
-                                "PROCESSOR_CONCURRENCY": "16"})
+                                "PROCESSOR_CONCURRENCY": "16", **(extra_env or {})})
     try:
         yield running, running.start_all(processors=2)
     finally:
