@@ -75,6 +75,15 @@ async def status_by_query(cases: UseCases, who: Who, jobid: Annotated[str | None
     return respond(await cases.reader.status(jobid, who))
 
 
+@router.get("/api/jobs")
+async def list_jobs(cases: UseCases, who: Who, status: Annotated[str | None, Query()] = None,
+                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                    cursor: Annotated[str | None, Query(max_length=200)] = None) -> JSONResponse:
+    """Jobs, newest first (only your own when API keys are on), optionally of one status;
+    `next_cursor` fetches the next page (keyset pagination: stable while jobs arrive)."""
+    return respond(await cases.reader.list(who, status, limit, cursor))
+
+
 @router.get("/api/jobs/{job_id}/results")
 async def results(job_id: str, cases: UseCases, who: Who,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -25,6 +25,7 @@ from shared.events import (
 
 SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED = "scheduled", "ongoing", "completed", "failed", "cancelled"
 FINAL = (COMPLETED, FAILED, CANCELLED)
+STATUSES = (SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED)
 
 
 def derive_status(*, total: int, released: bool, cancelled: bool, succeeded: int, failed: int) -> str:

@@ -31,3 +31,17 @@ def test_keys_never_appear_in_logs(keyed_stack: Client) -> None:
         text = service.log_path.read_text(errors="replace")
         for secret in (*API_KEYS, "not-a-key-9d8c"):
             assert secret not in text, (service.name, secret)
+
+
+def test_the_job_list_shows_only_the_callers_jobs(keyed_stack: Client) -> None:
+    client = keyed_stack
+    mine = {client.submit(one_image_job(client.image(7, 7)), headers=ALPHA).json()["job_id"] for _ in range(3)}
+    theirs = client.submit(one_image_job(client.image(7, 7)), headers=BETA).json()["job_id"]
+    listing = f"{client.status_url}/api/jobs"
+    assert client.http.get(listing).status_code == 401
+    for job_id, key in [*((j, ALPHA) for j in mine), (theirs, BETA)]:  # read-your-writes: folded now
+        assert client.http.get(f"{client.status_url}/api/status/{job_id}", headers=key).status_code == 200
+    seen = {j["job_id"] for j in client.http.get(listing, params={"limit": 200}, headers=ALPHA).json()["jobs"]}
+    assert mine <= seen and theirs not in seen
+    beta = {j["job_id"] for j in client.http.get(listing, params={"limit": 200}, headers=BETA).json()["jobs"]}
+    assert theirs in beta and not (mine & beta)

@@ -46,7 +46,8 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
     async with conn.cursor() as cur:
         if effects.submitted:
             await cur.execute(UPSERT_SUBMITTED, columns(
-                (e.job_id, e.owner, e.scheduled_time, e.total_images) for e in effects.submitted.values()))
+                (e.job_id, e.owner, e.scheduled_time, e.total_images, e.occurred_at)
+                for e in effects.submitted.values()))
         for column, job_ids in (("released", effects.released), ("cancelled", effects.cancelled)):
             if job_ids:
                 await cur.execute(
@@ -67,12 +68,14 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
 
 
 UPSERT_SUBMITTED = (
-    "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images)"
-    " SELECT j, true, o, t, n FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[]) AS u(j, o, t, n)"
+    "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images, submitted_at)"
+    " SELECT j, true, o, t, n, a FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[],"
+    " %s::timestamptz[]) AS u(j, o, t, n, a)"
     " ON CONFLICT (job_id) DO UPDATE SET submitted = true, owner = EXCLUDED.owner,"
     # a submit re-published by an Idempotency-Key retry must not undo a reschedule
     " scheduled_time = CASE WHEN status_jobs.submitted THEN status_jobs.scheduled_time"
-    " ELSE EXCLUDED.scheduled_time END, total_images = EXCLUDED.total_images")
+    " ELSE EXCLUDED.scheduled_time END, total_images = EXCLUDED.total_images,"
+    " submitted_at = COALESCE(status_jobs.submitted_at, EXCLUDED.submitted_at)")
 # New outcome rows only (a repeat conflicts and is skipped), then the job's counters move by
 # exactly the rows inserted.
 INSERT_OUTCOMES = (
@@ -144,6 +147,21 @@ async def load_job(conn: AsyncConnection[Any], job_id: UUID) -> JobRow | None:
     return JobRow(*row) if row else None
 
 
+async def list_jobs(conn: AsyncConnection[Any], owner: str | None, keys_on: bool, status: str | None,
+                    limit: int, after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]:
+    """Jobs newest first (by submission, then id), after the keyset `after`; only `owner`'s
+    when keys are on."""
+    rows = await (await conn.execute(
+        "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner, submitted_at"
+        " FROM status_jobs WHERE submitted AND submitted_at IS NOT NULL"
+        " AND (NOT %(keys_on)s OR owner = %(owner)s) AND (%(status)s::text IS NULL OR status = %(status)s)"
+        " AND (%(at)s::timestamptz IS NULL OR (submitted_at, job_id) < (%(at)s, %(id)s::uuid))"
+        " ORDER BY submitted_at DESC, job_id DESC LIMIT %(limit)s",
+        {"keys_on": keys_on, "owner": owner, "status": status, "limit": limit,
+         "at": after[0] if after else None, "id": after[1] if after else None})).fetchall()
+    return [(JobRow(*row[:7]), row[7]) for row in rows]
+
+
 async def failures(conn: AsyncConnection[Any], job_id: UUID) -> list[tuple[str, int, int, str]]:
     """(store_id, visit_index, image_index, error) of the job's failed images."""
     return await (await conn.execute(
@@ -200,6 +218,11 @@ class ViewReader:
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
         async with self._runtime.pool.connection() as conn:
             return await failures(conn, job_id)
+
+    async def list_jobs(self, owner: str | None, keys_on: bool, status: str | None, limit: int,
+                        after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]:
+        async with self._runtime.pool.connection() as conn:
+            return await list_jobs(conn, owner, keys_on, status, limit, after)
 
     async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
         async with self._runtime.pool.connection() as conn:

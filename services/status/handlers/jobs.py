@@ -9,14 +9,17 @@ submit never answers 404, and a truly unknown id costs one offset lookup.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 from services.status.adapters.view import JobRow
-from services.status.domain import FAILED, first_error_per_store
+from services.status.domain import FAILED, STATUSES, first_error_per_store
 from shared.http import RETRY_SHORTLY, Reply
 
 NOT_FOUND = "job not found"
@@ -26,6 +29,8 @@ NOT_FOUND = "job not found"
 
 class ViewReads(Protocol):
     async def load_job(self, job_id: UUID) -> JobRow | None: ...
+    async def list_jobs(self, owner: str | None, keys_on: bool, status: str | None, limit: int,
+                        after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]: ...
     async def folded_offset(self, topic: str, partition: int) -> int: ...
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]: ...
     async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]: ...
@@ -64,6 +69,19 @@ class JobReader:
         items = await self.reads.results_page(found.job_id, limit, offset)
         return Reply(200, {"job_id": raw_id, "limit": limit, "offset": offset, "results": items})
 
+    async def list(self, caller: Caller, status: str | None, limit: int, cursor: str | None) -> Reply:
+        """The caller's jobs, newest first; `next_cursor` continues after the last one."""
+        if status is not None and status not in STATUSES:
+            return Reply.error(400, f"status: must be one of {', '.join(STATUSES)}")
+        try:
+            after = decode_cursor(cursor) if cursor else None
+        except ValueError:
+            return Reply.error(400, "cursor: not a cursor this API gave out")
+        rows = await self.reads.list_jobs(caller.owner, caller.keys_on, status, limit, after)
+        jobs = [{**status_body(row), "submitted_at": iso(at)} for row, at in rows]
+        following = encode_cursor(rows[-1][1], rows[-1][0].job_id) if len(rows) == limit else None
+        return Reply(200, {"jobs": jobs, "next_cursor": following})
+
     async def find(self, raw_id: str | None, caller: Caller) -> JobRow | Reply:
         """The caller's job, or the error to answer (400, 404, 503)."""
         if not raw_id:
@@ -99,10 +117,32 @@ class JobReader:
         return None
 
 
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode_cursor(at: datetime, job_id: UUID) -> str:
+    """An opaque keyset cursor: the last job's submission time and id."""
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{job_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The keyset a cursor stands for; ValueError for anything this API did not give out."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, job_id = raw.partition("|")
+        moment = datetime.fromisoformat(at)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise ValueError("bad cursor") from exc
+    if moment.tzinfo is None:
+        raise ValueError("bad cursor")
+    return moment, UUID(job_id)
+
+
 def status_body(row: JobRow) -> dict[str, Any]:
     return {
         "job_id": str(row.job_id), "status": row.status,
-        "scheduled_time": row.scheduled_time.isoformat().replace("+00:00", "Z"),
+        "scheduled_time": iso(row.scheduled_time),
         "images": {"total": row.total, "succeeded": row.succeeded, "failed": row.failed,
                    "pending": max(0, row.total - row.succeeded - row.failed)},
     }
