@@ -32,8 +32,11 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
-demo: setup
-	$(PY) -m shared.demo
+demo: setup  # with `make run` in another terminal: the example job 5 s ahead, then a failing one
+	@ij=$(VENV)/bin/imagejobs; \
+	id=$$($$ij submit data/example-job.json --at "$$(date -u -d '+5 seconds' +%FT%TZ)") && \
+	$$ij watch $$id && $$ij results $$id && \
+	id=$$($$ij submit data/failing-job.json) && { $$ij watch $$id; test $$? -eq 1; }
 
 bench: setup  # the peers (Redis, BullMQ's node_modules, Celery's venv) are set up under .state/peers
 	command -v wrk >/dev/null || (apt-get install -y -q wrk || sudo apt-get install -y -q wrk)

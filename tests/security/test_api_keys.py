@@ -45,3 +45,22 @@ def test_the_job_list_shows_only_the_callers_jobs(keyed_stack: Client) -> None:
     assert mine <= seen and theirs not in seen
     beta = {j["job_id"] for j in client.http.get(listing, params={"limit": 200}, headers=BETA).json()["jobs"]}
     assert theirs in beta and not (mine & beta)
+
+
+def test_the_command_line_sends_the_api_key_from_the_environment(keyed_stack: Client) -> None:
+    from typer.testing import CliRunner
+
+    from shared.cli import app
+
+    client, runner = keyed_stack, CliRunner()
+    base = ["--url", client.ingest, "--status-url", client.status_url]
+    image = client.image(8, 8)
+    refused = runner.invoke(app, [*base, "submit", "--store", "S00339218", "--image", image], env={"API_KEY": ""})
+    assert refused.exit_code == 1 and refused.stderr.strip() == "imagejobs: 401: missing or invalid API key"
+    alpha = {"API_KEY": API_KEYS[0]}
+    submitted = runner.invoke(app, [*base, "submit", "--store", "S00339218", "--image", image], env=alpha)
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.stdout.strip()
+    assert runner.invoke(app, [*base, "watch", job_id, "--every", "0.1"], env=alpha).exit_code == 0
+    other = runner.invoke(app, [*base, "status", job_id], env={"API_KEY": API_KEYS[1]})
+    assert other.exit_code == 1 and "404: job not found" in other.stderr

@@ -1,0 +1,74 @@
+"""A small HTTP client for the imagejobs APIs (used by the `imagejobs` command): every error
+becomes one `ApiError` with a clear message, never a stack trace."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    """What went wrong, in one line; `exit_code` for the command."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class ImagejobsClient:
+    ingest_url: str = field(default_factory=lambda: os.environ.get("IMAGEJOBS_URL", "http://127.0.0.1:8000"))
+    status_url: str = field(default_factory=lambda: os.environ.get("IMAGEJOBS_STATUS_URL", "http://127.0.0.1:8001"))
+    api_key: str | None = field(default_factory=lambda: os.environ.get("API_KEY") or None)
+    timeout_s: float = 60.0
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers.update(kwargs.pop("headers", {}))
+        try:
+            response = httpx.request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach {url}: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text[:200] or response.reason_phrase}
+        if response.status_code >= 400:
+            message = body.get("error") if isinstance(body, dict) else None
+            raise ApiError(f"{response.status_code}: {message or response.reason_phrase}")
+        return body
+
+    def submit(self, job: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", f"{self.ingest_url}/processJob", json=job, headers=headers)  # type: ignore[no-any-return]
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{self.status_url}/api/status/{job_id}")  # type: ignore[no-any-return]
+
+    def results(self, job_id: str) -> list[dict[str, Any]]:
+        """Every result of the job, all pages."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._call("GET", f"{self.status_url}/api/jobs/{job_id}/results",
+                              params={"limit": 1000, "offset": len(items)})["results"]
+            items += page
+            if len(page) < 1000:
+                return items
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"{self.status_url}/api/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def reschedule(self, job_id: str, when: str) -> dict[str, Any]:
+        return self._call("PATCH", f"{self.status_url}/api/jobs/{job_id}",  # type: ignore[no-any-return]
+                          json={"scheduled_time": when})
+
+    def jobs(self, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        return self._call("GET", f"{self.status_url}/api/jobs", params=params)  # type: ignore[no-any-return]
