@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
+from shared.api_docs import ErrorBody
 from shared.db import apply_migrations, make_pool
 from shared.kafka import ensure_topics, make_producer
 from shared.metrics import CONSUMER_LAG, SERVICE_READY
@@ -231,7 +232,9 @@ def ops_router(runtime: Runtime, details: Callable[[], dict[str, object]] | None
         """The process is alive."""
         return {"status": "ok", "service": runtime.service}
 
-    @router.get("/readyz")
+    not_ready = {"model": ErrorBody, "description": "Not ready: `error` names the checks failing"}
+
+    @router.get("/readyz", responses={503: not_ready})
     async def readyz() -> JSONResponse:
         """200 when Kafka, PostgreSQL and the service's own checks pass, else 503 naming what
         is not."""
@@ -239,6 +242,8 @@ def ops_router(runtime: Runtime, details: Callable[[], dict[str, object]] | None
         ready = all(checks.values())
         SERVICE_READY.labels(runtime.service).set(1 if ready else 0)
         body: dict[str, object] = {"ready": ready, "checks": checks}
+        if not ready:  # the house error model, with the details beside it
+            body = {"error": "not ready: " + ", ".join(k for k, ok in checks.items() if not ok), **body}
         if details:
             body.update(details())
         return JSONResponse(body, status_code=200 if ready else 503)

@@ -19,6 +19,7 @@ from services.ingest.adapters.kafka import JobPublisher
 from services.ingest.domain import Limits
 from services.ingest.handlers import SubmitJob
 from services.ingest.settings import IngestSettings
+from shared.api_docs import EXAMPLE_JOB, Accepted, JobIn, errors, request_body
 from shared.auth import Unauthorized, parse_keys, request_owner
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import latency_histogram
@@ -43,9 +44,12 @@ async def submit(request: Request) -> JSONResponse:
     return response
 
 
+SUBMIT_DOC = {**request_body(JobIn, EXAMPLE_JOB), "security": [{}, {"HTTPBearer": []}]}
 for _path in PATHS:
     router.add_api_route(_path, submit, methods=["POST"], summary="Submit a job",
-                         include_in_schema=_path == "/processJob")
+                         include_in_schema=_path == "/processJob", openapi_extra=SUBMIT_DOC,
+                         responses={200: {"model": Accepted, "description": "Accepted: durably in Kafka"},
+                                    **errors(400, 401, 409, 413, 415, 503)})
 
 
 @dataclass(frozen=True)

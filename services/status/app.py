@@ -22,6 +22,7 @@ from services.status.handlers.commands import Decisions, JobCommands
 from services.status.handlers.jobs import Caller, JobReader
 from services.status.handlers.projector import Projector
 from services.status.settings import StatusSettings
+from shared.api_docs import ErrorBody, JobList, JobStatus, Results, errors
 from shared.auth import owner_for_token, parse_keys
 from shared.http import error, new_app, read_body_capped, respond
 from shared.runtime import Runtime, bounded, exit_if_it_dies, ops_router
@@ -63,19 +64,22 @@ def caller(cases: UseCases,
 Who = Annotated[Caller, Depends(caller)]
 
 
-@router.get("/api/status/{job_id}")
+READ = errors(400, 401, 404, 503)
+
+
+@router.get("/api/status/{job_id}", responses={200: {"model": JobStatus}, **READ})
 async def status_by_path(job_id: str, cases: UseCases, who: Who) -> JSONResponse:
     """A job's status: scheduled, ongoing, completed, failed (with per-store errors) or cancelled."""
     return respond(await cases.reader.status(job_id, who))
 
 
-@router.get("/api/status")
+@router.get("/api/status", responses={200: {"model": JobStatus}, **READ})
 async def status_by_query(cases: UseCases, who: Who, jobid: Annotated[str | None, Query()] = None) -> JSONResponse:
     """The same, with the id as `?jobid=` (Retail Pulse clients)."""
     return respond(await cases.reader.status(jobid, who))
 
 
-@router.get("/api/jobs")
+@router.get("/api/jobs", responses={200: {"model": JobList}, **errors(400, 401, 503)})
 async def list_jobs(cases: UseCases, who: Who, status: Annotated[str | None, Query()] = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
                     cursor: Annotated[str | None, Query(max_length=200)] = None) -> JSONResponse:
@@ -84,7 +88,7 @@ async def list_jobs(cases: UseCases, who: Who, status: Annotated[str | None, Que
     return respond(await cases.reader.list(who, status, limit, cursor))
 
 
-@router.get("/api/jobs/{job_id}/results")
+@router.get("/api/jobs/{job_id}/results", responses={200: {"model": Results}, **READ})
 async def results(job_id: str, cases: UseCases, who: Who,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> JSONResponse:
@@ -138,8 +142,7 @@ async def _unauthenticated(_: Request, __: Exception) -> JSONResponse:
 
 # -- cancel and reschedule ----------------------------------------------------------------
 command_router = APIRouter(tags=["jobs"])
-_ERROR = {"content": {"application/json": {"schema": {
-    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+_ERROR = {"model": ErrorBody}
 ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Accepted by the job's release owner; reads now reflect it",
           "content": {"application/json": {"example": {

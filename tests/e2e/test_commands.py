@@ -143,7 +143,8 @@ def test_reschedules_racing_the_release_are_answered_truthfully(client: Client) 
 
     def move(i_job: tuple[int, str]) -> tuple[str, int]:
         i, job_id = i_job
-        wait_until = due + timedelta(milliseconds=-200 + 10 * i)
+        # the first five well ahead (accepted whatever the load), the rest across the due instant
+        wait_until = due - timedelta(seconds=1.5) if i < 5 else due + timedelta(milliseconds=-200 + 10 * i)
         pause = (wait_until - datetime.now(UTC)).total_seconds()
         if pause > 0:
             time.sleep(pause)  # spreads the requests across the due instant, by design
@@ -164,7 +165,7 @@ def test_reschedules_racing_the_release_are_answered_truthfully(client: Client) 
             assert client.wait_final(job_id, 30)["status"] == "completed"
     accepted, refused = list(answers.values()).count(200), list(answers.values()).count(409)
     print(f"\nreschedules racing the release: {accepted} accepted, {refused} refused")
-    assert accepted and refused, "the requests did not straddle the release"
+    assert accepted >= 5 and refused, "the requests did not straddle the release"
 
 
 def test_the_openapi_document_describes_cancel_and_reschedule_with_their_answers(client: Client) -> None:
@@ -173,6 +174,6 @@ def test_the_openapi_document_describes_cancel_and_reschedule_with_their_answers
         answers = paths[method]["responses"]
         assert {"200", "409", "404", "504"} <= set(answers), (method, list(answers))
         assert "release owner" in answers["200"]["description"]
-        assert answers["409"]["content"]["application/json"]["schema"]["required"] == ["error"]
+        assert answers["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
     body = paths["patch"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["required"] == ["scheduled_time"] and "scheduled_time" in body["example"]

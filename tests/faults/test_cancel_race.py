@@ -79,7 +79,7 @@ async def _sleep_until(when: datetime) -> None:
 
 
 def _race(client: Client, rng: random.Random, during: Any = None, early: int = 0) -> dict[str, int]:
-    due = datetime.now(UTC) + timedelta(seconds=5)
+    due = datetime.now(UTC) + timedelta(seconds=8)  # room for 240 submits on a busy machine
     batch = asyncio.run(_submit_all(client, due, rng))
     assert datetime.now(UTC) < due - timedelta(seconds=2), "submitting took too long to race"
     answers = asyncio.run(_cancel_all(client, list(batch.tasks), due, rng, during, early))
@@ -98,7 +98,9 @@ def _race(client: Client, rng: random.Random, during: Any = None, early: int = 0
     _assert_cancelled_never_ran(client, accepted)
     print(f"\ncancels racing the release: {len(accepted)} accepted (never released),"
           f" {len(refused)} refused (ran: {report['jobs']} jobs, {report['images']} images)")
-    assert len(accepted) >= max(1, early) and refused, "the cancels did not straddle the release"
+    # the racing cancels' split depends on how fast this machine is at the due instant (it is
+    # printed); the early ones must all be accepted, and some racing ones must come too late
+    assert len(accepted) >= early and refused, "the cancels did not straddle the release"
     assert set(list(batch.tasks)[:early]) <= set(accepted), "a cancel made 1.5 s ahead was refused"
     return {"accepted": len(accepted), "refused": len(refused)}
 
@@ -119,7 +121,7 @@ def _assert_cancelled_never_ran(client: Client, accepted: list[str]) -> None:
 
 
 def test_cancels_racing_the_release_are_answered_truthfully(fault_client: Client, rng: random.Random) -> None:
-    _race(fault_client, rng)
+    _race(fault_client, rng, early=10)  # ten cancelled 1.5 s ahead: accepted, whatever the load
 
 
 def test_cancels_racing_the_release_while_the_scheduler_is_killed(fault_client: Client,

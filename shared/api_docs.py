@@ -1,0 +1,148 @@
+"""What the OpenAPI documents say, for client generators: the request and response models of
+every route (documentation only: the routes build their JSON themselves), one error model for
+every 4xx/5xx actually sent, the bearer scheme, and no 422 (the API never sends one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ConfigDict, Field
+
+EXAMPLE_JOB = {
+    "count": 2,
+    "scheduled_time": "2025-02-16T10:57:00+05:30",
+    "visits": [
+        {"store_id": "S00339218", "image_url": ["http://127.0.0.1:8090/webp/gallery/2.jpg",
+                                                 "http://127.0.0.1:8090/webp/gallery/3.jpg"], "visit_time": "10:00:00"},
+        {"store_id": "S01408764", "image_url": ["http://127.0.0.1:8090/webp/gallery/3.jpg"], "visit_time": "10:05:00"},
+    ],
+}
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    error: str = Field(examples=["visits[0].store_id: must be a non-empty string"])
+
+
+class VisitIn(BaseModel):
+    store_id: str
+    image_url: list[str] = Field(min_length=1)
+    visit_time: str = Field(description="HH:MM[:SS] or an ISO-8601 date-time")
+
+
+class JobIn(BaseModel):
+    """A job: `count` equals the number of visits; `scheduled_time` ISO-8601 (naive: in
+    DEFAULT_TIMEZONE; absent or past: now)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_JOB]})
+    count: int
+    scheduled_time: str | None = None
+    visits: list[VisitIn] = Field(min_length=1)
+
+
+class Accepted(BaseModel):
+    job_id: str
+    message: str = "Job scheduled for processing"
+    scheduled_time: str = Field(description="UTC, ISO-8601")
+
+
+class Images(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    pending: int
+
+
+class StoreError(BaseModel):
+    store_id: str
+    error: str
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: str = Field(description="scheduled, ongoing, completed, failed or cancelled")
+    scheduled_time: str
+    images: Images
+    error: list[StoreError] | None = Field(None, description="when failed: the first reason per store")
+
+
+class JobListed(JobStatus):
+    submitted_at: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobListed]
+    next_cursor: str | None
+
+
+class Result(BaseModel):
+    task_id: str
+    store_id: str
+    image_url: str
+    status: str
+    width: int | None
+    height: int | None
+    perimeter: int | None
+    error: str | None
+
+
+class Results(BaseModel):
+    job_id: str
+    limit: int
+    offset: int
+    results: list[Result]
+
+
+WHY = {400: "Invalid input, naming the field", 401: "Missing or invalid API key (when API_KEYS is set)",
+       404: "No such job (or another key's)", 409: "Conflict (see the message)",
+       413: "Body over the size limit", 415: "Content type is not JSON",
+       503: "Kafka or PostgreSQL unavailable: nothing changed, retry"}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": WHY[code]} for code in codes}
+
+
+def use_house_openapi(app: FastAPI) -> None:
+    """The document without FastAPI's 422 (every invalid input is a 400 `ErrorBody`) and with
+    the bearer scheme, built once."""
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        components = schema.setdefault("components", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.get("schemas", {}).pop(unused, None)
+        _add_request_models(schema)
+        components.setdefault("securitySchemes", {})["HTTPBearer"] = {
+            "type": "http", "scheme": "bearer", "description": "An API key from API_KEYS (when it is set)"}
+        app.openapi_schema = schema
+        return schema
+    app.openapi = build  # type: ignore[method-assign]
+
+
+REF = "#/components/schemas/{model}"
+REQUEST_MODELS: list[type[BaseModel]] = [JobIn]  # bodies a route reads itself (no body parameter)
+
+
+def request_body(model: type[BaseModel], example: Any) -> dict[str, Any]:
+    """`openapi_extra` for a route that parses its own body: the model, by reference."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": REF.format(model=model.__name__)}, "example": example}}}}
+
+
+def _add_request_models(schema: dict[str, Any]) -> None:
+    """Put the request models (and the models they use) into the document's components."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in REQUEST_MODELS:
+        if REF.format(model=model.__name__) not in str(schema.get("paths")):
+            continue
+        definition = model.model_json_schema(ref_template=REF)
+        schemas.update(definition.pop("$defs", {}))
+        schemas[model.__name__] = definition

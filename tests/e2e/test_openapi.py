@@ -1,0 +1,49 @@
+"""The OpenAPI documents a client generator reads: a request body with an example for the
+submit, a response model and the one error model on every 4xx/5xx, no 422 (never sent), the
+bearer scheme. And the example in the document is a job the API accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.support.client import Client
+
+
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+
+
+def test_no_422_and_every_error_is_the_error_model(client: Client) -> None:
+    for url in (client.ingest, client.status_url):
+        spec = client.http.get(f"{url}/openapi.json").json()
+        assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+        for path, method, op in operations(spec):
+            assert "422" not in op["responses"], (path, method)
+            for code, answer in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, code)
+        assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+
+
+def test_the_documented_example_job_is_accepted(client: Client) -> None:
+    spec = client.http.get(f"{client.ingest}/openapi.json").json()
+    body = spec["paths"]["/processJob"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/JobIn"}
+    assert set(spec["components"]["schemas"]["JobIn"]["required"]) == {"count", "visits"}
+    example = body["example"]
+    example["visits"] = [{**v, "image_url": [u.replace("http://127.0.0.1:8090", client.images) for u in v["image_url"]]}
+                         for v in example["visits"]]
+    accepted = client.submit(example)
+    assert accepted.status_code == 200, accepted.text
+    assert set(accepted.json()) == set(spec["components"]["schemas"]["Accepted"]["properties"])
+    assert client.wait_final(accepted.json()["job_id"])["status"] == "completed"
+
+
+def test_status_routes_document_their_answers(client: Client) -> None:
+    spec = client.http.get(f"{client.status_url}/openapi.json").json()
+    status = spec["paths"]["/api/status/{job_id}"]["get"]["responses"]
+    assert status["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobStatus"}
+    assert {"400", "404", "503"} <= set(status)
+    listing = spec["paths"]["/api/jobs"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listing == {"$ref": "#/components/schemas/JobList"}
