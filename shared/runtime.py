@@ -1,5 +1,6 @@
 """What every service runs on: a DB pool, an idempotent producer, retries until both are up,
-and the operational endpoints `/healthz`, `/readyz` and `/metrics`.
+and the state its operational endpoints report (shared/ops.py: `/healthz`, `/readyz`,
+`/metrics`).
 
 Connections are made in the background with backoff, so a service starts (and answers
 `/healthz`) while Kafka or PostgreSQL are still coming up or restarting; `/readyz` says 503
@@ -20,13 +21,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from shared.api_docs import ErrorBody
 from shared.db import apply_migrations, make_pool
 from shared.kafka import ensure_topics, make_producer
 from shared.metrics import CONSUMER_LAG, SERVICE_READY
@@ -221,36 +218,3 @@ async def consumer_lag(consumer: Any) -> dict[str, int]:
             continue
         lag[tp.topic] += max(0, end - position)
     return lag
-
-
-def ops_router(runtime: Runtime, details: Callable[[], dict[str, object]] | None = None) -> APIRouter:
-    """`/healthz` (the process is alive), `/readyz` (its dependencies answer), `/metrics`."""
-    router = APIRouter(tags=["operations"])
-
-    @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """The process is alive."""
-        return {"status": "ok", "service": runtime.service}
-
-    not_ready = {"model": ErrorBody, "description": "Not ready: `error` names the checks failing"}
-
-    @router.get("/readyz", responses={503: not_ready})
-    async def readyz() -> JSONResponse:
-        """200 when Kafka, PostgreSQL and the service's own checks pass, else 503 naming what
-        is not."""
-        checks = await runtime.readiness()
-        ready = all(checks.values())
-        SERVICE_READY.labels(runtime.service).set(1 if ready else 0)
-        body: dict[str, object] = {"ready": ready, "checks": checks}
-        if not ready:  # the house error model, with the details beside it
-            body = {"error": "not ready: " + ", ".join(k for k, ok in checks.items() if not ok), **body}
-        if details:
-            body.update(details())
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        """Prometheus metrics."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return router

@@ -10,7 +10,8 @@ from typing import Protocol
 from fastapi import FastAPI
 
 from shared.http import new_app
-from shared.runtime import Runtime, bounded, ops_router
+from shared.ops import ops_router
+from shared.runtime import Runtime, bounded
 from shared.settings import CommonSettings
 
 

@@ -23,7 +23,8 @@ from shared.api_docs import EXAMPLE_JOB, Accepted, JobIn, errors, request_body
 from shared.auth import Unauthorized, parse_keys, request_owner
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import latency_histogram
-from shared.runtime import Runtime, bounded, ops_router
+from shared.ops import ops_router
+from shared.runtime import Runtime, bounded
 
 SUBMITS = Counter("imagejobs_ingest_requests_total", "Submit requests by outcome", ["outcome"])
 SUBMIT_LATENCY = latency_histogram("imagejobs_ingest_latency_seconds", "Submit latency")

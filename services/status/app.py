@@ -25,7 +25,8 @@ from services.status.settings import StatusSettings
 from shared.api_docs import ErrorBody, JobList, JobStatus, Results, errors
 from shared.auth import owner_for_token, parse_keys
 from shared.http import error, new_app, read_body_capped, respond
-from shared.runtime import Runtime, bounded, exit_if_it_dies, ops_router
+from shared.ops import ops_router
+from shared.runtime import Runtime, bounded, exit_if_it_dies
 
 MAX_BODY_BYTES = 16 * 1024
 router = APIRouter(tags=["jobs"])
