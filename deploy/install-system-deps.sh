@@ -17,6 +17,8 @@ command -v gcc >/dev/null 2>&1 || need+=(build-essential)
 python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need+=(python3-dev)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # the alert rules test runs promtool
+command -v node >/dev/null 2>&1 || need+=(nodejs)  # the AsyncAPI parser validates docs/asyncapi.yaml
+command -v npm >/dev/null 2>&1 || need+=(npm)
 for pkg in libjpeg-dev zlib1g-dev libwebp-dev libpng-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -1,0 +1,114 @@
+"""`python -m shared.asyncapi`: write docs/asyncapi.yaml, the AsyncAPI 3 document of every
+topic, generated from the event models: a unit test keeps it in step with the code, and
+tests/integration/test_asyncapi.py validates it with the AsyncAPI parser (@asyncapi/parser)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared import events
+
+DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
+REF = "#/components/schemas/{model}"
+STATUSES = ["scheduled", "ongoing", "completed", "failed", "cancelled"]
+DESCRIPTION = """Every topic of imagejobs, for downstream consumers.
+
+Encoding: keys are UTF-8 strings (the job_id, or the task_id `job_id:visit_index:image_index`);
+values are UTF-8 JSON objects with the envelope `event_id`, `type`, `schema_version`, `job_id`,
+`occurred_at` (UTC ISO-8601). Topic names carry a prefix (`KAFKA_TOPIC_PREFIX`, default
+`imagejobs`). Delivery is at least once: deduplicate results by `task_id` and status changes by
+(`job_id`, `status`). Retention: 7 days (the broker's default here); the status topic is
+compacted (the latest status per job is kept for ever).
+
+Compatibility policy: within a `schema_version`, changes are additive only (new optional
+fields, new event types); a reader must ignore fields and event types it does not know. A
+breaking change bumps `schema_version`, and the services keep reading older records through
+upcasters (shared/events.py), so a topic never needs rewriting.
+
+Consumer groups `<prefix>.scheduler`, `<prefix>.processor` and `<prefix>.status` belong to the
+services: a downstream consumer must use its own group id, never one of these."""
+REASONS = ("store not found; HTTP <code> from the image server; download timed out after <s>s (<n> "
+           "attempts); not an image: <detail>; image too large: ...; too many redirects; address not "
+           "allowed: ...; processing error: <exception type>")
+
+
+def _schemas() -> dict[str, Any]:
+    """Every event's JSON Schema (and the models they use) under components/schemas."""
+    out: dict[str, Any] = {}
+    for model in CHANNELS_OF.values():
+        for event in model:
+            schema = event.model_json_schema(ref_template=REF)
+            out.update(schema.pop("$defs", {}))
+            out[event.__name__] = schema
+    out["JobStatusChanged"]["properties"]["status"]["enum"] = STATUSES
+    out["ImageFailed"]["properties"]["reason"]["description"] = "Why the image failed, e.g.: " + REASONS
+    out["DeadLetter"] = DEAD_LETTER
+    return out
+
+
+CHANNELS_OF: dict[str, list[type[BaseModel]]] = {
+    "jobs": [events.JobSubmitted, events.JobReleased, events.JobCancelRequested, events.JobRescheduleRequested,
+             events.JobCancelled, events.JobRescheduled, events.JobCommandRefused],
+    "tasks": [events.ImageTask],
+    "results": [events.ImageSucceeded, events.ImageFailed],
+    "status": [events.JobStatusChanged],
+}
+KEYS = {"jobs": "job_id", "tasks": "task_id (job_id:visit_index:image_index)", "results": "job_id",
+        "status": "job_id", "dlq": "the original record's key"}
+PARTITIONS = {"jobs": 6, "tasks": 12, "results": 6, "status": 6, "dlq": 1}
+DEAD_LETTER = {
+    "type": "object", "title": "DeadLetter", "description": "A record a service could not decode or handle.",
+    "required": ["service", "reason", "topic", "partition", "offset", "key", "value"],
+    "properties": {"service": {"type": "string"}, "reason": {"type": "string"},
+                   "topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"},
+                   "key": {"type": "string"}, "value": {"type": "string", "description": "the record, as text"}},
+}
+
+
+def _message(name: str, key: str) -> dict[str, Any]:
+    return {"name": name, "contentType": "application/json", "payload": {"$ref": REF.format(model=name)},
+            "bindings": {"kafka": {"key": {"type": "string", "description": key}, "bindingVersion": "0.5.0"}}}
+
+
+def document() -> dict[str, Any]:
+    names = {topic: [m.__name__ for m in models] for topic, models in CHANNELS_OF.items()}
+    names["dlq"] = ["DeadLetter"]
+    channels = {topic: {
+        "address": f"imagejobs.{topic}",
+        "description": f"Key: {KEYS[topic]}. {PARTITIONS[topic]} partitions by default."
+                       + (" Compacted." if topic == "status" else ""),
+        "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in message_names},
+    } for topic, message_names in names.items()}
+    operations = {f"read{topic.capitalize()}": {
+        "action": "receive", "channel": {"$ref": f"#/channels/{topic}"},
+        "messages": [{"$ref": f"#/channels/{topic}/messages/{n}"} for n in message_names],
+    } for topic, message_names in names.items()}
+    messages = {n: _message(n, KEYS[t]) for t, message_names in names.items() for n in message_names}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "imagejobs events", "version": "1.0.0", "description": DESCRIPTION},
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {"host": "127.0.0.1:9092", "protocol": "kafka", "description": "`make run`"},
+            "compose": {"host": "localhost:9094", "protocol": "kafka",
+                        "description": "docker compose's external listener"},
+        },
+        "channels": channels, "operations": operations,
+        "components": {"messages": messages, "schemas": _schemas()},
+    }
+
+
+def render() -> str:
+    """YAML is a superset of JSON: the document as indented JSON, stable and diffable."""
+    return "# Generated by `python -m shared.asyncapi` from shared/events.py; do not edit.\n" + json.dumps(
+        document(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":
+    DOC_PATH.write_text(render())
+    sys.stdout.write(f"wrote {DOC_PATH}\n")
