@@ -116,7 +116,7 @@ def test_a_released_or_cancelled_job_is_answered_without_a_command() -> None:
 def test_no_decision_in_time_is_504_and_says_the_command_stays_queued() -> None:
     view = FakeView()
     reply = call(view, None, "cancel", view.add("scheduled"), ANYONE)
-    assert reply.status == 504 and "stays queued" in reply.body["error"]
+    assert reply.status == 504 and "has not decided the cancel yet; it stays queued" in reply.body["error"]
 
 
 def test_a_reschedule_is_validated_before_anything_is_published() -> None:

@@ -88,7 +88,7 @@ class JobCommands:
 
     async def cancel(self, raw_id: str, caller: Caller) -> Reply:
         """200 `cancelled` (never released: no task, no result), or 409 naming the status."""
-        current = await self.reader.status(raw_id, caller)
+        current = await self.reader.current(raw_id, caller)
         if current.status != 200:
             return current
         status = current.body["status"]
@@ -101,7 +101,7 @@ class JobCommands:
 
     async def reschedule(self, raw_id: str, caller: Caller, body: Any) -> Reply:
         """200 with the new time, 409 naming the status, or 400 for a bad time (no change)."""
-        current = await self.reader.status(raw_id, caller)
+        current = await self.reader.current(raw_id, caller)
         if current.status != 200:
             return current
         try:
@@ -120,7 +120,8 @@ class JobCommands:
         return resolve_scheduled_time(body["scheduled_time"], datetime.now(UTC), self.tz, self.max_days)
 
     async def _decided(self, raw_id: str, caller: Caller, command: Command) -> Reply:
-        verb = "cancelled" if isinstance(command, JobCancelRequested) else "rescheduled"
+        cancel = isinstance(command, JobCancelRequested)
+        noun, verb = ("cancel", "cancelled") if cancel else ("reschedule", "rescheduled")
         try:
             await self.publish(command)
         except TimeoutError:
@@ -128,10 +129,10 @@ class JobCommands:
                                RETRY_SHORTLY)
         decision = await self.decisions.wait(command.command_id, self.wait_s)
         if decision is None:
-            return Reply.error(504, f"the scheduler has not decided the {verb[:-1]} yet; it stays queued and"
+            return Reply.error(504, f"the scheduler has not decided the {noun} yet; it stays queued and"
                                     " will be decided: repeat the request to learn the decision")
         accepted, state = decision
-        now = await self.reader.status(raw_id, caller)
+        now = await self.reader.current(raw_id, caller)
         if accepted:
             return Reply(200, {"job_id": raw_id, "status": now.body.get("status"),
                                "scheduled_time": now.body.get("scheduled_time")})
@@ -145,7 +146,7 @@ class JobCommands:
         deadline = time.monotonic() + self.view_wait_s
         while body.get("status") == SCHEDULED and state == "released" and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            body = (await self.reader.status(raw_id, caller)).body
+            body = (await self.reader.current(raw_id, caller)).body
         status = str(body.get("status", "unknown"))
         return "ongoing" if status == SCHEDULED and state == "released" else status
 

@@ -58,9 +58,14 @@ class JobReader:
         if isinstance(found, Reply):
             return found
         body = status_body(found)
-        if found.status == FAILED:
+        if found.status == FAILED:  # the per-store errors: only a status answer needs them
             body["error"] = first_error_per_store(await self.reads.failures(found.job_id))
         return Reply(200, body)
+
+    async def current(self, raw_id: str, caller: Caller) -> Reply:
+        """The job's status and time without its error list (what a command decides on)."""
+        found = await self.find(raw_id, caller)
+        return found if isinstance(found, Reply) else Reply(200, status_body(found))
 
     async def results(self, raw_id: str, caller: Caller, limit: int, offset: int) -> Reply:
         found = await self.find(raw_id, caller)
