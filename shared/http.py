@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.api_docs import use_house_openapi
+
 log = logging.getLogger(__name__)
 
 
@@ -32,8 +34,6 @@ def new_app(title: str, lifespan: Any, version: str = "1.0") -> FastAPI:
     """A FastAPI app with the house error handlers and without per-request telemetry."""
     app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=NO_TELEMETRY)
     install_error_handlers(app)
-    from shared.api_docs import use_house_openapi  # (api_docs imports FastAPI's OpenAPI helpers)
-
     use_house_openapi(app)
     return app
 

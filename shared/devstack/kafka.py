@@ -64,7 +64,8 @@ def ensure_jars() -> Path:
     return KAFKA_LIB
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
+    """A KRaft cluster id (every node of one cluster is formatted with the same)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
@@ -102,7 +103,7 @@ class KafkaBroker(ChildServer):
         result = subprocess.run(
             [*self._java_prefix(), "kafka.tools.StorageTool", "format",
               # "--cluster-id=": a random id may start with "-", which argparse would take for an option
-             f"--cluster-id={self.cluster_id or _cluster_id()}", "-c", str(self.data_dir / PROPERTIES),
+             f"--cluster-id={self.cluster_id or new_cluster_id()}", "-c", str(self.data_dir / PROPERTIES),
              "--ignore-formatted"],
             capture_output=True, text=True, check=False,
         )

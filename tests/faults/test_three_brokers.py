@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shared.devstack.kafka import KafkaBroker, _cluster_id
+from shared.devstack.kafka import KafkaBroker, new_cluster_id
 from shared.devstack.net import free_port
 from shared.devstack.postgres import PostgresServer
 from tests.faults.conftest import run_fault_stack
@@ -44,7 +44,7 @@ class KafkaCluster:
     def start(cls, root: Path) -> KafkaCluster:
         ports = [(free_port(), free_port()) for _ in range(SIZE)]
         voters = ",".join(f"{i + 1}@127.0.0.1:{controller}" for i, (_, controller) in enumerate(ports))
-        cluster_id = _cluster_id()
+        cluster_id = new_cluster_id()
         cluster = cls([KafkaBroker(port, controller, root / f"kafka{i + 1}", heap="384m", node_id=i + 1,
                                    voters=voters, cluster_id=cluster_id, replication=SIZE)
                        for i, (port, controller) in enumerate(ports)])

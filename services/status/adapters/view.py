@@ -10,9 +10,10 @@ transaction; the test suite replays the topics through it to check the live view
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from psycopg import AsyncConnection
@@ -21,6 +22,7 @@ from services.status.domain import Effects, derive_status, effects_of
 from shared.db import columns
 from shared.events import ImageFailed, ImageSucceeded
 
+T = TypeVar("T")
 CONSUMER = "status"  # the name its offsets are stored under in consumer_offsets
 
 
@@ -207,27 +209,25 @@ class ViewReader:
     def __init__(self, runtime: Any) -> None:
         self._runtime = runtime  # its pool exists once the app has started
 
-    async def load_job(self, job_id: UUID) -> JobRow | None:
+    async def _on_connection(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
         async with self._runtime.pool.connection() as conn:
-            return await load_job(conn, job_id)
+            return await query(conn, *args)
+
+    async def load_job(self, job_id: UUID) -> JobRow | None:
+        return await self._on_connection(load_job, job_id)
 
     async def folded_offset(self, topic: str, partition: int) -> int:
-        async with self._runtime.pool.connection() as conn:
-            return await folded_offset(conn, topic, partition)
+        return await self._on_connection(folded_offset, topic, partition)
 
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
-        async with self._runtime.pool.connection() as conn:
-            return await failures(conn, job_id)
+        return await self._on_connection(failures, job_id)
 
     async def list_jobs(self, owner: str | None, keys_on: bool, status: str | None, limit: int,
                         after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]:
-        async with self._runtime.pool.connection() as conn:
-            return await list_jobs(conn, owner, keys_on, status, limit, after)
+        return await self._on_connection(list_jobs, owner, keys_on, status, limit, after)
 
     async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
-        async with self._runtime.pool.connection() as conn:
-            return await results_page(conn, job_id, limit, offset)
+        return await self._on_connection(results_page, job_id, limit, offset)
 
     async def decisions(self, command_ids: list[UUID]) -> dict[UUID, tuple[bool, str]]:
-        async with self._runtime.pool.connection() as conn:
-            return await decisions(conn, command_ids)
+        return await self._on_connection(decisions, command_ids)
