@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit demo bench soak lint clean
+.PHONY: setup run test test-unit compose-test demo bench soak lint clean
 
 $(STAMP): pyproject.toml
 	bash deploy/install-system-deps.sh
@@ -26,8 +26,15 @@ setup: $(STAMP) deploy/kafka/lib/.complete
 run: setup
 	$(PY) -m shared.devstack run
 
-test: setup
+test: setup  # then compose-test, when a Docker engine runs here or can be started
 	$(PY) -m pytest -q
+	@if bash deploy/docker/prepare.sh; then $(MAKE) --no-print-directory compose-test; \
+	else echo "make test: no Docker engine could be started here, so compose-test did not run (README: Docker)"; \
+	  test -z "$$IMAGEJOBS_REQUIRE_DOCKER"; fi
+
+compose-test: setup  # docker-compose.yml built and run for real: jobs, a processor killed, down/up
+	bash deploy/docker/prepare.sh
+	$(PY) -m pytest -q tests/compose
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -181,5 +181,7 @@ if __name__ == "__main__":
     import os
 
     logging.basicConfig(level=logging.WARNING)
-    web.run_app(create_app(), host="127.0.0.1", port=int(os.environ.get("SAMPLE_IMAGES_PORT", 8090)),
+    # SAMPLE_IMAGES_HOST: 0.0.0.0 in the compose `demo` profile, where processors reach it by name
+    host, port = os.environ.get("SAMPLE_IMAGES_HOST", "127.0.0.1"), int(os.environ.get("SAMPLE_IMAGES_PORT", 8090))
+    web.run_app(create_app(), host=host, port=port,
                 print=None, access_log=None)

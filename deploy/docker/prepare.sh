@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Makes this machine able to run docker-compose.yml, installing only what is missing:
+#   1. a Docker engine: Debian's docker.io, started if it is not running (needs root or sudo);
+#   2. Docker Compose v2: built from the Go module proxy when no `docker compose` answers;
+#   3. the base image debian:bookworm-slim: made from Debian's packages with debootstrap when
+#      there is none (no image registry is needed; `docker pull` one first to use Docker's);
+#   4. copies the host's locally added certificate authorities into deploy/docker/extra-ca.
+# Downloads are cached under IMAGEJOBS_CACHE (~/.cache/imagejobs): the Compose binary and the
+# base image's tarball, so a second machine set-up is seconds. Exit 3: no engine can run here.
+set -euo pipefail
+COMPOSE_VERSION=v2.29.7
+CACHE=${IMAGEJOBS_CACHE:-$HOME/.cache/imagejobs}
+mkdir -p "$CACHE"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+say() { echo "prepare: $*" >&2; }
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@" >/dev/null \
+    || { $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+         $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@" >/dev/null; }
+}
+
+engine() {
+  docker info >/dev/null 2>&1 && return 0
+  if ! command -v dockerd >/dev/null 2>&1; then
+    if [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then
+      say "no Docker engine and no root to install one: apt-get install docker.io"; return 3; fi
+    say "installing Debian's docker.io"; apt_install docker.io iptables
+  fi
+  command -v docker >/dev/null 2>&1 || { say "no docker client"; return 3; }
+  say "starting dockerd (log: /var/log/imagejobs-dockerd.log)"
+  $SUDO bash -c 'nohup dockerd >/var/log/imagejobs-dockerd.log 2>&1 &'
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && return 0; sleep 1; done
+  say "dockerd did not start: $(tail -n 3 /var/log/imagejobs-dockerd.log 2>/dev/null)"; return 3
+}
+
+compose() {
+  docker compose version >/dev/null 2>&1 && return 0
+  local binary="$CACHE/docker-compose-$COMPOSE_VERSION"
+  if [ ! -x "$binary" ]; then
+    command -v go >/dev/null 2>&1 || apt_install golang-go
+    say "building Docker Compose $COMPOSE_VERSION from the Go module proxy (a few minutes, once)"
+    local gobin; gobin=$(mktemp -d)
+    GOBIN=$gobin go install "github.com/docker/compose/v2/cmd@$COMPOSE_VERSION"
+    mv "$gobin/cmd" "$binary"; rmdir "$gobin"
+  fi
+  mkdir -p "$HOME/.docker/cli-plugins"
+  cp "$binary" "$HOME/.docker/cli-plugins/docker-compose"
+  docker compose version >/dev/null
+}
+
+base_image() {
+  docker image inspect debian:bookworm-slim >/dev/null 2>&1 && return 0
+  local tarball="$CACHE/debian-bookworm-minbase.tar"
+  if [ ! -s "$tarball" ]; then
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    say "making debian:bookworm-slim with debootstrap (about a minute, once)"
+    local root; root=$(mktemp -d)
+    $SUDO debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null
+    $SUDO tee "$root/etc/apt/sources.list" >/dev/null <<'LIST'
+deb http://deb.debian.org/debian bookworm main
+deb http://deb.debian.org/debian bookworm-updates main
+deb http://deb.debian.org/debian-security bookworm-security main
+LIST
+    $SUDO rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    $SUDO tar -C "$root" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
+    $SUDO rm -rf "$root"
+  fi
+  docker import -q "$tarball" debian:bookworm-slim >/dev/null
+}
+
+# The builds trust the authorities this host added locally (Debian keeps them in
+# /usr/local/share/ca-certificates: a TLS-inspecting proxy's, on the way to PyPI and Maven
+# Central). EXTRA_CA_DIR names another folder; an empty one trusts Debian's list alone.
+extra_authorities() {
+  local from=${EXTRA_CA_DIR-/usr/local/share/ca-certificates} here; here="$(dirname "$0")/extra-ca"
+  rm -f "$here"/*.crt
+  [ -d "$from" ] || return 0
+  find "$from" -maxdepth 1 -name '*.crt' -exec cp {} "$here/" \;
+}
+
+engine || exit 3
+compose
+base_image
+extra_authorities
+say "ready: $(docker compose version --short), engine $(docker version -f '{{.Server.Version}}')"
