@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages imagejobs needs when they are missing: Java 17+ and Maven (Kafka),
-# PostgreSQL's server, python3-venv, a C compiler and the headers pillow-simd builds against, and
-# Prometheus (dashboard and alert tests). Needs root (or sudo) for
-# apt-get; without it, prints exactly what to install and fails.
+# PostgreSQL's server, python3-venv, a C compiler and the headers pillow-simd builds against,
+# Prometheus (dashboard and alert tests), Node (the AsyncAPI check) and Chromium (the API docs
+# pages test). Needs root (or sudo) for apt-get; without it, prints exactly what to install and fails.
 set -euo pipefail
 
 need=()
@@ -19,6 +19,9 @@ python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # the alert rules test runs promtool
 command -v node >/dev/null 2>&1 || need+=(nodejs)  # the AsyncAPI parser validates docs/asyncapi.yaml
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# the Swagger UI test drives Debian's Chromium with Playwright (Playwright's own browser builds
+# cannot be downloaded here, and a distribution package is patched with the rest of the system)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 for pkg in libjpeg-dev zlib1g-dev libwebp-dev libpng-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -37,5 +40,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing system packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+# wait for another apt-get (a shared machine, unattended upgrades) instead of failing on its lock
+APT=(apt-get -o DPkg::Lock::Timeout=600)
+$SUDO "${APT[@]}" update -q
+$SUDO "${APT[@]}" install -y -q --no-install-recommends "${need[@]}"

@@ -20,6 +20,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api_docs import use_house_openapi
+from shared.docs_pages import add_docs_pages
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,13 @@ NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_sp
 
 
 def new_app(title: str, lifespan: Any, version: str = "1.0") -> FastAPI:
-    """A FastAPI app with the house error handlers and without per-request telemetry."""
-    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=NO_TELEMETRY)
+    """A FastAPI app with the house error handlers, without per-request telemetry, and with
+    API docs pages that load nothing from outside the service."""
+    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=NO_TELEMETRY,
+                  docs_url=None, redoc_url=None)
     install_error_handlers(app)
     use_house_openapi(app)
+    add_docs_pages(app)
     return app
 
 
