@@ -47,7 +47,8 @@ class TotalsCollector(Collector):
 
 def readiness(stats: StatsApp) -> dict[str, bool]:
     app = stats.app
-    assigned = bool(app.consumer.assignment()) if app.consumer else False
+    topics = {tp.topic for tp in app.consumer.assignment()}
+    assigned = {stats.settings.topics.results, stats.settings.by_store_topic} <= topics  # both agents have work
     return {"kafka": assigned, "recovered": app.tables.recovery.completed.is_set(), "settled": not app.rebalancing}
 
 
