@@ -4,7 +4,8 @@ Built from the published contract alone (docs/asyncapi.yaml): the `ImageSucceede
 `ImageFailed` events of `<prefix>.results` carry `task_id`, `store_id`, `occurred_at` and
 `perimeter` or `reason`; other event types and unknown fields are ignored (the compatibility
 policy). Delivery is at least once, so an image counts once, by `task_id`: the first outcome
-of a task seen in its partition's order counts, repeats do not.
+of a task in its partition's order counts, repeats do not (`recount` is the rule; the service
+keeps it with a primary key on `task_id`, adapters/store.py).
 
 A window is event time: `occurred_at` floored to the window size (faust's tumbling windows
 start at the same multiples), so a recount from the topics puts every image where the service
@@ -139,31 +140,31 @@ class StoreTotals:
 
     succeeded: int = 0
     failed: Mapping[str, int] = field(default_factory=dict)
-    latest_window: float = float("-inf")
     latest_mean: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        latest = self.latest_window if self.latest_mean is not None else None
-        return {"succeeded": self.succeeded, "failed": dict(self.failed), "latest_window": latest,
-                "latest_mean": self.latest_mean}
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> StoreTotals:
-        if not data:
-            return cls()
-        latest = data.get("latest_window")
-        return cls(int(data["succeeded"]), {str(k): int(v) for k, v in data["failed"].items()},
-                   float("-inf") if latest is None else float(latest), data.get("latest_mean"))
+def window_from_rows(store_id: str, start: float, rows: Iterable[tuple[str | None, int, int]]) -> WindowStats:
+    """A window's statistics from its counted images grouped by reason (None: succeeded):
+    (reason, images, perimeter sum)."""
+    stats = WindowStats(store_id, start)
+    for reason, images, perimeter_sum in rows:
+        if reason is None:
+            perimeters = stats.perimeter_sum + perimeter_sum
+            stats = replace(stats, succeeded=stats.succeeded + images, perimeter_sum=perimeters)
+        else:
+            stats = replace(stats, failed={**stats.failed, reason: stats.failed.get(reason, 0) + images})
+    return stats
 
 
-def fold_totals(totals: StoreTotals, outcome: Outcome, window: WindowStats) -> StoreTotals:
-    """`totals` with `outcome` counted; `window` is the outcome's window after counting it."""
-    if outcome.reason is not None:
-        return replace(totals, failed={**totals.failed, outcome.reason: totals.failed.get(outcome.reason, 0) + 1})
-    counted = replace(totals, succeeded=totals.succeeded + 1)
-    if window.window_start >= totals.latest_window:
-        return replace(counted, latest_window=window.window_start, latest_mean=window.mean_perimeter)
-    return counted
+def totals_from_rows(rows: Iterable[tuple[str, int]], latest_mean: float | None) -> StoreTotals:
+    """A store's totals from its counters by reason ("" for succeeded)."""
+    succeeded, failed = 0, {}
+    for reason, images in rows:
+        if reason:
+            failed[reason] = failed.get(reason, 0) + images
+        else:
+            succeeded += images
+    return StoreTotals(succeeded, failed, latest_mean)
 
 
 def recount(outcomes: Iterable[Outcome], size_s: int) -> dict[tuple[str, float], WindowStats]:

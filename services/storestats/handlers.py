@@ -1,120 +1,111 @@
-"""The two agents.
+"""The agent and the batch writer.
 
-`forward` acknowledges an event by hand (`stream.noack()`), only once the broker has the record
-it forwarded, so a committed offset never has a forwarded outcome in flight: a kill loses none
-(it may forward some twice; `count` skips repeats by task id).
-
-`count` publishes a window's new totals after each outcome, without waiting. What a kill can
-lose there is repaired at start: after the tables are recovered and before counting anything,
-every window in the table is published again, so the latest record per key is the table's."""
+The agent reads `<prefix>.results` without faust's automatic acks and queues each event; the
+writer takes what is queued (up to BATCH, waiting at most LINGER_S for more), counts the
+outcomes in PostgreSQL (adapters/store.py), publishes the windows they count in, waits for the
+broker's acks, and only then acks the events. faust commits only acked offsets, so a kill at
+any point leaves the unfinished events to be delivered again, and counting them again changes
+nothing: the counts are exact, and the latest record per (store, window) is the window's
+total. (`stream.take()` would ack a batch even when its processing raised or was cancelled.)"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import signal
-from collections.abc import Callable
+import time
 from typing import Any
 
 from faust.types import EventT, StreamT
 from prometheus_client import Counter
 
+from services.storestats.adapters import store
 from services.storestats.app import StatsApp
-from services.storestats.domain import (
-    StoreTotals,
-    WindowStats,
-    fold_totals,
-    fold_window,
-    parse_outcome,
-    published_record,
-)
+from services.storestats.domain import Outcome, parse_outcome, published_record
+from shared.runtime import retry_forever
 
 log = logging.getLogger(__name__)
 SKIPPED = Counter("imagejobs_storestats_skipped_total", "Results records not counted", ["why"])
-COUNTED = Counter("imagejobs_storestats_outcomes_total", "Outcomes counted into a window")
-
-
-def ack_when_sent(event: EventT | None) -> Callable[[asyncio.Future[Any]], None]:
-    """A done-callback for a send: ack `event` (if any) once the broker has the record. A failed
-    send leaves it unacked (its offset is never committed) and stops the process, so the
-    supervisor restarts it and the event is processed (or the window republished) again."""
-    def done(sent: asyncio.Future[Any]) -> None:
-        if sent.cancelled() or sent.exception() is not None:
-            log.error("a send failed (%r); stopping so that a restart processes the event again",
-                      None if sent.cancelled() else sent.exception())
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        if event is not None:
-            event.ack()
-    return done
-
-
-async def send(stats: StatsApp, topic: str, key: bytes, value: bytes, event: EventT | None = None) -> None:
-    """Send through the app's plain (not transactional) producer; ack `event` when acknowledged.
-    (faust's transactional sends go by the destination partition's producer, whose transaction
-    commits only when that partition's own offsets move: a record re-keyed to a quiet partition
-    stayed invisible until the transaction timed out and the worker crashed, measured.)"""
-    sent = await stats.app.producer.send(topic, key, value, None, None, None)
-    sent.add_done_callback(ack_when_sent(event))
+COUNTED = Counter("imagejobs_storestats_outcomes_total", "Outcomes counted into a window (repeats included)")
+BATCH, LINGER_S = 500, 0.05
 
 
 def add_agents(stats: StatsApp) -> None:
     app = stats.app
+    queue: asyncio.Queue[EventT] = asyncio.Queue(maxsize=4 * BATCH)  # backpressure on the agent
 
-    @app.agent(stats.results, name="forward")
-    async def forward(stream: StreamT) -> None:
-        """Every outcome of the results topic, re-keyed by store (other events are skipped)."""
-        async for event in stream.noack().events():
-            try:
-                outcome = parse_outcome(event.value)
-            except ValueError:
-                outcome = None
-                SKIPPED.labels("undecodable").inc()
-            if outcome is None:
-                event.ack()
-                continue
-            await send(stats, stats.by_store.get_topic_name(), outcome.store_id.encode(), event.value, event)
-
-    @app.agent(stats.by_store, name="count")
+    @app.agent(stats.results, name="count")
     async def count(stream: StreamT) -> None:
-        """Count each task's first outcome into its store's window; publish the window."""
-        await app.tables.recovery.completed.wait()
-        log.info("republished %d windows from the recovered table", await republish(stats))
-        async for event in stream.events():
-            async with stats.gate.lock:  # no commit while the tables change (adapters/faust_commit.py)
-                record = count_outcome(stats, event.value)
-            if record is not None:
-                await send(stats, stats.settings.stats_topic, *record)
+        async for event in stream.noack().events():
+            await queue.put(event)
+
+    @app.task
+    async def write() -> None:
+        await stats.pool.open()
+        await retry_forever("creating the store statistics tables", lambda: store.create_tables(stats.pool))
+        stats.totals.update(await retry_forever("loading the store totals", lambda: store.totals(stats.pool)))
+        stats.loaded.set()
+        while True:
+            events = await take(queue)
+            try:
+                await write_batch(stats, events)
+            except Exception:  # a failed publish: nothing of the batch is acked; start again
+                log.exception("publishing store statistics failed; exiting so that a restart redoes the batch")
+                os._exit(70)
+            for event in events:
+                event.ack()
+
+    @app.timer(interval=600.0)
+    async def prune() -> None:
+        if stats.loaded.is_set():
+            log.info("pruned %d counted images", await store.prune(stats.pool, stats.settings.storestats_keep_s))
 
 
-async def republish(stats: StatsApp) -> int:
-    """Publish every window the table holds, as it is now (before any event is counted)."""
-    size, windows = stats.settings.storestats_window_s, list(stats.windows.table.data.values())
-    for value in windows:
-        await send(stats, stats.settings.stats_topic, *published_record(WindowStats.from_json(value), size))
-    return len(windows)
+async def take(queue: asyncio.Queue[EventT]) -> list[EventT]:
+    """The next events: at least one, at most BATCH, waiting at most LINGER_S for more."""
+    events = [await queue.get()]
+    deadline = time.monotonic() + LINGER_S
+    while len(events) < BATCH:
+        try:
+            events.append(queue.get_nowait())
+        except asyncio.QueueEmpty:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                events.append(await asyncio.wait_for(queue.get(), left))
+            except TimeoutError:
+                break
+    return events
 
 
-def count_outcome(stats: StatsApp, raw: bytes) -> tuple[bytes, bytes] | None:
-    """Fold the current event's outcome into the tables; the record to publish, or None for a
-    repeat of a task already counted."""
-    outcome = parse_outcome(raw)
-    assert outcome is not None, "forward sends only outcomes"
-    # Reads use `.value()` or an explicit window: faust's `.current()` and `.delta()` use the
-    # record's Kafka timestamp whatever `relative_to` says, so a record forwarded again after a
-    # restart (a later timestamp, the same occurred_at) read one window and wrote another.
-    seen, dedup_s = stats.seen[outcome.task_id], stats.settings.storestats_dedup_s
-    earlier = stats.seen.table.window.current(outcome.occurred_at.timestamp() - dedup_s)
-    if seen.value() or seen[earlier]:  # this period or the one before
-        SKIPPED.labels("repeat").inc()
-        return None
-    stats.seen[outcome.task_id] = 1
+def outcomes_of(events: list[EventT]) -> list[Outcome]:
+    out = []
+    for event in events:
+        try:
+            outcome = parse_outcome(event.value)
+        except ValueError:
+            SKIPPED.labels("undecodable").inc()
+            continue
+        if outcome is None:
+            SKIPPED.labels("not an outcome").inc()
+        else:
+            out.append(outcome)
+    return out
+
+
+async def write_batch(stats: StatsApp, events: list[EventT]) -> None:
+    """Count the batch, publish its windows and wait for the acks; refresh the stores' totals."""
+    outcomes = outcomes_of(events)
+    if not outcomes:
+        return
     size = stats.settings.storestats_window_s
-    before = stats.windows[outcome.store_id].value()
-    window = fold_window(WindowStats.from_json(before) if before else None, outcome, size)
-    stats.windows[outcome.store_id] = window.to_json()
-    totals = StoreTotals.from_json(stats.totals.get(outcome.store_id))
-    stats.totals[outcome.store_id] = fold_totals(totals, outcome, window).to_json()
-    COUNTED.inc()
-    return published_record(window, size)
+    windows = await retry_forever("counting store statistics", lambda: store.count(stats.pool, outcomes, size))
+    sent: list[Any] = []
+    for window in windows:
+        key, value = published_record(window, size)
+        sent.append(await stats.app.producer.send(stats.settings.stats_topic, key, value, None, None, None))
+    await asyncio.gather(*sent)
+    stores = sorted({o.store_id for o in outcomes})
+    stats.totals.update(await retry_forever("reading store totals", lambda: store.totals(stats.pool, stores)))
+    COUNTED.inc(len(outcomes))

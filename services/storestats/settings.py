@@ -6,11 +6,10 @@ from shared.settings import CommonSettings
 class StoreStatsSettings(CommonSettings):
     storestats_port: int = 8009  # /healthz /readyz /metrics (faust's web server)
     storestats_window_s: int = 60  # tumbling windows, event time (`occurred_at`)
-    storestats_window_keep_s: int = 3600  # windows kept in the table (and its changelog) this long
-    # A repeat of an outcome (same task_id) arriving within this long of the first is not counted
-    # again; the table of seen task ids holds between one and two such periods.
-    storestats_dedup_s: int = 600
-    storestats_data_dir: str = ".state/storestats"  # faust's data dir (tables are in memory)
+    # Counted images are kept this long (by window start) to recognise repeats; a repeat of an
+    # older one would count again. The per-store counters are kept for ever.
+    storestats_keep_s: int = 7 * 24 * 3600
+    storestats_data_dir: str = ".state/storestats"  # faust's data dir (it keeps no tables here)
     # CPU priority (Unix niceness): a downstream report yields to the core on a shared machine
     storestats_nice: int = 10
 
@@ -22,7 +21,3 @@ class StoreStatsSettings(CommonSettings):
     @property
     def stats_topic(self) -> str:
         return f"{self.kafka_topic_prefix}.store-stats"
-
-    @property
-    def by_store_topic(self) -> str:
-        return f"{self.app_id}-outcomes-by-store"

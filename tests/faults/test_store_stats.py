@@ -21,7 +21,7 @@ from shared.events import decode_event, encode_event
 from tests.support.client import Client
 from tests.support.invariants import read_topics
 from tests.support.stack import ServiceProcess, Stack
-from tests.support.storestats import exact_recount, group_lag, published, record_count
+from tests.support.storestats import exact_recount, group_lag, published
 from tests.support.waiting import wait_for
 
 REEMITTED = 25
@@ -78,8 +78,7 @@ def _reemit(stack: Stack, how_many: int) -> None:
 
 
 def _caught_up(stack: Stack) -> bool:
-    topics = [f"{stack.prefix}.results", f"{stack.prefix}.storestats-outcomes-by-store"]
-    return group_lag(stack, f"{stack.prefix}.storestats", topics) == 0
+    return group_lag(stack, f"{stack.prefix}.storestats", [f"{stack.prefix}.results"]) == 0
 
 
 def test_kill_9_the_store_stats_consumer_mid_stream_and_its_counts_stay_exact(fault_client: Client) -> None:
@@ -108,10 +107,7 @@ def test_kill_9_the_store_stats_consumer_mid_stream_and_its_counts_stay_exact(fa
     assert _exported(stats) == {k: float(v) for k, v in totals.items()}, "/metrics differs from the recount"
     reasons = {r for w in truth.values() for r in w["failed_by_reason"]}
     assert {"HTTP 404", "store not found"} <= reasons, reasons
-
-    forwarded = record_count(stack, f"{stack.prefix}.storestats-outcomes-by-store")
+    counted = _counted(stats)  # by the restarted process: what it read again, and the re-emitted ones
     print(f"\nstore stats, kill -9 at {at_kill:.0f}/{images} images counted: {len(truth)} (store, window) "
-          f"records equal the exact recount, /metrics too; published {sent} records for {images} images "
-          f"({sent - images} beyond one per image: sent again or republished after the restart); "
-          f"forwarded {forwarded} outcomes "
-          f"({forwarded - images - REEMITTED} again after the restart, {REEMITTED} re-emitted), each counted once")
+          f"records equal the exact recount, /metrics too; {counted:.0f} outcomes read after the restart "
+          f"(incl. {REEMITTED} re-emitted), {sent} records published, each image counted once")

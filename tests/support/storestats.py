@@ -45,10 +45,6 @@ def _fields(stats: WindowStats) -> dict[str, Any]:
             "failed_by_reason": dict(sorted(stats.failed.items())), "perimeter_sum": stats.perimeter_sum}
 
 
-def record_count(stack: Stack, topic: str) -> int:
-    return len(_records(stack, topic))
-
-
 def _records(stack: Stack, topic: str) -> list[tuple[str, int, bytes]]:
     async def read() -> list[tuple[str, int, bytes]]:
         return [r async for r in read_topics(stack.infra.kafka.bootstrap, [topic])]

@@ -83,18 +83,16 @@ def test_a_window_of_failures_only_has_no_mean() -> None:
     assert (body["window_start"], body["window_end"]) == ("2026-11-30T10:00:00Z", "2026-11-30T10:01:00Z")
 
 
-def test_totals_count_everything_and_keep_the_latest_windows_mean() -> None:
-    later = T0 + timedelta(minutes=1)
-    w1 = domain.fold_window(None, ok("a", perimeter=10), 60)
-    w2 = domain.fold_window(None, ok("b", perimeter=30, at=later), 60)
-    totals = domain.fold_totals(domain.fold_totals(StoreTotals(), ok("a"), w1), ok("b", at=later), w2)
-    late = domain.fold_window(w1, ok("c", perimeter=50), 60)  # a late image of the earlier window
-    totals = domain.fold_totals(totals, ok("c"), late)
-    failed = bad("d", "HTTP 404", at=later)
-    totals = domain.fold_totals(totals, failed, domain.fold_window(w2, failed, 60))
-    assert (totals.succeeded, dict(totals.failed), totals.latest_mean) == (3, {"HTTP 404": 1}, 30.0)
-    assert StoreTotals.from_json(json.loads(json.dumps(totals.to_json()))) == totals
-    assert StoreTotals.from_json({}) == StoreTotals()
+def test_a_window_and_totals_from_grouped_rows_equal_the_fold_of_the_same_images() -> None:
+    images = [ok("a", perimeter=10), ok("b", perimeter=30), bad("c", "HTTP 404"), bad("d", "HTTP 404")]
+    folded = None
+    for outcome in images:
+        folded = domain.fold_window(folded, outcome, 60)
+    rows = [(None, 2, 40), ("HTTP 404", 2, 0)]
+    assert domain.window_from_rows("S1", domain.window_start(T0, 60), rows) == folded
+    totals = domain.totals_from_rows([("", 5), ("HTTP 404", 2), ("store not found", 1)], 20.0)
+    assert totals == StoreTotals(5, {"HTTP 404": 2, "store not found": 1}, 20.0)
+    assert domain.totals_from_rows([], None) == StoreTotals()
 
 
 def test_recount_counts_each_task_once_at_its_first_outcome() -> None:

@@ -18,19 +18,11 @@ def stats_topic_spec(settings: StoreStatsSettings) -> NewTopic:
                     topic_configs=configs)
 
 
-def by_store_topic_spec(settings: StoreStatsSettings) -> NewTopic:
-    """The agents' own topic. faust would declare it, but its consumer may subscribe first and
-    then ignore the topic for good ("Ignoring missing topic": measured, 1 start in 6 never
-    counted), so it exists before faust starts."""
-    return NewTopic(settings.by_store_topic, settings.kafka_partitions, settings.kafka_replication_factor,
-                    topic_configs=durable_configs(settings))
-
-
 async def prepare_topics(settings: StoreStatsSettings) -> None:
     async def results_topic_exists() -> None:
         if settings.topics.results not in await existing_topics(settings):
             raise LookupError(f"{settings.topics.results} does not exist yet (the core creates it)")
 
     await retry_forever("waiting for the results topic", results_topic_exists)
-    specs = [stats_topic_spec(settings), by_store_topic_spec(settings)]
+    specs = [stats_topic_spec(settings)]
     await retry_forever("creating the store statistics topics", lambda: ensure_topics(settings, specs))

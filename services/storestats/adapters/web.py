@@ -1,8 +1,8 @@
 """`/healthz`, `/readyz` and `/metrics` on faust's web server, like every other service.
 
-The per-store series come from the totals table at scrape time (a collector, not counters
-bumped in memory), so after a restart they continue from the recovered table instead of
-starting again from zero. Cardinality: one `imagejobs_store_images_total` series per store and
+The per-store series are the counters in PostgreSQL (read at start and after each batch, and
+exported by a collector), so after a restart they continue instead of starting from zero.
+Cardinality: one `imagejobs_store_images_total` series per store and
 outcome (failures by reason category) and one `imagejobs_store_mean_perimeter` per store: about
 10,000 series for the 4,944 stores of the store master.
 """
@@ -18,7 +18,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from services.storestats.app import StatsApp
-from services.storestats.domain import StoreTotals
 from shared.metrics import CONSUMER_LAG, SERVICE_READY
 
 SERVICE = "storestats"
@@ -34,8 +33,7 @@ class TotalsCollector(Collector):
                                      labels=["store_id", "outcome", "reason"])
         mean = GaugeMetricFamily("imagejobs_store_mean_perimeter", "Mean perimeter of the store's succeeded "
                                  "images in its latest window with one", labels=["store_id"])
-        for store_id, data in list(self.stats.totals.items()):
-            totals = StoreTotals.from_json(data)
+        for store_id, totals in list(self.stats.totals.items()):
             images.add_metric([store_id, "succeeded", ""], totals.succeeded)
             for reason, n in totals.failed.items():
                 images.add_metric([store_id, "failed", reason], n)
@@ -47,16 +45,15 @@ class TotalsCollector(Collector):
 
 def readiness(stats: StatsApp) -> dict[str, bool]:
     app = stats.app
-    topics = {tp.topic for tp in app.consumer.assignment()}
-    assigned = {stats.settings.topics.results, stats.settings.by_store_topic} <= topics  # both agents have work
-    return {"kafka": assigned, "recovered": app.tables.recovery.completed.is_set(), "settled": not app.rebalancing}
+    assigned = stats.settings.topics.results in {tp.topic for tp in app.consumer.assignment()}
+    return {"kafka": assigned, "database": stats.loaded.is_set(), "settled": not app.rebalancing}
 
 
 def lag(stats: StatsApp) -> dict[str, int]:
     """Records behind the end of each consumed topic (last stable offset minus committed)."""
     consumer, out = stats.app.consumer, {}
     for tp in consumer.assignment():
-        if tp.topic in (stats.settings.topics.results, stats.settings.by_store_topic):
+        if tp.topic == stats.settings.topics.results:
             committed = consumer._committed_offset.get(tp) or 0  # noqa: SLF001 - faust keeps no public one
             out[tp.topic] = out.get(tp.topic, 0) + max(0, (consumer.highwater(tp) or 0) - committed)
     return out
