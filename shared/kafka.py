@@ -57,7 +57,7 @@ def topic_specs(settings: CommonSettings) -> list[NewTopic]:
     (`min.insync.replicas=2` with acks=all): one broker may die without losing an acknowledged
     record or stopping writes."""
     t, rf, n = settings.topics, settings.kafka_replication_factor, settings.kafka_partitions
-    durable = {"min.insync.replicas": "2"} if rf >= 3 else {}
+    durable = durable_configs(settings)
     return [
         NewTopic(t.jobs, n, rf, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES), **durable}),
         NewTopic(t.tasks, settings.kafka_tasks_partitions, rf, topic_configs=durable),
@@ -67,14 +67,29 @@ def topic_specs(settings: CommonSettings) -> list[NewTopic]:
     ]
 
 
-async def ensure_topics(settings: CommonSettings) -> None:
-    """Create the topics that do not exist yet (any service may do it first)."""
+def durable_configs(settings: CommonSettings) -> dict[str, str]:
+    return {"min.insync.replicas": "2"} if settings.kafka_replication_factor >= 3 else {}
+
+
+async def existing_topics(settings: CommonSettings) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: CommonSettings, specs: list[NewTopic] | None = None) -> None:
+    """Create the topics that do not exist yet (any service may do it first): the core's,
+    or `specs`."""
+    wanted = specs if specs is not None else topic_specs(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
                                 request_timeout_ms=10000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
+        missing = [spec for spec in wanted if spec.name not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)
@@ -83,7 +98,7 @@ async def ensure_topics(settings: CommonSettings) -> None:
             log.info("created topics %s", [m.name for m in missing])
         # Creation is asynchronous in the broker: wait until metadata lists every topic.
         for _ in range(100):
-            if {s.name for s in topic_specs(settings)} <= set(await admin.list_topics()):
+            if {s.name for s in wanted} <= set(await admin.list_topics()):
                 return
             await asyncio.sleep(0.1)
     finally:

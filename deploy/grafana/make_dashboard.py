@@ -16,6 +16,10 @@ PANELS = [
     ("Job outcomes (jobs/s)", "sum by (status) (rate(imagejobs_status_jobs_finished_total[5m]))"),
     ("Services ready", "imagejobs_ready"),
     # Where an image's time goes: each stage's p95, stacked, so the largest band is the bottleneck
+    # The store statistics consumer (services/storestats): the ten busiest stores' images per
+    # minute by outcome, and their mean perimeter in the latest one-minute window
+    ("Top stores: images per minute by outcome", "topk(10, sum by (store_id, outcome) (rate(imagejobs_store_images_total[5m])) * 60)"),
+    ("Top stores: mean perimeter (latest window)", "imagejobs_store_mean_perimeter and on (store_id) topk(10, sum by (store_id) (rate(imagejobs_store_images_total[5m])))"),
     ("Where the time goes: p95 per stage (s)", "histogram_quantile(0.95, sum by (le, stage) (rate(imagejobs_stage_seconds_bucket[5m])))"),
 ]
 

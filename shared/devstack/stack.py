@@ -44,6 +44,7 @@ def stack_defaults(kafka: KafkaBroker | None, pg: PostgresServer | None) -> dict
     defaults = {
         "IMAGE_ALLOW_PRIVATE_NETWORKS": "true",  # the sample image server is on loopback
         "PYTHONUNBUFFERED": "1",
+        "STORESTATS_DATA_DIR": str(state_dir() / "storestats"),
     }
     if kafka:
         defaults["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap
@@ -65,6 +66,7 @@ def programs(kafka: KafkaBroker | None, pg: PostgresServer | None) -> list[Progr
         Program("scheduler", [py, "-m", "services.scheduler"], 20, env),
         Program("status", [py, "-m", "services.status"], 20, env),
         Program("images", [py, "-m", "shared.devstack.sample_images"], 20, env),
+        Program("storestats", [py, "-m", "services.storestats"], 30, env),
     ]
     base = _env_int("PROCESSOR_PORT", 8003)
     for i in range(_env_int("PROCESSOR_INSTANCES", 2)):
@@ -126,7 +128,7 @@ def check_ports(kafka: KafkaBroker | None, pg: PostgresServer | None) -> None:
     if pg:
         require_free_port(pg.port, "PostgreSQL", "POSTGRES_PORT")
     for name, setting, default in [("ingest", "INGEST_PORT", 8000), ("status", "STATUS_PORT", 8001),
-                                   ("scheduler", "SCHEDULER_PORT", 8002),
+                                   ("scheduler", "SCHEDULER_PORT", 8002), ("storestats", "STORESTATS_PORT", 8009),
                                    ("the sample image server", "SAMPLE_IMAGES_PORT", 8090)]:
         require_free_port(_env_int(setting, default), name, setting)
     base = _env_int("PROCESSOR_PORT", 8003)

@@ -26,6 +26,8 @@ def prometheus(stack: Any) -> Iterator[str]:
     binary = shutil.which("prometheus")
     assert binary, "Debian's prometheus package is installed by deploy/install-system-deps.sh"
     running, _ = stack
+    if not any(p.name == "storestats" for p in running.processes):  # the store statistics panels' source
+        running.wait_ready(running.start_service("storestats"))
     targets = [p.url.removeprefix("http://") for p in running.processes if p.name != "sample_images"]
     root = Path(tempfile.mkdtemp(prefix="imagejobs-prom-"))
     (root / "prometheus.yml").write_text(json.dumps({

@@ -90,7 +90,7 @@ class ServiceProcess:
 
 MODULE = {"sample_images": "shared.devstack.sample_images"}  # development tooling; the rest are services.<name>
 PORT_SETTING = {"ingest": "INGEST_PORT", "status": "STATUS_PORT", "scheduler": "SCHEDULER_PORT",
-                "processor": "PROCESSOR_PORT", "sample_images": "SAMPLE_IMAGES_PORT"}
+                "processor": "PROCESSOR_PORT", "sample_images": "SAMPLE_IMAGES_PORT", "storestats": "STORESTATS_PORT"}
 
 
 @dataclass
@@ -122,6 +122,7 @@ class Stack:
             "PROCESSOR_GPU_DELAY_MS": "0",
             "IMAGE_RETRY_BASE_S": "0.05",
             "PYTHONUNBUFFERED": "1",
+            "STORESTATS_DATA_DIR": str(self.infra.root / f"{self.prefix}-storestats"),
             **self.env,
         }
 

@@ -1,0 +1,24 @@
+"""`python -m services.storestats`: live per-store statistics from the results topic (faust)."""
+
+import asyncio
+
+import faust
+
+from services.storestats.adapters.topics import prepare_topics
+from services.storestats.adapters.web import add_pages
+from services.storestats.app import build
+from services.storestats.handlers import add_agents
+from services.storestats.settings import StoreStatsSettings
+from shared.logging import configure_logging
+from shared.serve import set_priority
+
+if __name__ == "__main__":
+    settings = StoreStatsSettings()
+    configure_logging(settings.log_level, settings.log_json)
+    set_priority(settings.storestats_nice)
+    asyncio.run(prepare_topics(settings))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    stats = build(settings)
+    add_agents(stats)
+    add_pages(stats)
+    faust.Worker(stats.app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

@@ -1,0 +1,112 @@
+"""The service's own tables in PostgreSQL: what makes its counts exact.
+
+Every counted image is a row keyed by `task_id` (`INSERT ... ON CONFLICT DO NOTHING`), so an
+outcome delivered twice (a restart re-reading past the last committed offset, or a processor
+re-emitting it) is counted once, in the window of its first outcome. The per-store counters
+for Prometheus grow by the rows actually inserted, in the same transaction. A window's
+statistics are then read back from its rows: absolute values, so publishing one twice is
+harmless. The tables are the service's alone (created here, not by the core's migrations);
+rows older than STORESTATS_KEEP_S are pruned, the counters stay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from psycopg_pool import AsyncConnectionPool
+
+from services.storestats.domain import (
+    Outcome,
+    StoreTotals,
+    WindowStats,
+    totals_from_rows,
+    window_from_rows,
+    window_start,
+)
+from shared.db import columns, transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS storestats_outcomes (
+    task_id TEXT PRIMARY KEY,
+    store_id TEXT NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    reason TEXT,             -- NULL: succeeded
+    perimeter BIGINT
+);
+CREATE INDEX IF NOT EXISTS storestats_outcomes_window ON storestats_outcomes (store_id, window_start);
+CREATE TABLE IF NOT EXISTS storestats_totals (
+    store_id TEXT NOT NULL,
+    reason TEXT NOT NULL,    -- '': succeeded
+    images BIGINT NOT NULL,
+    PRIMARY KEY (store_id, reason)
+);
+"""
+
+INSERT = """
+WITH counted AS (
+    INSERT INTO storestats_outcomes (task_id, store_id, window_start, reason, perimeter)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::bigint[])
+    ON CONFLICT (task_id) DO NOTHING
+    RETURNING store_id, reason)
+INSERT INTO storestats_totals (store_id, reason, images)
+SELECT store_id, coalesce(reason, ''), count(*) FROM counted GROUP BY 1, 2
+ON CONFLICT (store_id, reason) DO UPDATE SET images = storestats_totals.images + excluded.images
+"""
+
+# the windows where the batch's tasks count (a repeat counts where its first outcome did)
+WINDOWS = """
+SELECT o.store_id, o.window_start, o.reason, count(*), coalesce(sum(o.perimeter), 0)
+FROM storestats_outcomes o
+JOIN (SELECT DISTINCT store_id, window_start FROM storestats_outcomes WHERE task_id = ANY(%s)) w
+  USING (store_id, window_start)
+GROUP BY 1, 2, 3
+"""
+
+TOTALS = "SELECT store_id, reason, images FROM storestats_totals WHERE %s::text[] IS NULL OR store_id = ANY(%s)"
+
+LATEST_MEANS = """
+SELECT DISTINCT ON (store_id) store_id, avg(perimeter)::float8
+FROM storestats_outcomes WHERE reason IS NULL AND (%s::text[] IS NULL OR store_id = ANY(%s))
+GROUP BY store_id, window_start ORDER BY store_id, window_start DESC
+"""
+
+
+async def create_tables(pool: AsyncConnectionPool) -> None:
+    async with transaction(pool) as conn:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('storestats_schema'))")
+        await conn.execute(SCHEMA)
+
+
+async def count(pool: AsyncConnectionPool, outcomes: Sequence[Outcome], window_s: int) -> list[WindowStats]:
+    """Count `outcomes` (each task once, ever) and return the statistics of every window they
+    count in, as they are after this batch."""
+    rows = [(o.task_id, o.store_id, datetime.fromtimestamp(window_start(o.occurred_at, window_s), UTC),
+             o.reason, o.perimeter) for o in outcomes]
+    task_ids = [o.task_id for o in outcomes]
+    async with transaction(pool) as conn:
+        await conn.execute(INSERT, columns(rows))
+        grouped = await (await conn.execute(WINDOWS, (task_ids,))).fetchall()
+    by_window: dict[tuple[str, float], list[tuple[str | None, int, int]]] = {}
+    for store_id, start, reason, images, perimeter_sum in grouped:
+        by_window.setdefault((store_id, start.timestamp()), []).append((reason, images, int(perimeter_sum)))
+    return [window_from_rows(store, start, counts) for (store, start), counts in by_window.items()]
+
+
+async def totals(pool: AsyncConnectionPool, stores: Sequence[str] | None = None) -> dict[str, StoreTotals]:
+    """Each store's counters and latest mean perimeter (all stores when `stores` is None)."""
+    wanted = list(stores) if stores is not None else None
+    async with pool.connection() as conn:
+        counters = await (await conn.execute(TOTALS, (wanted, wanted))).fetchall()
+        means = dict(await (await conn.execute(LATEST_MEANS, (wanted, wanted))).fetchall())
+    by_store: dict[str, list[tuple[str, int]]] = {}
+    for store_id, reason, images in counters:
+        by_store.setdefault(store_id, []).append((reason, images))
+    return {store: totals_from_rows(rows, means.get(store)) for store, rows in by_store.items()}
+
+
+async def prune(pool: AsyncConnectionPool, keep_s: int) -> int:
+    """Forget images of windows older than `keep_s` (a repeat of one after that counts again)."""
+    async with pool.connection() as conn:
+        done = await conn.execute(
+            "DELETE FROM storestats_outcomes WHERE window_start < now() - make_interval(secs => %s)", (keep_s,))
+        return done.rowcount

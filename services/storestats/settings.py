@@ -1,0 +1,23 @@
+"""Store statistics settings (see the README's table)."""
+
+from shared.settings import CommonSettings
+
+
+class StoreStatsSettings(CommonSettings):
+    storestats_port: int = 8009  # /healthz /readyz /metrics (faust's web server)
+    storestats_window_s: int = 60  # tumbling windows, event time (`occurred_at`)
+    # Counted images are kept this long (by window start) to recognise repeats; a repeat of an
+    # older one would count again. The per-store counters are kept for ever.
+    storestats_keep_s: int = 7 * 24 * 3600
+    storestats_data_dir: str = ".state/storestats"  # faust's data dir (it keeps no tables here)
+    # CPU priority (Unix niceness): a downstream report yields to the core on a shared machine
+    storestats_nice: int = 10
+
+    @property
+    def app_id(self) -> str:
+        """faust's app id: the consumer group and the prefix of its own topics."""
+        return self.consumer_group("storestats")
+
+    @property
+    def stats_topic(self) -> str:
+        return f"{self.kafka_topic_prefix}.store-stats"
