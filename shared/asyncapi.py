@@ -30,8 +30,13 @@ fields, new event types); a reader must ignore fields and event types it does no
 breaking change bumps `schema_version`, and the services keep reading older records through
 upcasters (shared/events.py), so a topic never needs rewriting.
 
-Consumer groups `<prefix>.scheduler`, `<prefix>.processor` and `<prefix>.status` belong to the
-services: a downstream consumer must use its own group id, never one of these."""
+Consumer groups `<prefix>.scheduler`, `<prefix>.processor`, `<prefix>.status` and
+`<prefix>.storestats` belong to the services: a downstream consumer must use its own group id,
+never one of these.
+
+`<prefix>.store-stats` is written by the store statistics consumer (services/storestats), itself
+a downstream reader of `<prefix>.results`: per store and one-minute window (event time), the
+exact totals once it has caught up; the latest record per key is the window's total."""
 REASONS = ("store not found; HTTP <code> from the image server; download timed out after <s>s (<n> "
            "attempts); not an image: <detail>; image too large: ...; too many redirects; address not "
            "allowed: ...; processing error: <exception type>")
@@ -48,6 +53,7 @@ def _schemas() -> dict[str, Any]:
     out["JobStatusChanged"]["properties"]["status"]["enum"] = STATUSES
     out["ImageFailed"]["properties"]["reason"]["description"] = "Why the image failed, e.g.: " + REASONS
     out["DeadLetter"] = DEAD_LETTER
+    out["StoreStats"] = STORE_STATS
     return out
 
 
@@ -59,8 +65,22 @@ CHANNELS_OF: dict[str, list[type[BaseModel]]] = {
     "status": [events.JobStatusChanged],
 }
 KEYS = {"jobs": "job_id", "tasks": "task_id (job_id:visit_index:image_index)", "results": "job_id",
-        "status": "job_id", "dlq": "the original record's key"}
-PARTITIONS = {"jobs": 6, "tasks": 12, "results": 6, "status": 6, "dlq": 1}
+        "status": "job_id", "dlq": "the original record's key", "store-stats": "store_id|window_start"}
+PARTITIONS = {"jobs": 6, "tasks": 12, "results": 6, "status": 6, "dlq": 1, "store-stats": 6}
+COMPACTED = ("status", "store-stats")
+_COUNT = {"type": "integer", "minimum": 0}
+STORE_STATS = {
+    "type": "object", "title": "StoreStats",
+    "description": "One store's images in one tumbling window of `occurred_at` (UTC, ISO-8601 with Z).",
+    "required": ["store_id", "window_start", "window_end", "images", "succeeded", "failed", "failed_by_reason",
+                 "perimeter_sum", "mean_perimeter"],
+    "properties": {"store_id": {"type": "string"}, "window_start": {"type": "string", "format": "date-time"},
+                   "window_end": {"type": "string", "format": "date-time"}, "images": _COUNT,
+                   "succeeded": _COUNT, "failed": _COUNT,
+                   "failed_by_reason": {"type": "object", "additionalProperties": _COUNT,
+                                        "description": "the reason up to its details: `HTTP 404`, `store not found`"},
+                   "perimeter_sum": _COUNT, "mean_perimeter": {"type": ["number", "null"]}},
+}
 DEAD_LETTER = {
     "type": "object", "title": "DeadLetter", "description": "A record a service could not decode or handle.",
     "required": ["service", "reason", "topic", "partition", "offset", "key", "value"],
@@ -78,13 +98,14 @@ def _message(name: str, key: str) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     names = {topic: [m.__name__ for m in models] for topic, models in CHANNELS_OF.items()}
     names["dlq"] = ["DeadLetter"]
+    names["store-stats"] = ["StoreStats"]
     channels = {topic: {
         "address": f"imagejobs.{topic}",
         "description": f"Key: {KEYS[topic]}. {PARTITIONS[topic]} partitions by default."
-                       + (" Compacted." if topic == "status" else ""),
+                       + (" Compacted." if topic in COMPACTED else ""),
         "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in message_names},
     } for topic, message_names in names.items()}
-    operations = {f"read{topic.capitalize()}": {
+    operations = {"read" + topic.title().replace("-", ""): {
         "action": "receive", "channel": {"$ref": f"#/channels/{topic}"},
         "messages": [{"$ref": f"#/channels/{topic}/messages/{n}"} for n in message_names],
     } for topic, message_names in names.items()}
