@@ -142,6 +142,7 @@ def test_every_service_is_ready(stack) -> None:  # type: ignore[no-untyped-def]
         response = httpx.get(service.url + "/readyz", timeout=5)
         assert response.status_code == 200, (service.name, response.text)
         expected = {"kafka", "database"} | {"ingest": set(), "status": {"consumer"}, "scheduler": {"consumer"},
-                                            "processor": {"consumer", "store_master"}}[service.name]
+                                            "processor": {"consumer", "store_master"},
+                                            "storestats": {"settled"}}[service.name]  # started by the dashboard test
         assert response.json()["checks"] == dict.fromkeys(expected, True), service.name
         assert "imagejobs_ready" in httpx.get(service.url + "/metrics", timeout=5).text
