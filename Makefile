@@ -28,9 +28,11 @@ run: setup
 
 test: setup  # then compose-test, when a Docker engine runs here or can be started
 	$(PY) -m pytest -q
-	@if bash deploy/docker/prepare.sh; then $(MAKE) --no-print-directory compose-test; \
-	else echo "make test: no Docker engine could be started here, so compose-test did not run (README: Docker)"; \
-	  test -z "$$IMAGEJOBS_REQUIRE_DOCKER"; fi
+	@bash deploy/docker/prepare.sh; rc=$$?; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory compose-test; \
+	elif [ $$rc -eq 3 ] && [ -z "$$IMAGEJOBS_REQUIRE_DOCKER" ]; then \
+	  echo "make test: no Docker engine could be started here, so compose-test did not run (README: Docker)"; \
+	else echo "make test: deploy/docker/prepare.sh failed ($$rc)"; exit $$rc; fi
 
 compose-test: setup  # docker-compose.yml built and run for real: jobs, a processor killed, down/up
 	bash deploy/docker/prepare.sh

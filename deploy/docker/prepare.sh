@@ -6,7 +6,8 @@
 #      there is none (no image registry is needed; `docker pull` one first to use Docker's);
 #   4. copies the host's locally added certificate authorities into deploy/docker/extra-ca.
 # Downloads are cached under IMAGEJOBS_CACHE (~/.cache/imagejobs): the Compose binary and the
-# base image's tarball, so a second machine set-up is seconds. Exit 3: no engine can run here.
+# base image's tarball, so a second machine set-up is seconds. Exit 3: no engine can run here;
+# any other failure is a failure.
 set -euo pipefail
 COMPOSE_VERSION=v2.29.7
 CACHE=${IMAGEJOBS_CACHE:-$HOME/.cache/imagejobs}
@@ -67,7 +68,7 @@ LIST
     $SUDO tar -C "$root" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
     $SUDO rm -rf "$root"
   fi
-  docker import -q "$tarball" debian:bookworm-slim >/dev/null
+  docker import "$tarball" debian:bookworm-slim >/dev/null
 }
 
 # The builds trust the authorities this host added locally (Debian keeps them in
@@ -81,7 +82,9 @@ extra_authorities() {
 }
 
 engine || exit 3
-compose
+compose &  # the Go build is CPU, debootstrap mostly network: side by side
+building=$!
 base_image
+wait "$building"
 extra_authorities
 say "ready: $(docker compose version --short), engine $(docker version -f '{{.Server.Version}}')"
