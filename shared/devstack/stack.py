@@ -196,7 +196,8 @@ def _wait_for_infra(kafka: KafkaBroker | None, pg: PostgresServer | None) -> Non
     ingest = _env_int("INGEST_PORT", 8000)
     status = _env_int("STATUS_PORT", 8001)
     processors = [_env_int("PROCESSOR_PORT", 8003) + i for i in range(_env_int("PROCESSOR_INSTANCES", 2))]
-    for port in (ingest, status, _env_int("SCHEDULER_PORT", 8002), *processors):
+    stats = _env_int("STORESTATS_PORT", 8009)  # the downstream store statistics: up means everything
+    for port in (ingest, status, _env_int("SCHEDULER_PORT", 8002), *processors, stats):
         if not _wait_ready(port, 90):
             raise LauncherError(f"the service on port {port} did not become ready in 90s; see its log lines above")
     print(f"\n  imagejobs is up in {time.monotonic() - started:.1f}s: ingest http://127.0.0.1:{ingest}"
