@@ -6,13 +6,13 @@ set -euo pipefail
 : "${KAFKA_CLUSTER_ID:?KAFKA_CLUSTER_ID is required (one id per cluster, 22 base64url characters)}"
 config=/opt/kafka/run/server.properties
 : >"$config"
-while IFS='=' read -r name value; do
+for name in $(compgen -e | grep '^KAFKA_' | sort); do  # names only: values keep every '='
   case "$name" in
     KAFKA_CLUSTER_ID|KAFKA_HEAP_OPTS|KAFKA_JVM_OPTS) continue ;;
   esac
   key=$(printf '%s' "${name#KAFKA_}" | tr '[:upper:]_' '[:lower:].')
-  printf '%s=%s\n' "$key" "$value" >>"$config"
-done < <(env | grep '^KAFKA_' | sort)
+  printf '%s=%s\n' "$key" "${!name}" >>"$config"
+done
 java=(java $KAFKA_HEAP_OPTS ${KAFKA_JVM_OPTS:-} -XX:+UseG1GC -Djava.awt.headless=true
       -Dlog4j2.configurationFile=/opt/kafka/config/log4j2.xml -cp '/opt/kafka/libs/*')
 if [ ! -f "$KAFKA_LOG_DIRS/meta.properties" ]; then

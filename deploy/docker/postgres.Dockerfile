@@ -12,4 +12,6 @@ VOLUME /var/lib/postgresql/data
 EXPOSE 5432
 HEALTHCHECK --interval=2s --timeout=3s --retries=60 \
     CMD pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"
+# SIGINT is PostgreSQL's fast shutdown (SIGTERM waits for every pooled client to leave)
+STOPSIGNAL SIGINT
 ENTRYPOINT ["postgres-entrypoint"]

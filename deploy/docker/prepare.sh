@@ -23,7 +23,9 @@ apt_install() {
 }
 
 engine() {
-  docker info >/dev/null 2>&1 && return 0
+  timeout 20 docker info >/dev/null 2>&1 && return 0
+  if [ -S /var/run/docker.sock ] && ! [ -w /var/run/docker.sock ]; then
+    say "a Docker engine runs but this user may not use /var/run/docker.sock (join the docker group)"; exit 1; fi
   if ! command -v dockerd >/dev/null 2>&1; then
     if [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then
       say "no Docker engine and no root to install one: apt-get install docker.io"; return 3; fi
@@ -40,7 +42,6 @@ compose() {
   docker compose version >/dev/null 2>&1 && return 0
   local binary="$CACHE/docker-compose-$COMPOSE_VERSION"
   if [ ! -x "$binary" ]; then
-    command -v go >/dev/null 2>&1 || apt_install golang-go
     say "building Docker Compose $COMPOSE_VERSION from the Go module proxy (a few minutes, once)"
     local gobin; gobin=$(mktemp -d)
     GOBIN=$gobin go install "github.com/docker/compose/v2/cmd@$COMPOSE_VERSION"
@@ -55,7 +56,6 @@ base_image() {
   docker image inspect debian:bookworm-slim >/dev/null 2>&1 && return 0
   local tarball="$CACHE/debian-bookworm-minbase.tar"
   if [ ! -s "$tarball" ]; then
-    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
     say "making debian:bookworm-slim with debootstrap (about a minute, once)"
     local root; root=$(mktemp -d)
     $SUDO debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null
@@ -81,10 +81,25 @@ extra_authorities() {
   find "$from" -maxdepth 1 -name '*.crt' -exec cp {} "$here/" \;
 }
 
+go_is_new_enough() {  # Compose v2.29's go.mod needs Go 1.21 (Debian bookworm's golang-go is 1.19)
+  command -v go >/dev/null 2>&1 && go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9])'
+}
+
 engine || exit 3
+# what the two parallel steps need from apt, one apt-get at a time (apt's list lock is not waited for)
+if ! docker compose version >/dev/null 2>&1 && [ ! -x "$CACHE/docker-compose-$COMPOSE_VERSION" ] \
+    && ! go_is_new_enough; then
+  say "building Docker Compose needs Go 1.21 or newer (this machine has $(go version 2>/dev/null || echo none));" \
+      "install it, or install a Docker Compose v2 plugin"; exit 1
+fi
+if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1 && [ ! -s "$CACHE/debian-bookworm-minbase.tar" ]; then
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+fi
 compose &  # the Go build is CPU, debootstrap mostly network: side by side
 building=$!
+trap 'kill "$building" 2>/dev/null || true' EXIT
 base_image
 wait "$building"
+trap - EXIT
 extra_authorities
 say "ready: $(docker compose version --short), engine $(docker version -f '{{.Server.Version}}')"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 OUTCOME_TYPES = ("ImageSucceeded", "ImageFailed")
 # "HTTP 404 from the image server" -> "HTTP 404"; "download timed out after 30s (3 attempts)" ->
@@ -29,15 +29,21 @@ OUTCOME_TYPES = ("ImageSucceeded", "ImageFailed")
 _DETAIL = re.compile(r":| \(| from | after | without ")
 
 
+_TEXT = Field(max_length=1000, pattern=r"^[^\x00]*$")  # PostgreSQL text holds no NUL
+
+
 class _Wire(BaseModel):
+    """What is read of an outcome: bounded so that every accepted record can be stored (a
+    record the table would refuse is skipped here rather than retried for ever)."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: str
-    task_id: str
-    store_id: str
+    task_id: str = _TEXT
+    store_id: str = _TEXT
     occurred_at: AwareDatetime
-    perimeter: int | None = None
-    reason: str | None = None
+    perimeter: int | None = Field(None, ge=0, le=2**62)
+    reason: str | None = Field(None, max_length=10_000)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,10 @@ def reason_category(reason: str) -> str:
 def parse_outcome(raw: bytes) -> Outcome | None:
     """The outcome in a record of the results topic; None for another event type. Raises
     ValueError for a record that is not such an event (not JSON, a field missing)."""
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except (TypeError, RecursionError, UnicodeDecodeError) as exc:  # a tombstone (None), absurd nesting
+        raise ValueError(f"not a JSON event: {type(exc).__name__}") from None
     if not isinstance(data, dict) or data.get("type") not in OUTCOME_TYPES:
         return None
     try:
@@ -70,7 +79,8 @@ def parse_outcome(raw: bytes) -> Outcome | None:
         if wire.perimeter is None:
             raise ValueError("ImageSucceeded without a perimeter")
         return Outcome(wire.task_id, wire.store_id, wire.occurred_at, perimeter=wire.perimeter)
-    return Outcome(wire.task_id, wire.store_id, wire.occurred_at, reason=reason_category(wire.reason or ""))
+    reason = reason_category((wire.reason or "").replace("\x00", ""))
+    return Outcome(wire.task_id, wire.store_id, wire.occurred_at, reason=reason)
 
 
 def window_start(at: datetime, size_s: int) -> float:

@@ -57,8 +57,12 @@ def add_agents(stats: StatsApp) -> None:
 
     @app.timer(interval=600.0)
     async def prune() -> None:
-        if stats.loaded.is_set():
+        if not stats.loaded.is_set():
+            return
+        try:  # an exception in a faust timer crashes the worker: a database blip waits for the next tick
             log.info("pruned %d counted images", await store.prune(stats.pool, stats.settings.storestats_keep_s))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("pruning counted images failed (%s); next try in 10 minutes", exc)
 
 
 async def take(queue: asyncio.Queue[EventT]) -> list[EventT]:
@@ -84,7 +88,8 @@ def outcomes_of(events: list[EventT]) -> list[Outcome]:
     for event in events:
         try:
             outcome = parse_outcome(event.value)
-        except ValueError:
+        except ValueError as exc:  # poison: skipped (and counted), never retried for ever
+            log.warning("skipping an undecodable results record: %s", str(exc)[:200])
             SKIPPED.labels("undecodable").inc()
             continue
         if outcome is None:

@@ -42,7 +42,7 @@ def test_parses_both_outcomes_from_the_wire_and_ignores_other_events() -> None:
                                  b' "occurred_at": "2026-01-01T00:00:00Z"}'])
 def test_a_malformed_outcome_is_a_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
-        domain.parse_outcome(raw)
+        domain.parse_outcome(raw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("reason", "category"), [
@@ -105,3 +105,16 @@ def test_recount_counts_each_task_once_at_its_first_outcome() -> None:
     assert windows[("S1", first)].succeeded == 1 and windows[("S2", first)].failed == {"HTTP 404": 1}
     assert windows[("S1", domain.window_start(later, 60))].perimeter_sum == 30
     assert sum(w.images for w in windows.values()) == 3
+
+
+@pytest.mark.parametrize("raw", [
+    None, b"[" * 5000 + b"]" * 5000,
+    json.dumps({"type": "ImageSucceeded", "task_id": "a\u0000b", "store_id": "S1", "job_id": "j",
+                "occurred_at": "2026-11-30T10:00:00Z", "perimeter": 4}).encode(),
+    json.dumps({"type": "ImageSucceeded", "task_id": "a", "store_id": "S1", "job_id": "j",
+                "occurred_at": "2026-11-30T10:00:00Z", "perimeter": 2**64}).encode(),
+])
+def test_records_the_table_would_refuse_are_value_errors_not_endless_retries(raw: bytes | None) -> None:
+    """A tombstone, absurd nesting, a NUL in a text field, a perimeter over bigint: skipped."""
+    with pytest.raises(ValueError):
+        domain.parse_outcome(raw)  # type: ignore[arg-type]
