@@ -25,7 +25,7 @@ def serve(app: FastAPI, settings: CommonSettings, port: int, nice: int = 0) -> N
 
 def set_priority(nice: int) -> None:
     """Set the process's niceness to `nice`. Raising priority (a lower number than now) needs
-    CAP_SYS_NICE (root, or compose's `cap_add: [SYS_NICE]`); without it the process keeps its
+    CAP_SYS_NICE (root); without it the process keeps its
     priority and says so once."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if nice == current:
