@@ -23,6 +23,7 @@ from shared.devstack.kafka import KafkaBroker, ensure_jars, java_binary
 from shared.devstack.net import require_free_port
 from shared.devstack.paths import PROJECT_ROOT, state_dir
 from shared.devstack.postgres import PostgresServer, postgres_bindir, server_user
+from shared.healthcheck import ready
 
 
 @dataclass
@@ -206,17 +207,10 @@ def _wait_for_infra(kafka: KafkaBroker | None, pg: PostgresServer | None) -> Non
 
 def _wait_ready(port: int, deadline_s: float) -> bool:
     """True once http://127.0.0.1:port/readyz answers 200 (Kafka and PostgreSQL connected)."""
-    import urllib.error
-    import urllib.request
-
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
+        if ready(port):
+            return True
         time.sleep(0.2)
     return False
 
