@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -71,23 +73,26 @@ def durable_configs(settings: CommonSettings) -> dict[str, str]:
     return {"min.insync.replicas": "2"} if settings.kafka_replication_factor >= 3 else {}
 
 
-async def existing_topics(settings: CommonSettings) -> set[str]:
+@asynccontextmanager
+async def admin_client(settings: CommonSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
     await admin.start()
     try:
-        return set(await admin.list_topics())
+        yield admin
     finally:
         await admin.close()
+
+
+async def existing_topics(settings: CommonSettings) -> set[str]:
+    async with admin_client(settings) as admin:
+        return set(await admin.list_topics())
 
 
 async def ensure_topics(settings: CommonSettings, specs: list[NewTopic] | None = None) -> None:
     """Create the topics that do not exist yet (any service may do it first): the core's,
     or `specs`."""
     wanted = specs if specs is not None else topic_specs(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                request_timeout_ms=10000)
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         existing = set(await admin.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]
         if missing:
@@ -101,5 +106,3 @@ async def ensure_topics(settings: CommonSettings, specs: list[NewTopic] | None =
             if {s.name for s in wanted} <= set(await admin.list_topics()):
                 return
             await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
