@@ -19,7 +19,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -110,15 +109,6 @@ class WindowStats:
     @property
     def mean_perimeter(self) -> float | None:
         return self.perimeter_sum / self.succeeded if self.succeeded else None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"store_id": self.store_id, "window_start": self.window_start, "succeeded": self.succeeded,
-                "failed": dict(self.failed), "perimeter_sum": self.perimeter_sum}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> WindowStats:
-        return cls(data["store_id"], float(data["window_start"]), int(data["succeeded"]),
-                   {str(k): int(v) for k, v in data["failed"].items()}, int(data["perimeter_sum"]))
 
 
 def fold_window(stats: WindowStats | None, outcome: Outcome, size_s: int) -> WindowStats:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.storestats import domain
-from services.storestats.domain import Outcome, StoreTotals, WindowStats
+from services.storestats.domain import Outcome, StoreTotals
 from shared.events import encode_event
 from tests.support.jobs import JobEvents
 
@@ -70,7 +70,6 @@ def test_folding_counts_successes_failures_by_reason_and_the_mean_perimeter() ->
     assert (stats.images, stats.succeeded, stats.mean_perimeter) == (5, 2, 15.0)
     assert stats.failed == {"HTTP 404": 2, "store not found": 1}
     assert stats.window_start == datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()
-    assert WindowStats.from_json(json.loads(json.dumps(stats.to_json()))) == stats  # the table's JSON
 
 
 def test_a_window_of_failures_only_has_no_mean() -> None:
