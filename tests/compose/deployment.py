@@ -5,6 +5,7 @@ a unique project name (its own containers, network and volumes), published ports
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -37,8 +38,6 @@ class Deployment:
         return f"127.0.0.1:{self.kafka_port}"
 
     def env(self) -> dict[str, str]:
-        import os
-
         return {**os.environ, "INGEST_PUBLISHED_PORT": str(self.ingest_port),
                 "STATUS_PUBLISHED_PORT": str(self.status_port), "KAFKA_PUBLISHED_PORT": str(self.kafka_port),
                 "IMAGE_ALLOW_PRIVATE_NETWORKS": "true", "PROCESSOR_REPLICAS": "3"}

@@ -14,10 +14,10 @@ import httpx
 
 from shared.events import JobReleased, decode_event
 from tests.compose.deployment import ROOT, Deployment, docker
+from tests.support.client import FINAL
 from tests.support.invariants import read_topics
 from tests.support.waiting import wait_for
 
-FINAL = {"completed", "failed", "cancelled"}
 SAMPLES = "http://samples:8090"
 
 
