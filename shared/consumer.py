@@ -10,6 +10,11 @@ A service supplies only:
   in flight);
 - optionally a rebalance listener and the event types it accepts (others are dead-lettered).
 
+While the stream is busy the loop lets fetches wait at the broker for up to
+`BUSY_BATCH_WAIT_MS` (shared/pacing.py), so a trickle of hundreds of events a second arrives
+in rounds of several instead of one fetch, one transaction and one commit per event; a quiet
+stream fetches as before, answered by the first record.
+
 The loop reports the service ready (check `consumer`) once it has joined, lets the runtime
 report its lag on a timer, and counts consumed events by type.
 """
@@ -17,6 +22,7 @@ report its lag on a timer, and counts consumed events by type.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,8 +31,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from shared.dlq import send_to_dlq
 from shared.events import decode_event
-from shared.kafka import consumer_options
+from shared.kafka import BUSY_FETCH_MIN_BYTES, consumer_options, set_fetch_wait
 from shared.metrics import EVENTS_CONSUMED
+from shared.pacing import Pacer
 from shared.runtime import Runtime, fetch_batch, retry_forever
 from shared.settings import CommonSettings
 
@@ -68,6 +75,8 @@ class ConsumerLoop:
         self.max_records, self.timeout_ms = max_records, timeout_ms
         self.consumer: AIOKafkaConsumer | None = None
         self.consuming = False
+        self.pacer = Pacer(settings.busy_batch_wait_ms / 1000)
+        self._busy = False
         runtime.add_check("consumer", lambda: self.consuming)
 
     async def run(self) -> None:
@@ -75,18 +84,32 @@ class ConsumerLoop:
         await self.runtime.connected.wait()
         self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.service))  # type: ignore[arg-type]
         await retry_forever(f"starting the {self.service} consumer", self.consumer.start)
-        self.consumer.subscribe(self.topics, listener=self.listener or ConsumerRebalanceListener())
+        self.consumer.subscribe(self.topics, listener=self.listener)
         self.runtime.track_consumer(self.consumer)
         self.consuming = True
         while True:
             records = await fetch_batch(self.consumer, self.service, timeout_ms=self.timeout_ms,
                                         max_records=self.max_records)
+            self._pace(sum(len(r) for r in records.values()))
             if not records:
                 continue
             batch = await self._decode(records)
             await self.handle(batch)
             if self.commit == "after_batch":
                 await retry_forever("committing offsets", self.consumer.commit)
+
+    def _pace(self, count: int) -> None:
+        """Let the next fetches wait for a larger round while busy, and not at all when quiet."""
+        now = time.monotonic()
+        self.pacer.arrived(count, now)
+        busy = self.pacer.busy(now)
+        if busy != self._busy and self.consumer is not None:
+            self._busy = busy
+            if busy:
+                set_fetch_wait(self.consumer, BUSY_FETCH_MIN_BYTES, self.settings.busy_batch_wait_ms)
+            else:
+                set_fetch_wait(self.consumer, self.settings.kafka_fetch_min_bytes,
+                               self.settings.kafka_fetch_max_wait_ms)
 
     async def close(self) -> None:
         self.consuming = False

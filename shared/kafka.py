@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -52,6 +52,29 @@ def consumer_options(settings: CommonSettings, service: str) -> dict[str, object
         "fetch_min_bytes": settings.kafka_fetch_min_bytes,
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
+
+
+# While busy, a fetch waits at the broker for this much data or `busy_batch_wait_ms`.
+BUSY_FETCH_MIN_BYTES = 64 * 1024
+
+
+def set_fetch_wait(consumer: AIOKafkaConsumer, min_bytes: int, max_wait_ms: int) -> None:
+    """How long the consumer's next fetch requests may wait at the broker for data.
+
+    aiokafka (0.12-0.14) builds every FetchRequest from these two attributes of its fetcher and
+    offers no public setter. Without them this does nothing but say so, and
+    `tests/integration/test_pacing.py` fails."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if not (hasattr(fetcher, "_fetch_min_bytes") and hasattr(fetcher, "_fetch_max_wait_ms")):
+        log.warning("this aiokafka has no fetcher wait attributes: busy batching is off")
+        return
+    fetcher._fetch_min_bytes = min_bytes  # type: ignore[union-attr]
+    fetcher._fetch_max_wait_ms = max_wait_ms  # type: ignore[union-attr]
+
+
+def fetch_wait(consumer: AIOKafkaConsumer) -> tuple[int, int]:
+    """(min_bytes, max_wait_ms) that the consumer's next fetch requests carry."""
+    return consumer._fetcher._fetch_min_bytes, consumer._fetcher._fetch_max_wait_ms
 
 
 def topic_specs(settings: CommonSettings) -> list[NewTopic]:

@@ -25,6 +25,9 @@ class CommonSettings(BaseSettings):
     # A consumer's fetch waits for this many bytes or this long, whichever comes first
     kafka_fetch_min_bytes: int = 1
     kafka_fetch_max_wait_ms: int = 500
+    # While a stream is busy (shared/pacing.py), consumers' fetches and the processor's result
+    # recorder wait up to this long to gather larger rounds; a quiet stream never waits. 0: off.
+    busy_batch_wait_ms: int = 20
     database_url: str = "postgresql://imagejobs@127.0.0.1:5432/imagejobs"
     database_pool_max: int = 10
     default_timezone: str = "Asia/Kolkata"

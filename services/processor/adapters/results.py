@@ -1,11 +1,12 @@
 """Recording outcomes in batches: one transaction and one produce round for many images.
 
-Each caller awaits its own outcome; the recorder gathers what arrives within a few
-milliseconds, inserts it with one `INSERT ... SELECT FROM unnest(...) ON CONFLICT (task_id) DO
-NOTHING`, publishes the outcome that is recorded (its own, or the one a duplicate delivery
-recorded first) to the results topic with acks=all, and only then answers each caller, which
-then lets its offset be committed. A failure answers every caller of the batch with the error;
-they retry, and the retry finds the rows already recorded and re-publishes the same outcomes.
+Each caller awaits its own outcome; the recorder gathers what arrives within a short window
+(2 ms when quiet, `BUSY_BATCH_WAIT_MS` while outcomes stream in: shared/pacing.py), inserts
+it with one `INSERT ... SELECT FROM unnest(...) ON CONFLICT (task_id) DO NOTHING`, publishes
+the outcome that is recorded (its own, or the one a duplicate delivery recorded first) to the
+results topic with acks=all, and only then answers each caller, which then lets its offset be
+committed. A failure answers every caller of the batch with the error; they retry, and the
+retry finds the rows already recorded and re-publishes the same outcomes.
 
 Recording holds no processing slot: a processor's slots are for downloading and measuring, so
 the waits of a transaction and of the broker's acknowledgement are shared by a whole batch
@@ -15,10 +16,12 @@ instead of being paid by each image.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from shared.db import columns
 from shared.events import ImageFailed, ImageSucceeded, ImageTask, encode_event
+from shared.pacing import Pacer
 from shared.runtime import Runtime, exit_if_it_dies
 
 Outcome = ImageSucceeded | ImageFailed
@@ -64,11 +67,12 @@ async def recorded_outcomes(runtime: Runtime, tasks: list[ImageTask]) -> dict[st
 
 class Recorder:
     def __init__(self, runtime: Runtime, results_topic: str, max_batch: int = 512,
-                 gather_s: float = 0.002) -> None:
+                 gather_s: float = 0.002, busy_gather_s: float = 0.02) -> None:
         self._runtime = runtime
         self._topic = results_topic
         self._max_batch = max_batch
         self._gather_s = gather_s
+        self._pacer = Pacer(busy_gather_s, min_expected=2)
         self._queue: asyncio.Queue[tuple[Outcome, asyncio.Future[Outcome]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -90,9 +94,11 @@ class Recorder:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            await asyncio.sleep(self._gather_s)  # let concurrent tasks join this transaction
+            # let concurrent tasks join this transaction (longer while outcomes stream in)
+            await asyncio.sleep(max(self._gather_s, self._pacer.wait_s(time.monotonic())))
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._pacer.arrived(len(batch), time.monotonic())
             try:
                 recorded = await self._write([o for o, _ in batch])
                 await self._publish(recorded)
