@@ -1,11 +1,13 @@
 """Processing one task (services/processor/handlers/process.py) in-process, with fakes for
-the store master and the image source: measured, failed with a reason, downloaded once."""
+the store master and the image source: measured, failed with a reason, downloaded once, and
+downloaded while the GPU slots are busy with earlier images."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import random
+import time
 from uuid import uuid4
 
 from PIL import Image
@@ -39,9 +41,14 @@ def task(url: str, store: str = "S1") -> ImageTask:
                      image_url=url, scheduled_time="2026-11-30T00:00:00Z")  # type: ignore[arg-type]
 
 
+def deps_for(images: Images, gpu_s: float = 0.0, gpu_slots: int = 1) -> Deps:
+    return Deps(runtime=None, fetcher=images, cache=DimensionCache(60, 100), stores=Stores(),  # type: ignore[arg-type]
+                gpu_bounds=(gpu_s, gpu_s), max_pixels=10**8, rng=random.Random(1),
+                gpu_slots=asyncio.Semaphore(gpu_slots))
+
+
 def run(images: Images, *tasks: ImageTask) -> list[object]:
-    deps = Deps(runtime=None, fetcher=images, cache=DimensionCache(60, 100), stores=Stores(),  # type: ignore[arg-type]
-                gpu_bounds=(0.0, 0.0), max_pixels=10**8, rng=random.Random(1))
+    deps = deps_for(images)
 
     async def all_of() -> list[object]:
         return [(await process(t, deps))[0] for t in tasks]
@@ -63,3 +70,23 @@ def test_failures_carry_their_reason_and_an_unknown_store_is_not_downloaded() ->
     assert isinstance(missing, ImageFailed) and missing.reason == "HTTP 404 from the image server"
     assert isinstance(unknown, ImageFailed) and unknown.reason == "store not found"
     assert images.fetched == ["http://img/missing.png"]
+
+
+def test_images_are_downloaded_while_the_gpu_slot_is_busy_and_the_gpu_runs_one_at_a_time() -> None:
+    """Four tasks, one GPU slot of 0.1 s: every image is measured (and its download slot handed
+    back) before the first GPU turn ends, and the GPU turns do not overlap."""
+    deps = deps_for(Images(), gpu_s=0.1, gpu_slots=1)
+    order: list[tuple[str, int]] = []
+
+    async def one(i: int) -> None:
+        await process(task(f"http://img/{i}.png"), deps, lambda: order.append(("measured", i)))
+        order.append(("done", i))
+
+    async def all_of() -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(4)))
+        return time.monotonic() - started
+    elapsed = asyncio.run(all_of())
+    assert [kind for kind, _ in order[:4]] == ["measured"] * 4, order
+    assert [kind for kind, _ in order[4:]] == ["done"] * 4, order
+    assert elapsed >= 0.4  # four GPU turns of 0.1 s, one after another

@@ -63,7 +63,7 @@ def test_a_task_is_not_failed_while_the_store_master_is_missing() -> None:
     once the master exists, an unknown store fails for real, without a download."""
     table = FakeStoresTable()
     deps = Deps(runtime=None, fetcher=None, cache=None, stores=StoreDirectory(table),  # type: ignore[arg-type]
-                gpu_bounds=(0.0, 0.0), max_pixels=10**8, rng=random.Random(1))
+                gpu_bounds=(0.0, 0.0), max_pixels=10**8, rng=random.Random(1), gpu_slots=asyncio.Semaphore(1))
     task = ImageTask(job_id=uuid4(), task_id="t:0:0", visit_index=0, image_index=0, store_id="NOPE",
                      image_url="http://127.0.0.1:1/x.png", scheduled_time="2026-11-30T00:00:00Z")  # type: ignore[arg-type]
     with pytest.raises(StoreMasterNotLoaded):

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -16,7 +17,7 @@ from services.processor.adapters.cache import DimensionCache
 from services.processor.adapters.fetch import Fetcher
 from services.processor.adapters.stores import StoreDirectory
 from services.processor.domain import ImageError, Size, gpu_delay, measure
-from shared.events import ImageFailed, ImageSucceeded, ImageTask
+from shared.events import ImageFailed, ImageSucceeded, ImageTask, envelope
 from shared.metrics import STAGE, latency_histogram
 from shared.runtime import Runtime
 
@@ -40,11 +41,19 @@ class Deps:
     gpu_bounds: tuple[float, float]
     max_pixels: int
     rng: random.Random
+    # the GPU stage's slots: the next images are downloaded and measured while these are busy
+    gpu_slots: asyncio.Semaphore
 
 
-async def process(task: ImageTask, deps: Deps) -> tuple[Outcome, float]:
+def _nothing() -> None:
+    return None
+
+
+async def process(task: ImageTask, deps: Deps,
+                  measured: Callable[[], None] = _nothing) -> tuple[Outcome, float]:
     """The task's outcome (not yet recorded) and the wall time its image was measured: store
-    check, download, measurement, GPU time. A failing image becomes an `ImageFailed` with its
+    check, download, measurement, then `measured()` (the caller frees the task's download slot)
+    and GPU time in one of `deps.gpu_slots`. A failing image becomes an `ImageFailed` with its
     reason; only infrastructure errors raise."""
     started = time.perf_counter()
     downloaded_at = time.time()
@@ -54,9 +63,11 @@ async def process(task: ImageTask, deps: Deps) -> tuple[Outcome, float]:
         size = await deps.cache.get_or_load(task.image_url, lambda: _download_and_measure(task, deps))
         downloaded_at = time.time()
         STAGE["downloaded"].observe(time.perf_counter() - started)
+        measured()
         delay = gpu_delay(deps.gpu_bounds, deps.rng)
         if delay:
-            await asyncio.sleep(delay)
+            async with deps.gpu_slots:
+                await asyncio.sleep(delay)
         outcome: Outcome = _succeeded(task, size)
     except ImageError as exc:
         outcome = _failed(task, str(exc))
@@ -83,7 +94,7 @@ def _common(task: ImageTask) -> dict[str, object]:
 
 def _succeeded(task: ImageTask, size: Size) -> ImageSucceeded:
     # model_construct: every field comes from a validated task and a measured size
-    return ImageSucceeded.model_construct(**_common(task), width=size.width, height=size.height,
+    return ImageSucceeded.model_construct(**envelope(), **_common(task), width=size.width, height=size.height,
                                           perimeter=size.perimeter)
 
 

@@ -3,8 +3,10 @@ the lowest task still in flight, after its result row and outcome event are dura
 
 Each fetched batch is decoded at once and checked against the result rows with one query
 (a redelivered task is not downloaded again: its recorded outcome is re-published). A task
-holds one of `PROCESSOR_CONCURRENCY` slots while it downloads, measures and waits for the
-simulated GPU; recording and publishing happen in batches (results.py) without a slot.
+holds one of `PROCESSOR_CONCURRENCY` download slots while it downloads and measures, then one
+of `PROCESSOR_CONCURRENCY` GPU slots for its simulated GPU time: the next images are fetched
+while the GPU slots are busy, so a GPU slot never waits on the network. Recording and
+publishing happen in batches (results.py) without a slot.
 
 On rebalance or SIGTERM it stops fetching, lets in-flight tasks finish (bounded), commits,
 and only then gives partitions up, so nothing is lost and nothing is processed twice in
@@ -49,10 +51,10 @@ class ProcessorWorker(ConsumerRebalanceListener):
             s.image_allow_private_networks))
         self.deps = Deps(runtime, self.fetcher, DimensionCache(s.image_cache_ttl_s, s.image_cache_size),
                          StoreDirectory(runtime), parse_gpu_delay(s.processor_gpu_delay_ms),
-                         s.image_max_pixels, random.Random())
-        self.recorder = Recorder(runtime, settings.topics.results)
+                         s.image_max_pixels, random.Random(), asyncio.Semaphore(s.processor_concurrency))
+        self.recorder = Recorder(runtime, settings.topics.results, busy_gather_s=s.busy_batch_wait_ms / 1000)
         self.tracker = OffsetTracker()
-        self.slots = asyncio.Semaphore(s.processor_concurrency)  # downloading, measuring, GPU
+        self.slots = asyncio.Semaphore(s.processor_concurrency)  # downloading and measuring
         # tasks between fetch and commit, recording included: bounds memory when recording stalls
         self.backlog = asyncio.Semaphore(s.processor_concurrency * BACKLOG_FACTOR)
         # offsets: committed by the handler, below the lowest task still in flight
@@ -125,13 +127,21 @@ class ProcessorWorker(ConsumerRebalanceListener):
             job.add_done_callback(self._inflight.discard)
 
     async def _handle(self, tp: TopicPartition, offset: int, task: ImageTask, known: Outcome | None) -> None:
-        """Process (holding a slot), then record and publish (without one), then let the offset go."""
+        """Process (holding a download slot until measured), then record and publish (without
+        one), then let the offset go."""
+        holding = True
+
+        def free_slot() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                self.slots.release()
         try:
             try:
                 outcome, downloaded_at = (known, time.time()) if known else await retry_forever(
-                    "processing a task", lambda: process(task, self.deps))
+                    "processing a task", lambda: process(task, self.deps, free_slot))
             finally:
-                self.slots.release()
+                free_slot()
             recorded = await retry_forever("recording a result", lambda: self.recorder.record(outcome))
             STAGE["recorded"].observe(time.time() - downloaded_at)
             (SUCCEEDED if isinstance(recorded, ImageSucceeded) else FAILED).inc()
