@@ -22,7 +22,9 @@ from shared.events import (
     JobRescheduled,
     JobRescheduleRequested,
     JobSubmitted,
+    envelope,
     task_id_for,
+    utcnow,
 )
 
 Entry = tuple[datetime, UUID, int]  # (due_at, job_id, partition)
@@ -107,13 +109,23 @@ def tasks_for(job: JobSubmitted) -> list[ImageTask]:
     """One task per image, keyed `job_id:visit_index:image_index` (the idempotency key)."""
     # model_construct: every field comes from a validated JobSubmitted, so validating each of
     # thousands of tasks again would only cost time (a 10,000-image job is released at once)
+    now = utcnow()
     return [
-        ImageTask.model_construct(job_id=job.job_id, task_id=task_id_for(job.job_id, v, i), visit_index=v,
-                                  image_index=i, store_id=visit.store_id, image_url=url,
+        ImageTask.model_construct(**envelope(now), job_id=job.job_id, task_id=task_id_for(job.job_id, v, i),
+                                  visit_index=v, image_index=i, store_id=visit.store_id, image_url=url,
                                   scheduled_time=job.scheduled_time)
         for v, visit in enumerate(job.visits)
         for i, url in enumerate(visit.image_urls)
     ]
+
+
+def task_partition(job_id: UUID, ordinal: int, partitions: int) -> int:
+    """The tasks-topic partition of a job's `ordinal`-th image (in `tasks_for` order): a job's
+    images go to consecutive partitions from a start fixed by its id. A release is spread
+    evenly over the processors (hashing each task_id left the busiest of four processors ~3%
+    more images than the mean, which it then finished last), one job's images are processed
+    side by side, and a re-release sends each task to the same partition as before."""
+    return (int.from_bytes(job_id.bytes[:4], "big") + ordinal) % partitions
 
 
 def released(job: JobSubmitted) -> JobReleased:

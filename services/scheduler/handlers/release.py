@@ -24,7 +24,7 @@ from uuid import UUID
 from prometheus_client import Counter, Gauge
 
 from services.scheduler.adapters.store import load_pending, mark_released, pending_events
-from services.scheduler.domain import Decision, Schedule, released, tasks_for
+from services.scheduler.domain import Decision, Schedule, released, task_partition, tasks_for
 from services.scheduler.settings import SchedulerSettings
 from shared.events import JobSubmitted, encode_event
 from shared.metrics import STAGE, latency_histogram
@@ -201,9 +201,14 @@ class Releaser:
         producer, topics = self.runtime.producer, self.settings.topics
         acks = []
         now = datetime.now(UTC)
+        partitions = len(await producer.partitions_for(topics.tasks))
+        # No yield inside this loop: the producer ships the whole release at once. (Giving its
+        # sender a turn early let processors start ~0.3 s sooner, but made the GPU-off burst
+        # ~15% slower: each turn is a produce request that fragments the fetches downstream.)
         for job in jobs:
-            for task in tasks_for(job):
-                acks.append(await producer.send(topics.tasks, encode_event(task), key=task.task_id.encode()))
+            for ordinal, task in enumerate(tasks_for(job)):
+                acks.append(await producer.send(topics.tasks, encode_event(task), key=task.task_id.encode(),
+                                                partition=task_partition(job.job_id, ordinal, partitions)))
             acks.append(await producer.send(topics.jobs, encode_event(released(job)),
                                             key=str(job.job_id).encode()))
             late = max(0.0, (now - job.scheduled_time).total_seconds())
