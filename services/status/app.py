@@ -44,15 +44,15 @@ class Unauthenticated(Exception):  # noqa: N818 - answered 401 by the app's hand
     pass
 
 
-def use_cases(request: Request) -> StatusUseCases:
+async def use_cases(request: Request) -> StatusUseCases:
     return request.app.state.use_cases  # type: ignore[no-any-return]
 
 
 UseCases = Annotated[StatusUseCases, Depends(use_cases)]
 
 
-def caller(cases: UseCases,
-           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+async def caller(cases: UseCases,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
     """Who asks; 401 when API keys are on and the bearer token is missing or unknown."""
     if not cases.keys:
         return Caller(None, keys_on=False)
