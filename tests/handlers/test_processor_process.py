@@ -73,20 +73,26 @@ def test_failures_carry_their_reason_and_an_unknown_store_is_not_downloaded() ->
 
 
 def test_images_are_downloaded_while_the_gpu_slot_is_busy_and_the_gpu_runs_one_at_a_time() -> None:
-    """Four tasks, one GPU slot of 0.1 s: every image is measured (and its download slot handed
-    back) before the first GPU turn ends, and the GPU turns do not overlap."""
-    deps = deps_for(Images(), gpu_s=0.1, gpu_slots=1)
+    """Four tasks, one GPU slot of 0.1 s: every image is downloaded before the first GPU turn
+    ends; each task hands its download slot on (`measured`) only when its GPU turn begins, so
+    measured images waiting for the GPU stay bounded; the GPU turns do not overlap."""
+    images = Images()
+    deps = deps_for(images, gpu_s=0.1, gpu_slots=1)
     order: list[tuple[str, int]] = []
 
+    fetched_at_done: list[int] = []
+
     async def one(i: int) -> None:
-        await process(task(f"http://img/{i}.png"), deps, lambda: order.append(("measured", i)))
+        await process(task(f"http://img/{i}.png"), deps, lambda: order.append(("gpu turn", i)))
         order.append(("done", i))
+        fetched_at_done.append(len(images.fetched))
 
     async def all_of() -> float:
         started = time.monotonic()
         await asyncio.gather(*(one(i) for i in range(4)))
         return time.monotonic() - started
     elapsed = asyncio.run(all_of())
-    assert [kind for kind, _ in order[:4]] == ["measured"] * 4, order
-    assert [kind for kind, _ in order[4:]] == ["done"] * 4, order
+    assert len(images.fetched) == 4 and order[0][0] == "gpu turn"
+    assert [kind for kind, _ in order] == ["gpu turn", "done"] * 4, order  # one turn at a time
+    assert fetched_at_done[0] == 4  # all four downloaded while the first was on the GPU
     assert elapsed >= 0.4  # four GPU turns of 0.1 s, one after another

@@ -52,9 +52,9 @@ def _nothing() -> None:
 async def process(task: ImageTask, deps: Deps,
                   measured: Callable[[], None] = _nothing) -> tuple[Outcome, float]:
     """The task's outcome (not yet recorded) and the wall time its image was measured: store
-    check, download, measurement, then `measured()` (the caller frees the task's download slot)
-    and GPU time in one of `deps.gpu_slots`. A failing image becomes an `ImageFailed` with its
-    reason; only infrastructure errors raise."""
+    check, download, measurement, then GPU time in one of `deps.gpu_slots`; `measured()` is
+    called once the task holds its GPU slot (the caller then frees its download slot). A
+    failing image becomes an `ImageFailed` with its reason; only infrastructure errors raise."""
     started = time.perf_counter()
     downloaded_at = time.time()
     try:
@@ -63,11 +63,15 @@ async def process(task: ImageTask, deps: Deps,
         size = await deps.cache.get_or_load(task.image_url, lambda: _download_and_measure(task, deps))
         downloaded_at = time.time()
         STAGE["downloaded"].observe(time.perf_counter() - started)
-        measured()
         delay = gpu_delay(deps.gpu_bounds, deps.rng)
         if delay:
             async with deps.gpu_slots:
+                # the download slot is handed on only now: at most PROCESSOR_CONCURRENCY measured
+                # images wait for the GPU (bounds the drain on rebalance); nothing below raises
+                measured()
                 await asyncio.sleep(delay)
+        else:
+            measured()
         outcome: Outcome = _succeeded(task, size)
     except ImageError as exc:
         outcome = _failed(task, str(exc))
@@ -94,8 +98,8 @@ def _common(task: ImageTask) -> dict[str, object]:
 
 def _succeeded(task: ImageTask, size: Size) -> ImageSucceeded:
     # model_construct: every field comes from a validated task and a measured size
-    return ImageSucceeded.model_construct(**envelope(), **_common(task), width=size.width, height=size.height,
-                                          perimeter=size.perimeter)
+    return ImageSucceeded.model_construct(**envelope(ImageSucceeded), **_common(task), width=size.width,
+                                          height=size.height, perimeter=size.perimeter)
 
 
 def _failed(task: ImageTask, reason: str) -> ImageFailed:
