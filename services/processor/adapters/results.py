@@ -73,7 +73,8 @@ class Recorder:
         self._max_batch = max_batch
         self._gather_s = gather_s
         self._pacer = Pacer(busy_gather_s, min_expected=2)
-        self._queue: asyncio.Queue[tuple[Outcome, asyncio.Future[Outcome]]] = asyncio.Queue()
+        # (outcome, its caller's future, when it was queued)
+        self._queue: asyncio.Queue[tuple[Outcome, asyncio.Future[Outcome], float]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,26 +89,30 @@ class Recorder:
     async def record(self, outcome: Outcome) -> Outcome:
         """Record and publish `outcome` once; returns the outcome that is recorded."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((outcome, future))
+        self._queue.put_nowait((outcome, future, time.monotonic()))
         return await future
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            # let concurrent tasks join this transaction (longer while outcomes stream in)
-            await asyncio.sleep(max(self._gather_s, self._pacer.wait_s(time.monotonic())))
+            # let concurrent tasks join this transaction (longer while outcomes stream in),
+            # counted from the first one's arrival: one that waited through the last round goes now
+            now = time.monotonic()
+            wait = max(self._gather_s, self._pacer.wait_s(now)) - (now - batch[0][2])
+            if wait > 0 and self._queue.qsize() < self._max_batch - 1:
+                await asyncio.sleep(wait)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self._pacer.arrived(len(batch), time.monotonic())
             try:
-                recorded = await self._write([o for o, _ in batch])
+                recorded = await self._write([o for o, _, _ in batch])
                 await self._publish(recorded)
             except Exception as exc:  # noqa: BLE001 - each caller retries its task
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), result in zip(batch, recorded, strict=True):
+            for (_, future, _), result in zip(batch, recorded, strict=True):
                 if not future.done():
                     future.set_result(result)
 
