@@ -38,6 +38,7 @@ from shared.runtime import Runtime, fetch_batch, retry_forever
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+BUSY_POLL_MS = 50
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,9 @@ class ConsumerLoop:
         self.runtime.track_consumer(self.consumer)
         self.consuming = True
         while True:
-            records = await fetch_batch(self.consumer, self.service, timeout_ms=self.timeout_ms,
+            # while busy, come back often so that the switch to quiet follows the rate closely
+            timeout_ms = min(self.timeout_ms, BUSY_POLL_MS) if self._busy else self.timeout_ms
+            records = await fetch_batch(self.consumer, self.service, timeout_ms=timeout_ms,
                                         max_records=self.max_records)
             self._pace(sum(len(r) for r in records.values()))
             if not records:
@@ -105,8 +108,9 @@ class ConsumerLoop:
         busy = self.pacer.busy(now)
         if busy != self._busy and self.consumer is not None:
             self._busy = busy
-            if busy:
-                set_fetch_wait(self.consumer, BUSY_FETCH_MIN_BYTES, self.settings.busy_batch_wait_ms)
+            if busy:  # never a shorter wait or a smaller round than the quiet settings ask for
+                set_fetch_wait(self.consumer, max(BUSY_FETCH_MIN_BYTES, self.settings.kafka_fetch_min_bytes),
+                               min(self.settings.busy_batch_wait_ms, self.settings.kafka_fetch_max_wait_ms))
             else:
                 set_fetch_wait(self.consumer, self.settings.kafka_fetch_min_bytes,
                                self.settings.kafka_fetch_max_wait_ms)
