@@ -18,10 +18,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def envelope(now: datetime | None = None) -> dict[str, Any]:
-    """The envelope fields for `Model.model_construct(...)`: given explicitly because pydantic
+def envelope(model: type[BaseModel], now: datetime | None = None) -> dict[str, Any]:
+    """The envelope fields for `model.model_construct(...)`: given explicitly because pydantic
     2.x inspects each default_factory's signature on every construct (a hot path's cost)."""
-    return {"event_id": uuid4(), "schema_version": 1, "occurred_at": now or utcnow()}
+    return {"event_id": uuid4(), "schema_version": model.model_fields["schema_version"].default,
+            "occurred_at": now or utcnow()}
 
 
 class Event(BaseModel):

@@ -111,7 +111,7 @@ def tasks_for(job: JobSubmitted) -> list[ImageTask]:
     # thousands of tasks again would only cost time (a 10,000-image job is released at once)
     now = utcnow()
     return [
-        ImageTask.model_construct(**envelope(now), job_id=job.job_id, task_id=task_id_for(job.job_id, v, i),
+        ImageTask.model_construct(**envelope(ImageTask, now), job_id=job.job_id, task_id=task_id_for(job.job_id, v, i),
                                   visit_index=v, image_index=i, store_id=visit.store_id, image_url=url,
                                   scheduled_time=job.scheduled_time)
         for v, visit in enumerate(job.visits)

@@ -19,6 +19,7 @@ from shared.events import (
     Visit,
     decode_event,
     encode_event,
+    envelope,
     task_id_for,
 )
 
@@ -59,6 +60,17 @@ def test_envelope_is_on_the_wire() -> None:
     assert wire["job_id"] == str(JOB)
     assert wire["schema_version"] == 1
     assert {"event_id", "occurred_at"} <= wire.keys()
+
+
+def test_an_event_built_without_validation_carries_a_full_envelope() -> None:
+    """`model_construct(**envelope(...))` (the hot paths) gives what validation would: a fresh
+    id, the model's schema version, an aware time, and it decodes back equal."""
+    built = [ImageSucceeded.model_construct(**envelope(ImageSucceeded), **OUTCOME, width=3, height=4, perimeter=14)
+             for _ in range(2)]
+    assert built[0].event_id != built[1].event_id
+    assert built[0].schema_version == ImageSucceeded.model_fields["schema_version"].default
+    assert built[0].occurred_at.tzinfo is not None
+    assert decode_event(encode_event(built[0])) == built[0]
 
 
 def test_task_id_format() -> None:
