@@ -54,7 +54,7 @@ async def statuses(session: aiohttp.ClientSession, status_url: str, job_ids: lis
     """job_id -> status, read one job at a time (`GET /api/status/{id}`)."""
     async def status_of(job_id: str) -> str:
         async with session.get(f"{status_url}/api/status/{job_id}") as response:
-            if response.status == 404:
+            if response.status != 200:  # 404 not folded yet; 503 retry shortly
                 return "unknown"
             return str((await response.json())["status"])
     return dict(zip(job_ids, await asyncio.gather(*(status_of(j) for j in job_ids)), strict=True))
@@ -64,7 +64,7 @@ async def any_running(session: aiohttp.ClientSession, status_url: str) -> bool:
     """Does the status API list any job still `scheduled` or `ongoing`? (two requests)"""
     async def listed(status: str) -> bool:
         async with session.get(f"{status_url}/api/jobs", params={"status": status, "limit": "1"}) as response:
-            return bool((await response.json())["jobs"])
+            return response.status != 200 or bool((await response.json())["jobs"])  # unsure: running
     return any(await asyncio.gather(listed("scheduled"), listed("ongoing")))
 
 
@@ -78,6 +78,8 @@ async def wait_all_known(status_url: str, job_ids: list[str], by_mono: float) ->
                 raise RuntimeError(f"{len(pending)} jobs not in the status view by the due time: raise lead_s")
             seen = await statuses(session, status_url, pending)
             pending = [j for j, s in seen.items() if s == "unknown"]
+            if pending:
+                await asyncio.sleep(0.05)
 
 
 async def wait_all_final(status_url: str, job_ids: list[str], deadline_s: float = 600,
