@@ -9,7 +9,8 @@ are coming: quiet -> no wait at all; busy -> up to `busy_wait_s`.
 
 The rate is an exponentially decayed count of arrivals (time constant `tau_s`): for a steady
 stream of r events/s it tends to r, and it halves within `tau_s * ln 2` of the stream stopping,
-so one lone job never sees a wait and a stream that ends stops waiting soon after.
+so one small job on a quiet stack never sees a wait (one of hundreds of images is a burst, and
+is batched like one), and a stream that ends stops waiting within a second or two.
 """
 
 from __future__ import annotations
