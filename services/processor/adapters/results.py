@@ -16,6 +16,7 @@ instead of being paid by each image.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -25,6 +26,9 @@ from shared.pacing import Pacer
 from shared.runtime import Runtime, exit_if_it_dies
 
 Outcome = ImageSucceeded | ImageFailed
+# A round this large is not worth waiting longer for: in a burst the wait would only add latency
+# (and hold the processor's backlog permits), not save more per-round cost.
+ENOUGH_FOR_A_ROUND = 32
 COLUMNS = "task_id, job_id, visit_index, image_index, store_id, image_url, width, height, perimeter, error"
 INSERT = (f"INSERT INTO processor_results ({COLUMNS})"
           " SELECT * FROM unnest(%s::text[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[],"
@@ -73,6 +77,7 @@ class Recorder:
         self._max_batch = max_batch
         self._gather_s = gather_s
         self._pacer = Pacer(busy_gather_s, min_expected=2)
+        self._enough = asyncio.Event()  # set once ENOUGH_FOR_A_ROUND outcomes are queued
         # (outcome, its caller's future, when it was queued)
         self._queue: asyncio.Queue[tuple[Outcome, asyncio.Future[Outcome], float]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +95,8 @@ class Recorder:
         """Record and publish `outcome` once; returns the outcome that is recorded."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((outcome, future, time.monotonic()))
+        if self._queue.qsize() >= ENOUGH_FOR_A_ROUND:
+            self._enough.set()
         return await future
 
     async def _run(self) -> None:
@@ -99,8 +106,10 @@ class Recorder:
             # counted from the first one's arrival: one that waited through the last round goes now
             now = time.monotonic()
             wait = max(self._gather_s, self._pacer.wait_s(now)) - (now - batch[0][2])
-            if wait > 0 and self._queue.qsize() < self._max_batch - 1:
-                await asyncio.sleep(wait)
+            self._enough.clear()
+            if wait > 0 and self._queue.qsize() < ENOUGH_FOR_A_ROUND:
+                with contextlib.suppress(TimeoutError):  # a burst fills a round sooner: go then
+                    await asyncio.wait_for(self._enough.wait(), wait)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self._pacer.arrived(len(batch), time.monotonic())

@@ -36,7 +36,7 @@ from shared.runtime import Runtime, exit_if_it_dies, retry_forever
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
-BACKLOG_FACTOR = 4
+BACKLOG_FACTOR = 8
 SUCCEEDED, FAILED = OUTCOMES.labels("succeeded"), OUTCOMES.labels("failed")
 
 
