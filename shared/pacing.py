@@ -16,7 +16,7 @@ is batched like one), and a stream that ends stops waiting within a second or tw
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -44,18 +44,12 @@ class Pacer:
 
     busy_wait_s: float
     min_expected: float = 4.0
-    rate: ArrivalRate | None = None
-
-    def __post_init__(self) -> None:
-        if self.rate is None:
-            self.rate = ArrivalRate()
+    rate: ArrivalRate = field(default_factory=ArrivalRate)
 
     def arrived(self, count: int, now: float) -> None:
-        assert self.rate is not None
         self.rate.arrived(count, now)
 
     def busy(self, now: float) -> bool:
-        assert self.rate is not None
         return self.busy_wait_s > 0 and self.rate.at(now) * self.busy_wait_s >= self.min_expected
 
     def wait_s(self, now: float) -> float:
