@@ -10,13 +10,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-
 from shared.consumer import Batch, ConsumerLoop
 from shared.events import JobReleased, encode_event
 from shared.kafka import BUSY_FETCH_MIN_BYTES, ensure_topics, fetch_wait
 from shared.runtime import Runtime
 from shared.settings import CommonSettings
+from tests.support.fold import ScratchView
 from tests.support.stack import Infra
 
 EVENTS = 1500
@@ -29,24 +28,9 @@ async def wait_until(condition, seconds: float, what: str) -> None:  # type: ign
         await asyncio.sleep(0.01)
 
 
-def scratch_database(infra: Infra, name: str) -> str:
-    """A database of its own: the runtime applies the migrations to it."""
-    server = infra.pg.url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{server}/{name}"
-
-
-def drop_database(infra: Infra, name: str) -> None:
-    server = infra.pg.url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def stream_and_then_one(infra: Infra, busy_wait_ms: int) -> dict[str, Any]:
-    prefix = f"pacing{uuid.uuid4().hex[:8]}"
-    settings = CommonSettings(kafka_bootstrap_servers=infra.kafka.bootstrap, kafka_topic_prefix=prefix,
-                              database_url=scratch_database(infra, prefix), busy_batch_wait_ms=busy_wait_ms)
+async def stream_and_then_one(infra: Infra, database_url: str, busy_wait_ms: int) -> dict[str, Any]:
+    settings = CommonSettings(kafka_bootstrap_servers=infra.kafka.bootstrap, database_url=database_url,
+                              kafka_topic_prefix=f"pacing{uuid.uuid4().hex[:8]}", busy_batch_wait_ms=busy_wait_ms)
     await ensure_topics(settings)
     runtime = Runtime(settings, "pacing")
     await runtime.start()
@@ -81,7 +65,14 @@ async def stream_and_then_one(infra: Infra, busy_wait_ms: int) -> dict[str, Any]
         await asyncio.gather(consuming, return_exceptions=True)
         await loop.close()
         await runtime.stop()
-        drop_database(infra, prefix)
+
+
+def stream_and_then_one_on_a_scratch_database(infra: Infra, busy_wait_ms: int) -> dict[str, Any]:
+    database = ScratchView(infra.pg.url)  # a database of its own, with the schema
+    try:
+        return asyncio.run(stream_and_then_one(infra, database.url, busy_wait_ms))
+    finally:
+        database.drop()
 
 
 def delivered_once_each(got: dict[str, Any]) -> float:
@@ -94,7 +85,7 @@ def delivered_once_each(got: dict[str, Any]) -> float:
 
 def test_a_stream_is_handed_over_in_rounds_of_many_and_a_lone_event_without_waiting(infra: Infra) -> None:
     """The same stream with BUSY_BATCH_WAIT_MS=20 and with 0 (off), back to back."""
-    paced, unpaced = (asyncio.run(stream_and_then_one(infra, busy_wait_ms=ms)) for ms in (20, 0))
+    paced, unpaced = (stream_and_then_one_on_a_scratch_database(infra, busy_wait_ms=ms) for ms in (20, 0))
     paced_round, unpaced_round = delivered_once_each(paced), delivered_once_each(unpaced)
     # measured here: ~22 paced, ~7 unpaced (1,500 events at ~1,000/s)
     assert paced_round >= 10 and paced_round >= 1.5 * unpaced_round, (paced_round, unpaced_round)
