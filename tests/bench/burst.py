@@ -22,15 +22,18 @@ from typing import Any
 
 import aiohttp
 
+from tests.bench.images import fresh_images
+
 FINAL = {"completed", "failed", "cancelled"}
 
 
 def burst_bodies(image_base: str, jobs: int, per_job: int, due: datetime,
-                 per_visit: int = 5) -> list[dict[str, Any]]:
-    """`jobs` jobs of `per_job` distinct image URLs each (`/img/{i}.jpg`), all due at `due`."""
+                 per_visit: int = 5, first_image: int = 0) -> list[dict[str, Any]]:
+    """`jobs` jobs of `per_job` distinct image URLs each (`/img/{i}.jpg` from `first_image`),
+    all due at `due`."""
     bodies = []
     for j in range(jobs):
-        urls = [f"{image_base}/img/{j * per_job + i}.jpg" for i in range(per_job)]
+        urls = [f"{image_base}/img/{first_image + j * per_job + i}.jpg" for i in range(per_job)]
         visits = [{"store_id": "S00339218", "visit_time": "10:00", "image_url": urls[v:v + per_visit]}
                   for v in range(0, per_job, per_visit)]
         bodies.append({"count": len(visits), "visits": visits, "scheduled_time": due.isoformat()})
@@ -107,7 +110,7 @@ async def run_burst(ingest: str, status_url: str, image_base: str, jobs: int = 1
     """Submit `jobs` × `per_job` images due `lead_s` from now; images/s from the due time until
     the status API reports every job final."""
     due = datetime.now(UTC) + timedelta(seconds=lead_s)
-    bodies = burst_bodies(image_base, jobs, per_job, due)
+    bodies = burst_bodies(image_base, jobs, per_job, due, first_image=fresh_images(jobs * per_job))
     started = time.monotonic()
     job_ids = await submit_all(ingest, bodies)
     submitted_s = time.monotonic() - started

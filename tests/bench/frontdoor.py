@@ -28,10 +28,13 @@ from typing import Any
 
 import aiohttp
 
+from tests.bench.images import fresh_images
+
 JSON = {"Content-Type": "application/json"}
 
 
 def mixed_body(rng: random.Random, image_base: str, counter: int) -> dict[str, Any]:
+    """1-10 visits of 1-3 images; image numbers counter * 31 + v * 3 + i, distinct per counter."""
     visits = []
     for v in range(rng.randint(1, 10)):
         urls = [f"{image_base}/img/{counter * 31 + v * 3 + i}.jpg" for i in range(rng.randint(1, 3))]
@@ -63,7 +66,8 @@ async def overload(ingest: str, image_base: str, rate: int = 500, seconds: float
                    timeout_s: float = 10.0, seed: int = 7) -> dict[str, Any]:
     rng = random.Random(seed)
     total = int(rate * seconds)
-    bodies = [mixed_body(rng, image_base, i) for i in range(total)]
+    first = fresh_images(total * 31)  # mixed_body uses up to 31 numbers per counter
+    bodies = [mixed_body(rng, image_base, first + i) for i in range(total)]
     images = sum(sum(len(v["image_url"]) for v in b["visits"]) for b in bodies)
     payloads = [json.dumps(b).encode() for b in bodies]
     del bodies

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from tests.bench.burst import FINAL
+from tests.bench.images import fresh_images
 from tests.support.invariants import _read_all
 
 
@@ -27,8 +28,9 @@ async def one_job_latencies(ingest: str, status_url: str, image_base: str, jobs:
     """Seconds from submit to `completed`, for `jobs` one-image jobs due now, one at a time
     (status polled every 2 ms, so the figure is the system's, not the poller's)."""
     out = []
+    first = fresh_images(jobs)
     async with aiohttp.ClientSession() as session:
-        for i in range(jobs):
+        for i in range(first, first + jobs):
             body = {"count": 1, "visits": [{"store_id": "S00339218", "visit_time": "10:00",
                                             "image_url": [f"{image_base}/img/{i}.jpg"]}]}
             started = time.perf_counter()
