@@ -1,4 +1,4 @@
-"""The start-up heap is frozen once a service's lifespan has started, and not before."""
+"""A service's garbage collector is set once its lifespan has started, and not before."""
 
 from __future__ import annotations
 
@@ -7,28 +7,35 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from shared.heap import frozen_after_start
+from shared.heap import YOUNG_THRESHOLD, settled_after_start
 
 
-def test_the_heap_is_frozen_after_start_up_and_the_lifespan_still_runs_both_halves() -> None:
-    seen: list[tuple[str, int]] = []
+def test_the_heap_is_settled_after_start_up_and_the_lifespan_still_runs_both_halves() -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    def note(moment: str) -> None:
+        seen.append((moment, gc.get_freeze_count(), gc.get_threshold()[0]))
 
     @asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[str]:
-        seen.append(("start", gc.get_freeze_count()))
+        note("start")
         yield "state"
-        seen.append(("stop", gc.get_freeze_count()))
+        note("stop")
 
     async def run() -> str:
-        async with frozen_after_start(lifespan)(object()) as state:
-            seen.append(("serving", gc.get_freeze_count()))
+        async with settled_after_start(lifespan)(object()) as state:
+            note("serving")
             return str(state)
 
+    threshold = gc.get_threshold()
     gc.unfreeze()
     try:
         assert asyncio.run(run()) == "state"
     finally:
         gc.unfreeze()
-    (start, at_start), (serving, while_serving), (stop, _) = seen
-    assert (start, serving, stop) == ("start", "serving", "stop")
-    assert at_start == 0 and while_serving > 1000  # a Python process has thousands of objects alive
+        gc.set_threshold(*threshold)
+    assert [moment for moment, _, _ in seen] == ["start", "serving", "stop"]
+    (_, frozen_at_start, young_at_start), (_, frozen_serving, young_serving), _ = seen
+    assert frozen_at_start == 0 and young_at_start == threshold[0] < YOUNG_THRESHOLD
+    assert frozen_serving > 1000  # a Python process has thousands of objects alive
+    assert young_serving == YOUNG_THRESHOLD
