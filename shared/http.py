@@ -21,7 +21,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api_docs import use_house_openapi
 from shared.docs_pages import add_docs_pages
-from shared.heap import settled_after_start
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,8 @@ NO_TELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_sp
 
 def new_app(title: str, lifespan: Any, version: str = "1.0") -> FastAPI:
     """A FastAPI app with the house error handlers, without per-request telemetry, and with
-    API docs pages that load nothing from outside the service; once the lifespan has started,
-    the garbage collector is set for a long run (shared/heap.py)."""
-    app = FastAPI(title=title, version=version, lifespan=settled_after_start(lifespan), telemetry=NO_TELEMETRY,
+    API docs pages that load nothing from outside the service."""
+    app = FastAPI(title=title, version=version, lifespan=lifespan, telemetry=NO_TELEMETRY,
                   docs_url=None, redoc_url=None)
     install_error_handlers(app)
     use_house_openapi(app)

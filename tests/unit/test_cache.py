@@ -141,3 +141,31 @@ async def test_lone_failed_load_raises_and_leaves_nothing_in_flight() -> None:
     with pytest.raises(ImageError, match="not an image"):
         await cache.get_or_load("u", failing)
     assert cache.get("u") is None
+
+
+def test_a_failed_load_leaves_no_cycle_holding_what_it_downloaded() -> None:
+    """Freed by reference counting at once, not left for the garbage collector (whose young
+    generation runs rarely in a service: shared/heap.py)."""
+    import gc
+    import weakref
+
+    class Body:  # stands in for a downloaded image (bytes cannot be weakly referenced)
+        pass
+
+    seen: list[weakref.ref[Body]] = []
+
+    async def load() -> Size:
+        body = Body()
+        seen.append(weakref.ref(body))
+        raise ImageError("not an image (unrecognised format)")
+
+    async def attempt() -> None:
+        with pytest.raises(ImageError):
+            await DimensionCache(ttl_s=60, max_entries=10).get_or_load("u", load)
+
+    gc.disable()
+    try:
+        asyncio.run(attempt())
+        assert seen and seen[0]() is None
+    finally:
+        gc.enable()

@@ -1,41 +1,57 @@
-"""A service's garbage collector is set once its lifespan has started, and not before."""
+"""A served app's garbage collector is set once its lifespan has started, and not before."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from shared.heap import YOUNG_THRESHOLD, settled_after_start
+import pytest
+from fastapi import FastAPI
+
+from shared import serve as serving
+from shared.heap import YOUNG_THRESHOLD
+from shared.settings import CommonSettings
 
 
-def test_the_heap_is_settled_after_start_up_and_the_lifespan_still_runs_both_halves() -> None:
+@pytest.fixture
+def gc_restored() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def test_serve_settles_the_heap_after_start_up_and_collects_while_serving(
+        gc_restored: None, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[str, int, int]] = []
 
     def note(moment: str) -> None:
         seen.append((moment, gc.get_freeze_count(), gc.get_threshold()[0]))
 
     @asynccontextmanager
-    async def lifespan(_: object) -> AsyncIterator[str]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         note("start")
-        yield "state"
+        yield
         note("stop")
 
-    async def run() -> str:
-        async with settled_after_start(lifespan)(object()) as state:
-            note("serving")
-            return str(state)
+    served: list[Any] = []
+    monkeypatch.setattr(serving.uvicorn, "run", lambda app, **_: served.append(app))
+    serving.serve(FastAPI(lifespan=lifespan), CommonSettings(), port=0)
 
-    threshold = gc.get_threshold()
-    gc.unfreeze()
-    try:
-        assert asyncio.run(run()) == "state"
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
+    async def run_served_lifespan() -> int:
+        async with served[0].router.lifespan_context(served[0]):
+            note("serving")
+            await asyncio.sleep(0)
+            collectors = [t for t in asyncio.all_tasks() if "collect_young" in repr(t.get_coro())]
+            return len(collectors)
+
+    assert asyncio.run(run_served_lifespan()) == 1
     assert [moment for moment, _, _ in seen] == ["start", "serving", "stop"]
     (_, frozen_at_start, young_at_start), (_, frozen_serving, young_serving), _ = seen
-    assert frozen_at_start == 0 and young_at_start == threshold[0] < YOUNG_THRESHOLD
+    assert frozen_at_start == 0 and young_at_start < YOUNG_THRESHOLD
     assert frozen_serving > 1000  # a Python process has thousands of objects alive
     assert young_serving == YOUNG_THRESHOLD

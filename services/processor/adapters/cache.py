@@ -55,3 +55,7 @@ class DimensionCache:
             raise
         finally:
             del self._in_flight[url]
+            # the failure's traceback holds this frame: without this, frame -> future -> exception
+            # -> traceback -> frame is a cycle that keeps the failed download's body alive until
+            # the garbage collector runs, instead of freeing it now (shared/heap.py)
+            future = None  # noqa: F841
