@@ -26,7 +26,7 @@ from shared.devstack.postgres import PostgresServer
 from tests.faults.conftest import run_fault_stack
 from tests.support.client import Client
 from tests.support.invariants import assert_promises_kept, submit_batch
-from tests.support.stack import Infra, Stack
+from tests.support.stack import Infra, Stack, discard_data
 from tests.support.waiting import wait_for
 
 SIZE = 3
@@ -89,6 +89,7 @@ def fault_stack(infra: Infra) -> Iterator[tuple[Stack, dict[str, Any]]]:
                                    extra_env={"KAFKA_REPLICATION_FACTOR": str(SIZE)})
     finally:
         cluster.stop()
+        discard_data(*(broker.data_dir for broker in cluster.brokers))
 
 
 def _leader_of(bootstrap: str, topic: str, partition: int) -> int:
