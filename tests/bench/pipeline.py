@@ -44,11 +44,15 @@ def run(coroutine: Any) -> Any:
 
 N = int(os.environ.get("BENCH_IMAGES", "10000"))  # images in the burst (jobs of 10)
 QUICK = os.environ.get("BENCH_QUICK") == "1"  # shorter runs, for trying the harness itself
+LIMIT_RUNS = 3
 
 
 def run_peers(infra: Infra, base: str) -> dict[str, Any]:
     """The limit loop and both peers, on the same image server, in this run."""
-    out: dict[str, Any] = {"limit_images_per_s": round(peer_tools.run_limit(base, N, 64), 1), "notes": []}
+    # the limit is the most this machine did: best of three (one run scattered 2,700-4,900/s
+    # between runs of the same day, and a low one made the moonshot look met)
+    limits = [round(peer_tools.run_limit(base, N, 64), 1) for _ in range(LIMIT_RUNS)]
+    out: dict[str, Any] = {"limit_images_per_s": max(limits), "limit_runs": limits, "notes": []}
     server = infra.pg.url.rsplit("/", 1)[0]
     with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS peers")

@@ -95,7 +95,9 @@ def write_report(r: dict[str, Any]) -> Path:
         "| Figure | imagejobs | limit loop | BullMQ | Celery | Goal |", "|---|---|---|---|---|---|",
     ]
     lines += [f"| {' | '.join(row)} |" for row in goal_rows(r)]
-    lines += ["", f"Peer notes: {'; '.join(r['peers']['notes']) or 'none'}.", "",
+    lines += ["", f"The limit loop is the best of {len(r['peers'].get('limit_runs', [1]))} runs "
+              f"({', '.join(f'{v:,.0f}' for v in r['peers'].get('limit_runs', []))} images/s).",
+              "", f"Peer notes: {'; '.join(r['peers']['notes']) or 'none'}.", "",
               "## Where the time goes (burst, per image; `imagejobs_stage_seconds`)", "",
               "| Stage | Images | Mean ms | p50 ms | p99 ms |", "|---|---|---|---|---|"]
     lines += [f"| {s['stage']} | {s['count']} | {s['mean_ms']} | {s['p50_ms']} | {s['p99_ms']} |"
