@@ -11,8 +11,9 @@
   second.** CPython counts container allocations minus deallocations and collects when the
   count reaches the threshold; a processor's work comes in waves (a fetched batch of tasks,
   each with its coroutine, futures and events, freed by reference counting a few milliseconds
-  later), and each wave crossed 700: ~700 collections per 5,000 images. At 20,000 it was 2, and
-  the processors used ~8% less CPU (six bursts each, normalised by the image server's CPU).
+  later), and each wave crossed 700: the two processors of a 10,000-image burst collected
+  650-800 times between them. At 20,000 it was 2, and the processors used ~8% less CPU (six
+  bursts each, normalised by the image server's CPU).
   Memory that is not in a reference cycle is freed by reference counting as before. Cycles
   (an exception's traceback holding its frames, and with them a downloaded body) would wait
   for 20,000 net allocations, which counts objects, not bytes; so a timer also collects the
