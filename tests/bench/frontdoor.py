@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from tests.bench.images import fresh_images
+from tests.bench.timing import pct
 
 JSON = {"Content-Type": "application/json"}
 
@@ -49,8 +50,7 @@ def mixed_body(rng: random.Random, image_base: str, counter: int, first_image: i
 
 @dataclass
 class Tally:
-    latencies: list[float] = field(default_factory=list)
-    timeline: list[tuple[float, float]] = field(default_factory=list)  # (due after start, latency)
+    answered: list[tuple[float, float]] = field(default_factory=list)  # (due after start, latency) of each 200
     codes: dict[str, int] = field(default_factory=dict)
     lags: list[float] = field(default_factory=list)
 
@@ -125,9 +125,7 @@ async def submit_one(session: aiohttp.ClientSession, url: str, payload: bytes, d
         key = f"client error ({type(exc).__name__})"
     tally.codes[key] = tally.codes.get(key, 0) + 1
     if key == "200":
-        latency = time.perf_counter() - due
-        tally.latencies.append(latency)
-        tally.timeline.append((due - start, latency))
+        tally.answered.append((due - start, time.perf_counter() - due))
 
 
 async def watch_lag(lags: list[float]) -> None:
@@ -141,15 +139,15 @@ async def watch_lag(lags: list[float]) -> None:
 def report(tally: Tally, rate: int, seconds: float, total: int, images: int) -> dict[str, Any]:
     if sum(tally.codes.values()) != total:
         raise RuntimeError(f"{total} requests sent but {sum(tally.codes.values())} accounted for: {tally.codes}")
-    latencies = sorted(tally.latencies)
+    latencies = [latency for _, latency in tally.answered]
 
-    def pct(q: float) -> float:
-        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) if latencies else -1
+    def ms(q: float) -> float:
+        return round(1000 * pct(latencies, q), 1) if latencies else -1
 
     windows: dict[int, list[float]] = {}
-    for sent, latency in tally.timeline:
+    for sent, latency in tally.answered:
         windows.setdefault(int(sent // 2), []).append(latency)
     by_window = {f"{2 * w}s": round(1000 * max(v), 0) for w, v in sorted(windows.items())}
     return {"client_loop_lag_max_ms": round(1000 * max(tally.lags, default=0.0), 1), "max_by_2s_ms": by_window,
             "rate": rate, "seconds": seconds, "requests": total, "images": images, "answers": tally.codes,
-            "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+            "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99), "max_ms": ms(1.0)}
