@@ -62,7 +62,7 @@ class Infra:
             self.kafka.process.kill()
             self.kafka.process.wait()
         self.pg.stop(timeout_s=15)
-        discard_data(self.root / "kafka", self.root / "postgres")
+        discard_data(self.kafka.data_dir, self.pg.data_dir)
 
 
 def discard_data(*data_dirs: Path) -> None:
