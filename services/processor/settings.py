@@ -11,6 +11,9 @@ class ProcessorSettings(CommonSettings):
     processor_gpu_delay_ms: str = "100-400"  # "LOW-HIGH", one number, or 0 (off)
     image_max_bytes: int = 20 * 1024 * 1024
     image_max_pixels: int = 64_000_000
+    # The only decoders Pillow may run (comma-separated Pillow format names); any other format
+    # fails its image with a reason naming the format when it can be told.
+    image_formats: str = "JPEG,PNG,WEBP,GIF,BMP,TIFF"
     image_connect_timeout_s: float = 5.0
     image_total_timeout_s: float = 30.0
     image_max_redirects: int = 3
