@@ -10,16 +10,21 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 # A 10,000-image job with long URLs is a few MB of JSON; ingest refuses larger events with 413.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# A dead letter is the original record whole plus its context headers (shared/dlq.py), so the
+# DLQ topic, and every service's producer, allow the largest core record and room for those.
+DLQ_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES + 64 * 1024
 
 
 def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
@@ -31,7 +36,7 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
         linger_ms=settings.kafka_linger_ms,
         request_timeout_ms=15000,
         max_batch_size=256 * 1024,
-        max_request_size=MAX_MESSAGE_BYTES,
+        max_request_size=DLQ_MAX_MESSAGE_BYTES,
         retry_backoff_ms=200,
     )
 
@@ -88,7 +93,7 @@ def topic_specs(settings: CommonSettings) -> list[NewTopic]:
         NewTopic(t.tasks, settings.kafka_tasks_partitions, rf, topic_configs=durable),
         NewTopic(t.results, n, rf, topic_configs=durable),
         NewTopic(t.status, n, rf, topic_configs={"cleanup.policy": "compact", **durable}),
-        NewTopic(t.dlq, 1, rf, topic_configs=durable),
+        NewTopic(t.dlq, 1, rf, topic_configs={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES), **durable}),
     ]
 
 
@@ -113,11 +118,14 @@ async def existing_topics(settings: CommonSettings) -> set[str]:
 
 async def ensure_topics(settings: CommonSettings, specs: list[NewTopic] | None = None) -> None:
     """Create the topics that do not exist yet (any service may do it first): the core's,
-    or `specs`."""
+    or `specs`; and raise an existing DLQ topic's `max.message.bytes` to what it needs now."""
     wanted = specs if specs is not None else topic_specs(settings)
     async with admin_client(settings) as admin:
         existing = set(await admin.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]
+        for spec in wanted:
+            if spec.name == settings.topics.dlq and spec.name in existing:
+                await _upgrade_dlq(admin, spec)
         if missing:
             try:
                 await admin.create_topics(missing)
@@ -129,3 +137,33 @@ async def ensure_topics(settings: CommonSettings, specs: list[NewTopic] | None =
             if {s.name for s in wanted} <= set(await admin.list_topics()):
                 return
             await asyncio.sleep(0.1)
+
+
+async def _upgrade_dlq(admin: AIOKafkaAdminClient, spec: NewTopic) -> None:
+    """Bring a DLQ topic created before dead letters kept records whole (with the broker's
+    default, 1 MB) up to `spec`'s `max.message.bytes`; one already large enough is left alone.
+
+    AlterConfigs (aiokafka has no IncrementalAlterConfigs) replaces every dynamic config of the
+    topic, so this sets the DLQ's complete intended config: `spec.topic_configs`."""
+    wanted = int(spec.topic_configs["max.message.bytes"])
+    resource = ConfigResource(ConfigResourceType.TOPIC, spec.name, {"max.message.bytes": None})
+    current = _config_values(await admin.describe_configs([resource])).get("max.message.bytes")
+    if current is not None and int(current) >= wanted:
+        return
+    altered = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, spec.topic_configs)])
+    for response in altered:
+        for error_code, message, *_ in response.resources:
+            if error_code:
+                raise for_code(error_code)(f"setting {spec.name}'s configs {spec.topic_configs}: {message}")
+    log.info("raised %s's max.message.bytes from %s to %d", spec.name, current, wanted)
+
+
+def _config_values(responses: list[Any]) -> dict[str, str | None]:
+    """name -> value of every config entry in DescribeConfigs responses (errors raised)."""
+    out: dict[str, str | None] = {}
+    for response in responses:
+        for error_code, message, _type, name, entries in response.resources:
+            if error_code:
+                raise for_code(error_code)(f"describing {name}'s configs: {message}")
+            out.update({entry[0]: entry[1] for entry in entries})
+    return out

@@ -179,6 +179,8 @@ def _server_properties(broker: KafkaBroker, log_dirs: Path) -> str:
         f"min.insync.replicas={isr}",
         "group.initial.rebalance.delay.ms=0",
         "log.retention.hours=168",
-        "message.max.bytes=8388608",  # matches shared.kafka.MAX_MESSAGE_BYTES
+        # the default for topics without an override: the largest topic's own limit, the DLQ's
+        # (shared.kafka.DLQ_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES + 64 KiB)
+        "message.max.bytes=8454144",
         "",
     ])
