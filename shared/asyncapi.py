@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared import events
+from shared.dlq import CONTEXT
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
 REF = "#/components/schemas/{model}"
@@ -53,19 +54,20 @@ def _schemas() -> dict[str, Any]:
     out["JobStatusChanged"]["properties"]["status"]["enum"] = STATUSES
     out["ImageFailed"]["properties"]["reason"]["description"] = "Why the image failed, e.g.: " + REASONS
     out["DeadLetter"] = DEAD_LETTER
+    out["DeadLetterHeaders"] = DEAD_LETTER_HEADERS
     out["StoreStats"] = STORE_STATS
     return out
 
 
 CHANNELS_OF: dict[str, list[type[BaseModel]]] = {
     "jobs": [events.JobSubmitted, events.JobReleased, events.JobCancelRequested, events.JobRescheduleRequested,
-             events.JobCancelled, events.JobRescheduled, events.JobCommandRefused],
+             events.JobCancelled, events.JobRescheduled, events.JobCommandRefused, events.JobWithdrawn],
     "tasks": [events.ImageTask],
     "results": [events.ImageSucceeded, events.ImageFailed],
     "status": [events.JobStatusChanged],
 }
 KEYS = {"jobs": "job_id", "tasks": "task_id (job_id:visit_index:image_index)", "results": "job_id",
-        "status": "job_id", "dlq": "the original record's key", "store-stats": "store_id|window_start"}
+        "status": "job_id", "dlq": "the original record's key, unchanged", "store-stats": "store_id|window_start"}
 PARTITIONS = {"jobs": 6, "tasks": 12, "results": 6, "status": 6, "dlq": 1, "store-stats": 6}
 COMPACTED = ("status", "store-stats")
 _COUNT = {"type": "integer", "minimum": 0}
@@ -82,11 +84,29 @@ STORE_STATS = {
                    "perimeter_sum": _COUNT, "mean_perimeter": {"type": ["number", "null"]}},
 }
 DEAD_LETTER = {
-    "type": "object", "title": "DeadLetter", "description": "A record a service could not decode or handle.",
-    "required": ["service", "reason", "topic", "partition", "offset", "key", "value"],
-    "properties": {"service": {"type": "string"}, "reason": {"type": "string"},
-                   "topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"},
-                   "key": {"type": "string"}, "value": {"type": "string", "description": "the record, as text"}},
+    "title": "DeadLetter",
+    "description": "A record a service could not decode or handle, kept whole: the value is the original record's "
+                   "value byte for byte (usually an event above, as JSON, but whatever was published), the key is "
+                   "its key, and the headers are its headers followed by the context (DeadLetterHeaders). "
+                   "`imagejobs dlq replay` publishes key, value and original headers again. Letters written "
+                   "before this format are a JSON object {service, reason, topic, partition, offset, key, value} "
+                   "(the value as text, cut at 100,000 bytes) with no context headers.",
+}
+_TEXT = {"type": "string"}
+DEAD_LETTER_HEADERS = {
+    "type": "object", "title": "DeadLetterHeaders",
+    "description": "After the original record's headers, in this order (UTF-8 text; numbers in decimal; times "
+                   "in epoch milliseconds), as Kafka Connect's dead letter queue does.",
+    "required": [f"imagejobs.dlq.{name}" for name in CONTEXT],
+    "properties": {
+        "imagejobs.dlq.service": {**_TEXT, "description": "the service that refused the record"},
+        "imagejobs.dlq.reason": {**_TEXT, "maxLength": 1000, "description": "why, e.g. `undecodable: ...`"},
+        "imagejobs.dlq.topic": {**_TEXT, "description": "the record's topic"},
+        "imagejobs.dlq.partition": {**_TEXT, "description": "its partition"},
+        "imagejobs.dlq.offset": {**_TEXT, "description": "its offset"},
+        "imagejobs.dlq.timestamp": {**_TEXT, "description": "its timestamp (-1: none)"},
+        "imagejobs.dlq.dead_lettered_at": {**_TEXT, "description": "when it was dead-lettered"},
+    },
 }
 
 
@@ -110,6 +130,8 @@ def document() -> dict[str, Any]:
         "messages": [{"$ref": f"#/channels/{topic}/messages/{n}"} for n in message_names],
     } for topic, message_names in names.items()}
     messages = {n: _message(n, KEYS[t]) for t, message_names in names.items() for n in message_names}
+    messages["DeadLetter"].update(contentType="application/octet-stream",
+                                  headers={"$ref": REF.format(model="DeadLetterHeaders")})
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "imagejobs events", "version": "1.0.0", "description": DESCRIPTION},

@@ -4,7 +4,7 @@
     imagejobs watch JOB_ID      # a live progress bar; exit 1 when the job fails
     imagejobs status JOB_ID | results JOB_ID [--json|--csv] | cancel JOB_ID | reschedule JOB_ID --at T
     imagejobs jobs --status failed [--limit 20] [--cursor C]
-    imagejobs dlq list | show OFFSET | replay OFFSET
+    imagejobs dlq list | show OFFSET | replay OFFSET [--topic NAME]
 
 `--url`/`--status-url` (or IMAGEJOBS_URL / IMAGEJOBS_STATUS_URL) name the APIs; `API_KEY` is
 sent as a bearer token; `dlq` reads Kafka at KAFKA_BOOTSTRAP_SERVERS. Errors are one line on
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from shared.client import ApiError, ImagejobsClient
-from shared.dlq_tools import dead_letters, replay
+from shared.dlq_tools import DeadLetter, dead_letters, describe, replay, summary
 from shared.settings import CommonSettings
 
 app = typer.Typer(help="Submit image jobs and follow them.", no_args_is_help=True, add_completion=False)
@@ -76,7 +76,9 @@ def submit(file: Annotated[Path | None, typer.Argument(help="a job as JSON (the 
            store: Annotated[list[str] | None, typer.Option(help="store id (with --image)")] = None,
            image: Annotated[list[str] | None, typer.Option(help="image URL (repeatable)")] = None,
            at: Annotated[str | None, typer.Option(help="scheduled_time, ISO-8601")] = None,
-           idempotency_key: Annotated[str | None, typer.Option(help="retry-safe submit key")] = None) -> None:
+           idempotency_key: Annotated[str | None, typer.Option(
+               help="Idempotency-Key (default: a new one); a 503 or a dropped connection is retried with it "
+                    "for up to 60 s, so the job is created once")] = None) -> None:
     """Submit a job; prints its id."""
     body = _job_body(file, store or [], image or [], at)
     accepted = _api(lambda c: c.submit(body, idempotency_key))
@@ -153,25 +155,38 @@ def jobs(status_filter: Annotated[str | None, typer.Option("--status", help="onl
 
 @dlq.command("list")
 def dlq_list() -> None:
-    """Every dead letter: its offset, the service and the reason."""
-    out.print(_table(["dlq_offset", "service", "topic", "offset", "reason"], _letters()))
+    """Every dead letter: its offset, the service, where the record was, its size and the reason."""
+    columns = ["dlq_offset", "service", "topic", "partition", "offset", "bytes", "reason"]
+    out.print(_table(columns, [summary(letter) for letter in _letters()]))
 
 
 @dlq.command("show")
 def dlq_show(offset: int) -> None:
-    """One dead letter, whole."""
-    out.print_json(data=_letter(offset))
+    """One dead letter, whole, as JSON: context, key, headers and the full value (text if UTF-8, else base64)."""
+    sys.stdout.write(json.dumps(describe(_letter(offset)), indent=2, ensure_ascii=False) + "\n")
 
 
 @dlq.command("replay")
-def dlq_replay(offset: int) -> None:
-    """Publish a dead letter's original record to its original topic again."""
+def dlq_replay(offset: int, topic: Annotated[str | None, typer.Option(
+        help="publish to this topic instead of the original one (a record published to the wrong topic)")] = None,
+) -> None:
+    """Publish a dead letter's original record (key, value, headers) to its original topic again."""
     letter = _letter(offset)
-    asyncio.run(replay(CommonSettings().kafka_bootstrap_servers, letter))
-    out.print(f"replayed to {letter['topic']}", highlight=False)
+    if not (topic or letter.topic):
+        fail(f"the record at DLQ offset {offset} names no original topic: give --topic")
+    if letter.maybe_truncated:
+        err.print(f"imagejobs: warning: dead letter {offset} is in the old format and its value was cut at "
+                  "100,000 bytes or was not UTF-8: the replayed record may be incomplete",
+                  markup=False, highlight=False, soft_wrap=True)
+    bootstrap = CommonSettings().kafka_bootstrap_servers
+    try:
+        target = asyncio.run(asyncio.wait_for(replay(bootstrap, letter, topic), 60))
+    except Exception as exc:  # noqa: BLE001 - one line for any Kafka failure
+        fail(f"cannot replay to {topic or letter.topic} at {bootstrap}: {type(exc).__name__} {exc}")
+    out.print(f"replayed to {target}", highlight=False)
 
 
-def _letters() -> list[dict[str, Any]]:
+def _letters() -> list[DeadLetter]:
     settings = CommonSettings()
     try:
         return asyncio.run(asyncio.wait_for(dead_letters(settings.kafka_bootstrap_servers, settings.topics.dlq), 30))
@@ -180,8 +195,8 @@ def _letters() -> list[dict[str, Any]]:
     return []
 
 
-def _letter(offset: int) -> dict[str, Any]:
-    found = [letter for letter in _letters() if letter["dlq_offset"] == offset]
+def _letter(offset: int) -> DeadLetter:
+    found = [letter for letter in _letters() if letter.dlq_offset == offset]
     if not found:
         fail(f"no dead letter at offset {offset}")
     return found[0]

@@ -4,18 +4,27 @@ becomes one `ApiError` with a clear message, never a stack trace."""
 from __future__ import annotations
 
 import os
+import random
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+SUBMIT_RETRY_FOR_S = 60.0
+
 
 class ApiError(Exception):
-    """What went wrong, in one line; `exit_code` for the command."""
+    """What went wrong, in one line; `exit_code` for the command. `retriable`: nothing was done
+    and the same request may be sent again (a 503, or no answer at all)."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = 1, retriable: bool = False,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.retriable = retriable
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -31,19 +40,36 @@ class ImagejobsClient:
         try:
             response = httpx.request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach {url}: {exc}") from None
+            raise ApiError(f"cannot reach {url}: {exc}", retriable=True) from None
         try:
             body = response.json()
         except ValueError:
             body = {"error": response.text[:200] or response.reason_phrase}
         if response.status_code >= 400:
             message = body.get("error") if isinstance(body, dict) else None
-            raise ApiError(f"{response.status_code}: {message or response.reason_phrase}")
+            after = response.headers.get("retry-after", "")
+            raise ApiError(f"{response.status_code}: {message or response.reason_phrase}",
+                           retriable=response.status_code == 503,
+                           retry_after_s=float(after) if after.isdigit() else None)
         return body
 
-    def submit(self, job: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._call("POST", f"{self.ingest_url}/processJob", json=job, headers=headers)  # type: ignore[no-any-return]
+    def submit(self, job: dict[str, Any], idempotency_key: str | None = None,
+               retry_for_s: float = SUBMIT_RETRY_FOR_S) -> dict[str, Any]:
+        """Submit with an Idempotency-Key (a fresh one unless given) and, for up to
+        `retry_for_s`, retry a 503 or a dropped connection with the same key: the job is
+        created once, however many attempts it took."""
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        deadline = time.monotonic() + retry_for_s
+        attempt = 0
+        while True:
+            try:
+                return self._call("POST", f"{self.ingest_url}/processJob", json=job,  # type: ignore[no-any-return]
+                                  headers=headers)
+            except ApiError as exc:
+                if not exc.retriable or time.monotonic() >= deadline:
+                    raise
+                attempt += 1
+                time.sleep(min(exc.retry_after_s or 0.0, 10.0) or random.uniform(0, min(5.0, 0.2 * 2 ** attempt)))
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"{self.status_url}/api/status/{job_id}")  # type: ignore[no-any-return]

@@ -15,8 +15,14 @@ While the stream is busy the loop lets fetches wait at the broker for up to
 in rounds of several instead of one fetch, one transaction and one commit per event; a quiet
 stream fetches as before, answered by the first record.
 
-The loop reports the service ready (check `consumer`) once it has joined, lets the runtime
-report its lag on a timer, and counts consumed events by type.
+The loop reports the service ready (check `consumer`) once it has joined and while it makes
+progress (a consumer with lag that makes none for `STALL_S` is not ready, and says why), lets
+the runtime report its lag on a timer, and counts consumed events by type.
+
+A batch the handler cannot apply for a reason retrying does not cure (`PermanentFailure`: the
+database refuses a value, a bug) is split in halves until the record that causes it is alone;
+that record is dead-lettered with the error and the rest is applied, so one record never
+stops a partition.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -32,10 +39,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from shared.dlq import send_to_dlq
 from shared.events import decode_event
 from shared.kafka import BUSY_FETCH_MIN_BYTES, consumer_options, set_fetch_wait
-from shared.metrics import EVENTS_CONSUMED
+from shared.metrics import CONSUMER_STALLED, EVENTS_CONSUMED
 from shared.pacing import Pacer
-from shared.runtime import Runtime, fetch_batch, retry_forever
+from shared.retry import PermanentFailure, isolating, retry_record_work
+from shared.runtime import Runtime, consumer_lag, fetch_batch, retry_forever
 from shared.settings import CommonSettings
+from shared.stall import StallWatch
 
 log = logging.getLogger(__name__)
 BUSY_POLL_MS = 50
@@ -50,6 +59,7 @@ class Delivery:
     offset: int
     timestamp_ms: int
     event: Any
+    record: Any = None  # the raw record, to dead-letter it whole
 
 
 @dataclass
@@ -69,16 +79,21 @@ class ConsumerLoop:
     def __init__(self, settings: CommonSettings, runtime: Runtime, service: str, topics: list[str],
                  handle: Any, *, commit: Literal["after_batch", "by_handler"],
                  listener: ConsumerRebalanceListener | None = None, accept: tuple[type, ...] | None = None,
-                 max_records: int = 2000, timeout_ms: int = 500) -> None:
+                 max_records: int = 2000, timeout_ms: int = 500,
+                 refused: Callable[[Any, str], Awaitable[None]] | None = None) -> None:
+        """`refused(event, reason)`, when given, is told of each decoded event the handler
+        refused for good (after it was dead-lettered), so the service can still end its job
+        with a reason."""
         self.settings, self.runtime, self.service = settings, runtime, service
         self.topics, self.handle, self.commit = topics, handle, commit
-        self.listener, self.accept = listener, accept
+        self.listener, self.accept, self.refused = listener, accept, refused
         self.max_records, self.timeout_ms = max_records, timeout_ms
         self.consumer: AIOKafkaConsumer | None = None
         self.consuming = False
         self.pacer = Pacer(settings.busy_batch_wait_ms / 1000)
         self._busy = False
-        runtime.add_check("consumer", lambda: self.consuming)
+        self.stall = StallWatch(settings.stall_s)
+        runtime.add_check("consumer", self.ready)
 
     async def run(self) -> None:
         """Consume for ever (cancel to stop; `close()` then leaves the group)."""
@@ -95,9 +110,11 @@ class ConsumerLoop:
                                         max_records=self.max_records)
             self._pace(sum(len(r) for r in records.values()))
             if not records:
+                self.stall.progressed()  # caught up: nothing waits for this consumer
                 continue
             batch = await self._decode(records)
-            await self.handle(batch)
+            await self._apply(batch)
+            self.stall.progressed()
             if self.commit == "after_batch":
                 await retry_forever("committing offsets", self.consumer.commit)
 
@@ -114,6 +131,48 @@ class ConsumerLoop:
             else:
                 set_fetch_wait(self.consumer, self.settings.kafka_fetch_min_bytes,
                                self.settings.kafka_fetch_max_wait_ms)
+
+    async def _apply(self, batch: Batch) -> None:
+        """The handler's effect for the batch; a record it refuses for good is isolated and
+        dead-lettered, and the rest applied (its offset still counts)."""
+        try:
+            await self.handle(batch)
+        except PermanentFailure as failure:
+            self.stall.failed(str(failure))
+            token = isolating.set(True)
+            try:
+                await self._isolate(batch, failure)
+            finally:
+                isolating.reset(token)
+
+    async def _isolate(self, batch: Batch, failure: PermanentFailure) -> None:
+        decoded = [i for i, d in enumerate(batch.deliveries) if d.event is not None]
+        if len(decoded) <= 1:
+            for i in decoded:
+                reason = f"refused: {failure}"
+                await self.dead_letter(batch.deliveries[i].record, reason)
+                if self.refused is not None:
+                    await self.refused(batch.deliveries[i].event, reason)
+            await self.handle(Batch([replace(d, event=None) for d in batch.deliveries]))  # offsets only
+            return
+        middle = decoded[len(decoded) // 2]  # both halves hold decoded events, in offset order
+        for half in (batch.deliveries[:middle], batch.deliveries[middle:]):
+            try:
+                await self.handle(Batch(half))
+            except PermanentFailure as in_half:
+                await self._isolate(Batch(half), in_half)
+
+    async def ready(self) -> bool | str:
+        """Joined, and not stalled: a consumer with lag that made no progress for STALL_S."""
+        if not self.consuming or self.consumer is None:
+            return False
+        stalled = self.stall.stalled_for()
+        behind = sum((await consumer_lag(self.consumer)).values()) if stalled else 0
+        CONSUMER_STALLED.labels(self.service).set(1 if stalled and behind else 0)
+        if stalled and behind:
+            return (f"stalled: {behind} records behind and no progress for {stalled:.0f}s"
+                    + (f"; last error: {self.stall.last_error}" if self.stall.last_error else ""))
+        return True
 
     async def close(self) -> None:
         self.consuming = False
@@ -132,7 +191,7 @@ class ConsumerLoop:
                 event = await self._event(record)
                 if event is not None:
                     kinds[event.type] += 1
-                batch.deliveries.append(Delivery(tp, record.offset, record.timestamp, event))
+                batch.deliveries.append(Delivery(tp, record.offset, record.timestamp, event, record))
         for kind, count in kinds.items():
             EVENTS_CONSUMED.labels(self.service, kind).inc(count)
         return batch
@@ -143,8 +202,16 @@ class ConsumerLoop:
             if self.accept is not None and not isinstance(event, self.accept):
                 raise ValueError(f"expected {' or '.join(t.__name__ for t in self.accept)}, got {event.type}")
         except ValueError as exc:
-            reason = f"undecodable: {exc}"
-            await retry_forever("dead-lettering a record", lambda: send_to_dlq(
-                self.runtime.producer, self.settings.topics.dlq, self.service, record, reason))
+            await self.dead_letter(record, f"undecodable: {exc}")
             return None
         return event
+
+    async def dead_letter(self, record: Any, reason: str) -> None:
+        """To the DLQ, whole; a record the DLQ itself refuses is logged where it stays (its
+        topic keeps it for the retention period) rather than stopping the consumer."""
+        try:
+            await retry_record_work("dead-lettering a record", lambda: send_to_dlq(
+                self.runtime.producer, self.settings.topics.dlq, self.service, record, reason))
+        except PermanentFailure as failure:
+            log.error("could not dead-letter %s[%d]@%d (%s); skipping it: %s", record.topic, record.partition,
+                      record.offset, reason[:200], failure)

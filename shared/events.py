@@ -11,7 +11,37 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+# Every field is bounded so that whatever decodes can be stored (DESIGN §4, poison records):
+# PostgreSQL text holds no NUL, its `int` columns hold 32 bits, and a timestamp must convert to
+# UTC inside the range Python and PostgreSQL both hold. A record outside them fails decoding
+# and is dead-lettered instead of being retried for ever against the database. The limits are
+# well above what ingest accepts (store_id <= 64, URL <= 2048 characters).
+INT32_MAX = 2**31 - 1
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _text(max_length: int) -> Any:
+    return Annotated[str, Field(max_length=max_length, pattern=r"^[^\x00]*$")]
+
+
+def _in_range(moment: datetime) -> datetime:
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
+    if not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"timestamp out of range ({EARLIEST.year}-{LATEST.year})")
+    return moment
+
+
+Name = _text(256)  # ids, store ids, states
+Url = _text(8192)
+Reason = _text(10_000)
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
 
 
 def utcnow() -> datetime:
@@ -29,26 +59,26 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     event_id: UUID = Field(default_factory=uuid4)
-    schema_version: int = 1
+    schema_version: int = Field(1, ge=1, le=1000)
     job_id: UUID
-    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    occurred_at: Timestamp = Field(default_factory=utcnow)
 
 
 class Visit(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    store_id: str
-    image_urls: tuple[str, ...]
-    visit_time: str | None = None
+    store_id: Name
+    image_urls: tuple[Url, ...] = Field(max_length=1_000_000)
+    visit_time: _text(64) | None = None  # type: ignore[valid-type]
 
 
 class JobSubmitted(Event):
     """A client's job was accepted; it is to run at `scheduled_time` (UTC)."""
 
     type: Literal["JobSubmitted"] = "JobSubmitted"
-    scheduled_time: AwareDatetime
-    visits: tuple[Visit, ...]
-    owner: str | None = None  # hash of the submitting API key; None without auth
+    scheduled_time: Timestamp
+    visits: tuple[Visit, ...] = Field(max_length=1_000_000)
+    owner: Name | None = None  # hash of the submitting API key; None without auth
 
     @property
     def total_images(self) -> int:
@@ -59,8 +89,8 @@ class JobReleased(Event):
     """The scheduler emitted the job's tasks (at or after `scheduled_time`)."""
 
     type: Literal["JobReleased"] = "JobReleased"
-    scheduled_time: AwareDatetime
-    total_images: int
+    scheduled_time: Timestamp
+    total_images: Count
 
 
 class CommandEvent(Event):
@@ -81,7 +111,7 @@ class JobRescheduleRequested(CommandEvent):
     """A client asked to move a job that has not been released to `scheduled_time` (UTC)."""
 
     type: Literal["JobRescheduleRequested"] = "JobRescheduleRequested"
-    scheduled_time: AwareDatetime
+    scheduled_time: Timestamp
 
 
 class JobCancelled(Event):
@@ -96,7 +126,7 @@ class JobRescheduled(CommandEvent):
     """Decided by the release owner: the job now runs at `scheduled_time` (UTC)."""
 
     type: Literal["JobRescheduled"] = "JobRescheduled"
-    scheduled_time: AwareDatetime
+    scheduled_time: Timestamp
 
 
 class JobCommandRefused(CommandEvent):
@@ -105,54 +135,63 @@ class JobCommandRefused(CommandEvent):
 
     type: Literal["JobCommandRefused"] = "JobCommandRefused"
     command: Literal["cancel", "reschedule"]
-    state: str
+    state: Name
+
+
+class JobWithdrawn(Event):
+    """Its submit was not acknowledged in time and ingest withdrew it (answering 503) before
+    the scheduler admitted it: the job never runs and is not visible; a `JobSubmitted` of it
+    that reached the topic late is ignored."""
+
+    type: Literal["JobWithdrawn"] = "JobWithdrawn"
 
 
 class ImageTask(Event):
     """Process one image; `task_id` = `job_id:visit_index:image_index` is its idempotency key."""
 
     type: Literal["ImageTask"] = "ImageTask"
-    task_id: str
-    visit_index: int
-    image_index: int
-    store_id: str
-    image_url: str
-    scheduled_time: AwareDatetime
+    task_id: Name
+    visit_index: Count
+    image_index: Count
+    store_id: Name
+    image_url: Url
+    scheduled_time: Timestamp
 
 
 class ImageOutcome(Event):
-    task_id: str
-    visit_index: int
-    image_index: int
-    store_id: str
-    image_url: str
+    task_id: Name
+    visit_index: Count
+    image_index: Count
+    store_id: Name
+    image_url: Url
 
 
 class ImageSucceeded(ImageOutcome):
     type: Literal["ImageSucceeded"] = "ImageSucceeded"
-    width: int
-    height: int
-    perimeter: int
+    width: Count
+    height: Count
+    perimeter: Count
 
 
 class ImageFailed(ImageOutcome):
     type: Literal["ImageFailed"] = "ImageFailed"
-    reason: str
+    reason: Reason
 
 
 class JobStatusChanged(Event):
     """The job's status changed (compacted topic: the latest per job is kept)."""
 
     type: Literal["JobStatusChanged"] = "JobStatusChanged"
-    status: str
-    total: int
-    succeeded: int
-    failed: int
+    status: Name
+    total: Count
+    succeeded: Count
+    failed: Count
 
 
 AnyEvent = Annotated[
     JobSubmitted | JobReleased | JobCancelRequested | JobRescheduleRequested | JobCancelled
-    | JobRescheduled | JobCommandRefused | ImageTask | ImageSucceeded | ImageFailed | JobStatusChanged,
+    | JobRescheduled | JobCommandRefused | JobWithdrawn | ImageTask | ImageSucceeded | ImageFailed
+    | JobStatusChanged,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)

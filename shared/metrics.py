@@ -8,6 +8,8 @@ SERVICE_READY = Gauge("imagejobs_ready", "1 when the service's Kafka and databas
 EVENTS_CONSUMED = Counter("imagejobs_events_consumed_total", "Events consumed", ["service", "type"])
 EVENTS_DLQ = Counter("imagejobs_events_dlq_total", "Records sent to the DLQ", ["service", "reason"])
 CONSUMER_LAG = Gauge("imagejobs_consumer_lag", "Records behind the end of the topic", ["service", "topic"])
+CONSUMER_STALLED = Gauge("imagejobs_consumer_stalled",
+                         "1 while the service's consumer has lag and made no progress for STALL_S", ["service"])
 DB_RETRIES = Counter("imagejobs_db_retries_total", "Database operations retried", ["service"])
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

@@ -29,12 +29,13 @@ def ops_router(runtime: Runtime, details: Callable[[], dict[str, object]] | None
     async def readyz() -> JSONResponse:
         """200 when Kafka, PostgreSQL and the service's own checks pass, else 503 naming what
         is not."""
-        checks = await runtime.readiness()
+        checks, reasons = await runtime.readiness_details()
         ready = all(checks.values())
         SERVICE_READY.labels(runtime.service).set(1 if ready else 0)
         body: dict[str, object] = {"ready": ready, "checks": checks}
         if not ready:  # the house error model, with the details beside it
-            body = {"error": "not ready: " + ", ".join(k for k, ok in checks.items() if not ok), **body}
+            failing = [f"{k} ({reasons[k]})" if k in reasons else k for k, ok in checks.items() if not ok]
+            body = {"error": "not ready: " + ", ".join(failing), **body, "reasons": reasons}
         if details:
             body.update(details())
         return JSONResponse(body, status_code=200 if ready else 503)

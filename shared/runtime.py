@@ -27,12 +27,14 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from shared.db import apply_migrations, make_pool
 from shared.kafka import ensure_topics, make_producer
 from shared.metrics import CONSUMER_LAG, SERVICE_READY
+from shared.retry import set_health_probe
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 REPORT_EVERY_S = 5.0  # readiness and lag gauges; a typical scrape interval is 15 s
-Check = Callable[[], "bool | Awaitable[bool]"]
+# A readiness check answers True (passing), False (failing) or a reason (failing, and why).
+Check = Callable[[], "bool | str | Awaitable[bool | str]"]
 
 
 async def retry_forever(what: str, op: Callable[[], Awaitable[T]], max_delay: float = 5.0) -> T:
@@ -127,6 +129,7 @@ class Runtime:
         self.pool = make_pool(self.settings.database_url, self.settings.database_pool_max)
         self.producer = make_producer(self.settings, self.service)
         await self.pool.open(wait=False)
+        set_health_probe(self.dependencies_ok)
         self._connect_task = asyncio.create_task(self._connect())
         self._report_task = asyncio.create_task(self._report_forever())
 
@@ -191,16 +194,28 @@ class Runtime:
         except Exception:  # noqa: BLE001
             return False
 
+    async def dependencies_ok(self) -> bool:
+        """Kafka and PostgreSQL both answer (the retry policy's health probe)."""
+        return all(await asyncio.gather(self.kafka_ok(), self.database_ok()))
+
     async def readiness(self) -> dict[str, bool]:
+        return (await self.readiness_details())[0]
+
+    async def readiness_details(self) -> tuple[dict[str, bool], dict[str, str]]:
+        """Each check's verdict, and the reasons the failing ones gave."""
         kafka, database = await asyncio.gather(self.kafka_ok(), self.database_ok())
         checks = {"kafka": kafka, "database": database}
+        reasons: dict[str, str] = {}
         for name, check in self._checks.items():
             try:
                 result = check()
-                checks[name] = bool(await result) if inspect.isawaitable(result) else bool(result)
-            except Exception:  # noqa: BLE001 - a check that cannot answer is not passing
-                checks[name] = False
-        return checks
+                verdict = await result if inspect.isawaitable(result) else result
+            except Exception as exc:  # noqa: BLE001 - a check that cannot answer is not passing
+                verdict = f"the check failed: {type(exc).__name__}"
+            checks[name] = verdict is True
+            if isinstance(verdict, str):
+                reasons[name] = verdict
+        return checks, reasons
 
 
 async def consumer_lag(consumer: Any) -> dict[str, int]:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from starlette.routing import Route
 
+from services.ingest.adapters.admissions import JobAdmissions
 from services.ingest.adapters.idempotency import IdempotencyKeys
 from services.ingest.adapters.kafka import JobPublisher
 from services.ingest.domain import Limits
@@ -79,7 +80,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
     runtime = Runtime(settings, "ingest")
     submit_job = SubmitJob(IdempotencyKeys(runtime),
                            JobPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
-                           ZoneInfo(settings.default_timezone),
+                           JobAdmissions(runtime), ZoneInfo(settings.default_timezone),
                            Limits(settings.ingest_max_images, settings.ingest_max_schedule_days))
 
     @asynccontextmanager

@@ -14,6 +14,7 @@ from typing import Literal
 from uuid import UUID
 
 from shared.events import (
+    ImageFailed,
     ImageTask,
     JobCancelled,
     JobCancelRequested,
@@ -119,6 +120,15 @@ def tasks_for(job: JobSubmitted) -> list[ImageTask]:
     ]
 
 
+def unschedulable(job: JobSubmitted, reason: str) -> list[ImageFailed]:
+    """Each image of a job the schedule could not hold, failed with the reason: the job ends
+    `failed` (one result per image) instead of waiting for ever."""
+    why = f"job could not be scheduled: {reason}"[:1000]
+    return [ImageFailed(job_id=task.job_id, task_id=task.task_id, visit_index=task.visit_index,
+                        image_index=task.image_index, store_id=task.store_id, image_url=task.image_url,
+                        reason=why) for task in tasks_for(job)]
+
+
 def task_partition(job_id: UUID, ordinal: int, partitions: int) -> int:
     """The tasks-topic partition of a job's `ordinal`-th image (in `tasks_for` order): a job's
     images go to consecutive partitions from a start fixed by its id. A release is spread
@@ -138,7 +148,9 @@ Command = JobCancelRequested | JobRescheduleRequested
 # A job's state for a command: its row's state, except that a pending job whose release has
 # begun (popped from the timer, or possibly released by a process that died) is `releasing`;
 # None: no such job here.
-State = Literal["pending", "releasing", "released", "cancelled"] | None
+# `withdrawn`: the command itself was withdrawn by the status API (it answered 503: nothing
+# changes), whatever the job's state.
+State = Literal["pending", "releasing", "released", "cancelled", "withdrawn"] | None
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,8 @@ def decide(command: Command, state: State) -> Decision:
     answer. Everything else is refused, naming the state the job is already in."""
     kind: Literal["cancel", "reschedule"] = "cancel" if isinstance(command, JobCancelRequested) else "reschedule"
     known = {"releasing": "released", None: "unknown"}.get(state, state)  # type: ignore[call-overload]
+    if state == "withdrawn":
+        return Decision(command.command_id, command.job_id, kind, False, "withdrawn")
     if kind == "cancel":
         accepted = state in ("pending", "cancelled")
         return Decision(command.command_id, command.job_id, kind, accepted, "cancelled" if accepted else known)

@@ -21,6 +21,7 @@ from shared.events import (
     JobReleased,
     JobRescheduled,
     JobSubmitted,
+    JobWithdrawn,
 )
 
 SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED = "scheduled", "ongoing", "completed", "failed", "cancelled"
@@ -28,10 +29,14 @@ FINAL = (COMPLETED, FAILED, CANCELLED)
 STATUSES = (SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED)
 
 
-def derive_status(*, total: int, released: bool, cancelled: bool, succeeded: int, failed: int) -> str:
+def derive_status(*, total: int, released: bool, cancelled: bool, succeeded: int, failed: int,
+                  withdrawn: bool = False) -> str:
     """Final once every image has an outcome; `ongoing` once released or any outcome exists.
     A cancelled job is never released (its release owner decided), so it has no outcomes; a
-    cancel recorded before cancel became a command does not hide work that was done."""
+    cancel recorded before cancel became a command does not hide work that was done. A job
+    ingest withdrew (its submit was answered 503) never runs: `cancelled`, and hidden."""
+    if withdrawn:
+        return CANCELLED
     if total > 0 and succeeded + failed >= total:
         return FAILED if failed else COMPLETED
     if cancelled and not released and succeeded + failed == 0:
@@ -60,13 +65,14 @@ class Effects:
     submitted: dict[UUID, JobSubmitted] = field(default_factory=dict)
     released: set[UUID] = field(default_factory=set)
     cancelled: set[UUID] = field(default_factory=set)
+    withdrawn: set[UUID] = field(default_factory=set)
     outcomes: dict[str, ImageSucceeded | ImageFailed] = field(default_factory=dict)  # task_id -> first
     moved: dict[UUID, datetime] = field(default_factory=dict)  # job_id -> latest rescheduled time
     decisions: dict[UUID, tuple[UUID, bool, str]] = field(default_factory=dict)  # command -> (job, accepted, state)
 
     def touched(self) -> set[UUID]:
         """The jobs whose status may have changed."""
-        return (set(self.submitted) | self.released | self.cancelled
+        return (set(self.submitted) | self.released | self.cancelled | self.withdrawn
                 | {e.job_id for e in self.outcomes.values()})
 
 
@@ -82,6 +88,8 @@ def _add(effects: Effects, event: Any) -> None:
         effects.submitted.setdefault(event.job_id, event)  # a re-published submit is the same job
     elif isinstance(event, JobReleased):
         effects.released.add(event.job_id)
+    elif isinstance(event, JobWithdrawn):
+        effects.withdrawn.add(event.job_id)
     elif isinstance(event, JobCancelled):
         effects.cancelled.add(event.job_id)
         if event.command_id is not None:
@@ -93,3 +101,11 @@ def _add(effects: Effects, event: Any) -> None:
         effects.decisions.setdefault(event.command_id, (event.job_id, False, event.state))
     elif isinstance(event, ImageSucceeded | ImageFailed):
         effects.outcomes.setdefault(event.task_id, event)
+
+
+def unstorable(outcome: ImageSucceeded | ImageFailed, reason: str) -> ImageFailed:
+    """The failure that stands for an outcome the view could not store (it was dead-lettered):
+    same image, a reason that says so."""
+    return ImageFailed(job_id=outcome.job_id, task_id=outcome.task_id, visit_index=outcome.visit_index,
+                       image_index=outcome.image_index, store_id=outcome.store_id, image_url=outcome.image_url,
+                       reason=f"outcome could not be stored: {reason}"[:1000])

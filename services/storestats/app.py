@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.storestats.domain import StoreTotals
 from services.storestats.settings import StoreStatsSettings
 from shared.db import make_pool
+from shared.stall import StallWatch
 
 
 @dataclass
@@ -31,6 +32,7 @@ class StatsApp:
     pool: AsyncConnectionPool
     totals: dict[str, StoreTotals] = field(default_factory=dict)  # what /metrics exports
     loaded: asyncio.Event = field(default_factory=asyncio.Event)  # tables made, totals read
+    stall: StallWatch = field(default_factory=lambda: StallWatch(60.0))  # batches written
 
 
 def new_faust_app(settings: StoreStatsSettings) -> faust.App:
@@ -54,4 +56,5 @@ def build(settings: StoreStatsSettings) -> StatsApp:
     app = new_faust_app(settings)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     pool = make_pool(settings.database_url, max_size=2)  # opened by the writer (handlers.py)
-    return StatsApp(app=app, settings=settings, results=app.topic(settings.topics.results, **raw), pool=pool)
+    return StatsApp(app=app, settings=settings, results=app.topic(settings.topics.results, **raw), pool=pool,
+                    stall=StallWatch(settings.stall_s))

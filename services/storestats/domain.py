@@ -20,7 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.events import Timestamp
 
 OUTCOME_TYPES = ("ImageSucceeded", "ImageFailed")
 # "HTTP 404 from the image server" -> "HTTP 404"; "download timed out after 30s (3 attempts)" ->
@@ -40,7 +42,7 @@ class _Wire(BaseModel):
     type: str
     task_id: str = _TEXT
     store_id: str = _TEXT
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp  # within the range both Python and PostgreSQL hold, as the core's events
     perimeter: int | None = Field(None, ge=0, le=2**62)
     reason: str | None = Field(None, max_length=10_000)
 
@@ -59,6 +61,32 @@ class Outcome:
 def reason_category(reason: str) -> str:
     """The reason without its details, so labels and keys stay few ("HTTP 404", "store not found")."""
     return _DETAIL.split(reason, maxsplit=1)[0].strip()[:60] or "unknown"
+
+
+UNKNOWN_STORE = "unknown"
+STORE_NOT_FOUND = "store not found"
+# The reason categories the processor documents (docs/asyncapi.yaml); anything else is "other".
+KNOWN_REASONS = frozenset({
+    STORE_NOT_FOUND, "download timed out", "connection failed", "connection error", "download failed",
+    "not an image", "image too large", "corrupt or truncated image", "image has no pixels", "too many redirects",
+    "address not allowed", "invalid URL", "invalid redirect location", "redirect to a non-http URL",
+    "processing error", "result could not be recorded", "job could not be scheduled", "format not allowed",
+})
+_HTTP_STATUS = re.compile(r"HTTP [1-5]\d\d")
+_FORMAT = re.compile(r"format [A-Z0-9]{1,10} not allowed")  # Pillow's format names: a few dozen
+
+
+def reason_label(category: str) -> str:
+    """A bounded metric label for a reason category."""
+    if category in KNOWN_REASONS or _HTTP_STATUS.fullmatch(category) or _FORMAT.fullmatch(category):
+        return category
+    return "other"
+
+
+def is_unknown_store(totals: StoreTotals) -> bool:
+    """Not in the store master: the processor checks the store first, so such a store's only
+    outcomes are `store not found` failures."""
+    return not totals.succeeded and bool(totals.failed) and set(totals.failed) == {STORE_NOT_FOUND}
 
 
 def parse_outcome(raw: bytes) -> Outcome | None:

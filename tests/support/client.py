@@ -54,6 +54,10 @@ class Client:
         """(broker timestamp ms, event) of every record of `job_id` on `topic`."""
         return asyncio.run(_read_topic(self.stack.infra.kafka.bootstrap, f"{self.stack.prefix}.{topic}", job_id))
 
+    def topic_events_matching(self, topic: str, text: str) -> list[tuple[int, Any]]:
+        """(broker timestamp ms, event) of every record on `topic` whose value contains `text`."""
+        return asyncio.run(_read_matching(self.stack.infra.kafka.bootstrap, f"{self.stack.prefix}.{topic}", text))
+
     def topic_end(self, topic: str) -> int:
         return asyncio.run(_topic_end(self.stack.infra.kafka.bootstrap, f"{self.stack.prefix}.{topic}"))
 
@@ -67,6 +71,13 @@ async def _read_topic(bootstrap: str, topic: str, job_id: str) -> list[tuple[int
         if str(event.job_id) == job_id:
             out.append((timestamp, event))
     return out
+
+
+async def _read_matching(bootstrap: str, topic: str, text: str) -> list[tuple[int, Any]]:
+    from tests.support.invariants import read_topics
+
+    return [(timestamp, decode_event(value)) async for _, timestamp, value in read_topics(bootstrap, [topic])
+            if text.encode() in value]
 
 
 async def _topic_end(bootstrap: str, topic: str) -> int:

@@ -14,6 +14,11 @@ class KeyReused(Exception):  # noqa: N818 - a client error, answered 409
     """The key was first used with a different body."""
 
 
+def scoped_key(key: str, owner: str | None) -> str:
+    """How a client's key is stored: scoped by its owner, hashed."""
+    return hashlib.sha256(f"{owner or ''}:{key}".encode()).hexdigest()
+
+
 class IdempotencyKeys:
     def __init__(self, runtime: Any) -> None:
         self._runtime = runtime  # its pool exists once the app has started
@@ -21,7 +26,7 @@ class IdempotencyKeys:
     async def remember(self, key: str, owner: str | None, raw: bytes, event: JobSubmitted) -> JobSubmitted:
         """Store key -> event and return it, or return the event first stored under this key;
         KeyReused if that first request had another body."""
-        scoped = hashlib.sha256(f"{owner or ''}:{key}".encode()).hexdigest()
+        scoped = scoped_key(key, owner)
         digest = hashlib.sha256(raw).hexdigest()
         async with self._runtime.pool.connection() as conn:
             row = await (await conn.execute(

@@ -1,10 +1,11 @@
-"""Publishing a submitted job: acknowledged by the broker (acks=all) within a deadline, or an
-error (the job is then not accepted)."""
+"""Publishing a submitted job: acknowledged by the broker (acks=all) within a deadline, or
+NotQueued / NotAcknowledged (shared/publishing.py) saying whether it may still be written."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
+
+from shared.publishing import publish_within
 
 
 class JobPublisher:
@@ -15,5 +16,4 @@ class JobPublisher:
         return bool(self._runtime.connected.is_set())
 
     async def publish(self, job_id: str, payload: bytes) -> None:
-        await asyncio.wait_for(self._runtime.producer.send_and_wait(self._topic, payload, key=job_id.encode()),
-                               self._timeout_s)
+        await publish_within(self._runtime.producer, self._topic, payload, job_id.encode(), self._timeout_s)

@@ -23,6 +23,7 @@ from typing import Any
 from shared.db import columns
 from shared.events import ImageFailed, ImageSucceeded, ImageTask, encode_event
 from shared.pacing import Pacer
+from shared.retry import is_transient
 from shared.runtime import Runtime, exit_if_it_dies
 
 Outcome = ImageSucceeded | ImageFailed
@@ -113,17 +114,27 @@ class Recorder:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self._pacer.arrived(len(batch), time.monotonic())
-            try:
-                recorded = await self._write([o for o, _, _ in batch])
-                await self._publish(recorded)
-            except Exception as exc:  # noqa: BLE001 - each caller retries its task
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future, _), result in zip(batch, recorded, strict=True):
+            await self._round([(o, f) for o, f, _ in batch])
+
+    async def _round(self, batch: list[tuple[Outcome, asyncio.Future[Outcome]]]) -> None:
+        """Write and publish a round, answering each caller. A round refused for a reason other
+        than the infrastructure is written one outcome at a time, so only the outcome that
+        causes it fails (its caller then records a failure instead, or dead-letters the task)."""
+        try:
+            recorded = await self._write([o for o, _ in batch])
+            await self._publish(recorded)
+        except Exception as exc:  # noqa: BLE001 - each caller retries its task
+            if len(batch) > 1 and not is_transient(exc):
+                for one in batch:
+                    await self._round([one])
+                return
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, recorded, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def _write(self, outcomes: list[Outcome]) -> list[Outcome]:
         async with self._runtime.pool.connection() as conn, conn.cursor() as cur:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 
+from shared.retry import TransientCondition
 from shared.runtime import Runtime
 
 
-class StoreMasterNotLoaded(Exception):  # noqa: N818 - a condition, not a bug: retried
+class StoreMasterNotLoaded(TransientCondition):  # a condition that passes: retried
     """No store has been imported yet; retry later."""
 
 

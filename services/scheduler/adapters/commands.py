@@ -20,6 +20,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from services.scheduler.domain import Command, Decision, decide
+from shared.admissions import admit
 from shared.db import columns, transaction
 
 
@@ -29,6 +30,7 @@ async def record_decisions(pool: AsyncConnectionPool, commands: list[Command],
     before, its effect already in the table). `holds(job_id)`: the job is still waiting in
     this instance's timer, no release of it begun."""
     async with transaction(pool) as conn:
+        withdrawn = await admit(conn, [c.command_id for c in commands])  # their 503 said: nothing changed
         known = await _stored_decisions(conn, [c.command_id for c in commands])
         rows = await (await conn.execute(
             "SELECT job_id, state FROM scheduler_jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE",
@@ -41,7 +43,7 @@ async def record_decisions(pool: AsyncConnectionPool, commands: list[Command],
             if command.command_id in known:
                 out.append((known[command.command_id], False))
                 continue
-            decision = decide(command, states.get(command.job_id))
+            decision = decide(command, "withdrawn" if command.command_id in withdrawn else states.get(command.job_id))
             if decision.accepted:  # a later command of the same batch sees this one's effect
                 states[command.job_id] = decision.state
             known[command.command_id] = decision

@@ -12,18 +12,24 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
+from shared.admissions import admit
 from shared.db import columns, transaction
 from shared.events import JobSubmitted
 
 
-async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[int, JobSubmitted]]) -> None:
-    """The submitted jobs, in one transaction (a redelivered one changes nothing)."""
+async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[int, JobSubmitted]]) -> set[UUID]:
+    """The submitted jobs, admitted and stored in one transaction (a redelivered one changes
+    nothing); returns the ids of those ingest withdrew first, which are not stored."""
     async with transaction(pool) as conn:
-        await conn.execute(
-            "INSERT INTO scheduler_jobs (job_id, partition, due_at, event)"
-            " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[])"
-            " ON CONFLICT (job_id) DO NOTHING",
-            columns((e.job_id, p, e.scheduled_time, e.model_dump_json()) for p, e in submitted))
+        withdrawn = await admit(conn, [e.job_id for _, e in submitted])
+        kept = [(p, e) for p, e in submitted if e.job_id not in withdrawn]
+        if kept:
+            await conn.execute(
+                "INSERT INTO scheduler_jobs (job_id, partition, due_at, event)"
+                " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[])"
+                " ON CONFLICT (job_id) DO NOTHING",
+                columns((e.job_id, p, e.scheduled_time, e.model_dump_json()) for p, e in kept))
+    return withdrawn
 
 
 async def load_pending(pool: AsyncConnectionPool, partitions: list[int]) -> list[tuple[UUID, datetime, int]]:

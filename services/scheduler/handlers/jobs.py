@@ -11,6 +11,8 @@ decides for) only the jobs of those partitions.
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 from uuid import UUID
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -18,14 +20,16 @@ from prometheus_client import Counter
 
 from services.scheduler.adapters.commands import record_decisions
 from services.scheduler.adapters.store import store_submitted
-from services.scheduler.domain import Command, Decision, decision_event
+from services.scheduler.domain import Command, Decision, decision_event, unschedulable
 from services.scheduler.handlers.release import Acks, Releaser, Submitted, wait_or_resend
 from services.scheduler.settings import SchedulerSettings
 from shared.consumer import Batch, ConsumerLoop
-from shared.events import JobCancelRequested, JobRescheduleRequested, JobSubmitted, encode_event
+from shared.events import JobCancelRequested, JobRescheduleRequested, JobSubmitted, JobWithdrawn, encode_event
+from shared.retry import retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies, retry_forever
 
 Commands = list[tuple[int, Command]]  # (partition, command)
+log = logging.getLogger(__name__)
 COMMANDS = Counter("imagejobs_scheduler_commands_total", "Cancel and reschedule commands decided",
                    ["command", "decision"])
 
@@ -36,7 +40,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self.runtime = runtime
         self.releaser = Releaser(settings, runtime)
         self.loop = ConsumerLoop(settings, runtime, "scheduler", [settings.topics.jobs], self._on_batch,
-                                 commit="after_batch", listener=self, max_records=2000, timeout_ms=500)
+                                 commit="after_batch", listener=self, max_records=2000, timeout_ms=500,
+                                 refused=self._refused)
         self._tasks: list[asyncio.Task[None]] = []
 
     def details(self) -> dict[str, object]:
@@ -71,8 +76,11 @@ class SchedulerWorker(ConsumerRebalanceListener):
             elif isinstance(delivery.event, JobCancelRequested | JobRescheduleRequested):
                 commands.append((delivery.tp.partition, delivery.event))
         if submitted:
-            await retry_forever("storing submitted jobs", lambda: store_submitted(self.runtime.pool, submitted))
-            self.releaser.add_submitted(submitted, self._owned())
+            withdrawn = await retry_record_work("storing submitted jobs",
+                                                lambda: store_submitted(self.runtime.pool, submitted))
+            self.releaser.add_submitted([(p, e) for p, e in submitted if e.job_id not in withdrawn], self._owned())
+            if withdrawn:
+                await self._announce_withdrawn(withdrawn)
         if commands:
             await self._decide(commands)
 
@@ -81,13 +89,13 @@ class SchedulerWorker(ConsumerRebalanceListener):
         lock (so they are ordered after any release that popped the job first), then wait for
         their acknowledgement before the offsets are committed."""
         async with self.releaser.lock:
-            decided = await retry_forever("deciding commands", lambda: record_decisions(
+            decided = await retry_record_work("deciding commands", lambda: record_decisions(
                 self.runtime.pool, [c for _, c in commands], self.releaser.holds))
             partition_of: dict[UUID, int] = {c.job_id: p for p, c in commands}
             self.releaser.apply_decisions([d for d, new in decided if new], partition_of, self._owned())
             decisions = [d for d, _ in decided]
             acks = await self._send_decisions(decisions)
-        await retry_forever("publishing decisions", lambda: wait_or_resend(
+        await retry_record_work("publishing decisions", lambda: wait_or_resend(
             acks, lambda: self._send_decisions(decisions)))
         for decision in decisions:
             COMMANDS.labels(decision.command, "accepted" if decision.accepted else "refused").inc()
@@ -97,6 +105,29 @@ class SchedulerWorker(ConsumerRebalanceListener):
         return [await producer.send(topic, encode_event(decision_event(d)), key=str(d.job_id).encode())
                 for d in decisions]
 
+    async def _announce_withdrawn(self, job_ids: set[UUID]) -> None:
+        """Jobs ingest withdrew before they arrived: the status view hides them."""
+        events = [JobWithdrawn(job_id=job_id) for job_id in sorted(job_ids)]
+        topic, producer = self.settings.topics.jobs, self.runtime.producer
+        acks = await send_all(producer, topic, events)
+        await retry_record_work("announcing withdrawn jobs", lambda: wait_or_resend(
+            acks, lambda: send_all(producer, topic, events)))
+
+    async def _refused(self, event: object, reason: str) -> None:
+        """A job the schedule cannot hold (dead-lettered) still ends: each of its images fails
+        with the reason, so its status becomes `failed` instead of `scheduled` for ever."""
+        if not isinstance(event, JobSubmitted):
+            return
+        try:
+            outcomes = unschedulable(event, reason)
+        except ValueError as exc:  # its own fields are what was refused: nothing to say it with
+            log.error("job %s was dead-lettered and cannot be failed image by image: %s", event.job_id, exc)
+            return
+        topic, producer = self.settings.topics.results, self.runtime.producer
+        acks = await send_all(producer, topic, outcomes)
+        await retry_record_work("failing an unschedulable job", lambda: wait_or_resend(
+            acks, lambda: send_all(producer, topic, outcomes)))
+
     # -- rebalance: the timer follows the partitions owned ---------------------------------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         await self.releaser.forget({tp.partition for tp in revoked})
@@ -104,3 +135,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         partitions = [tp.partition for tp in assigned]
         await retry_forever("loading pending jobs", lambda: self.releaser.load(partitions))
+
+
+async def send_all(producer: Any, topic: str, events: list[Any]) -> Acks:
+    """Hand every event to the producer, keyed by its job; returns the acknowledgements."""
+    return [await producer.send(topic, encode_event(e), key=str(e.job_id).encode()) for e in events]

@@ -28,7 +28,8 @@ from services.scheduler.domain import Decision, Schedule, released, task_partiti
 from services.scheduler.settings import SchedulerSettings
 from shared.events import JobSubmitted, encode_event
 from shared.metrics import STAGE, latency_histogram
-from shared.runtime import Runtime, exit_if_it_dies, retry_forever
+from shared.retry import retry_record_work
+from shared.runtime import Runtime, exit_if_it_dies
 
 log = logging.getLogger(__name__)
 HOT_HORIZON_S = 5.0
@@ -141,9 +142,9 @@ class Releaser:
                 due = self.schedule.pop_due(datetime.now(UTC), self.settings.scheduler_release_batch)
                 for job_id in due:
                     self._maybe_released.pop(job_id, None)
-                jobs = await retry_forever("loading due jobs", lambda d=due: self._load_events(d)) if due else []
+                jobs = await retry_record_work("loading due jobs", lambda d=due: self._load_events(d)) if due else []
                 if jobs:
-                    acks = await retry_forever("releasing jobs", lambda j=jobs: self._emit(j))
+                    acks = await retry_record_work("releasing jobs", lambda j=jobs: self._emit(j))
                     await self._confirming.acquire()
                     confirm = asyncio.create_task(self._confirm(jobs, acks))
                     self._confirms.add(confirm)
@@ -220,9 +221,9 @@ class Releaser:
         """After the broker acknowledged every record of `jobs`, mark them released. Until then
         a crash re-releases them on restart (tasks keep their task_id: nothing twice in effect)."""
         try:
-            await retry_forever("releasing jobs", lambda: wait_or_resend(acks, lambda: self._emit(jobs)))
+            await retry_record_work("releasing jobs", lambda: wait_or_resend(acks, lambda: self._emit(jobs)))
             job_ids = [j.job_id for j in jobs]
-            await retry_forever("marking jobs released", lambda: mark_released(self.runtime.pool, job_ids))
+            await retry_record_work("marking jobs released", lambda: mark_released(self.runtime.pool, job_ids))
             for job in jobs:
                 TASKS_EMITTED.inc(job.total_images)
             RELEASED.inc(len(jobs))

@@ -3,14 +3,15 @@ same murmur2 partitioner as the producer; read-your-writes), and publishing comm
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared.events import Event, encode_event
+from shared.admissions import withdraw
+from shared.events import CommandEvent, encode_event
+from shared.publishing import NotAccepted, NotAcknowledged, publish_within, withdraw_unless_admitted
 from shared.runtime import retry_forever
 
 
@@ -41,12 +42,18 @@ class EndOffsets:
 
 class CommandPublisher:
     """Publishes a command on the jobs topic, keyed by its job (so it follows the job's own
-    events); raises TimeoutError when Kafka does not acknowledge it in time."""
+    events). Raises NotAccepted when it certainly will not be decided: not taken by the
+    producer, or not acknowledged in time and then withdrawn before the scheduler admitted it
+    (shared/admissions.py), so "503: nothing was changed" is true."""
 
     def __init__(self, runtime: Any, topic: str, timeout_s: float) -> None:
         self._runtime, self._topic, self._timeout_s = runtime, topic, timeout_s
 
-    async def __call__(self, command: Event) -> None:
-        async with asyncio.timeout(self._timeout_s):
-            await self._runtime.producer.send_and_wait(self._topic, encode_event(command),
-                                                       key=str(command.job_id).encode())
+    async def __call__(self, command: CommandEvent) -> None:
+        try:
+            await publish_within(self._runtime.producer, self._topic, encode_event(command),
+                                 str(command.job_id).encode(), self._timeout_s)
+        except NotAcknowledged as late:
+            if await withdraw_unless_admitted(lambda: withdraw(self._runtime.pool, command.command_id), late.ack,
+                                              f"command {command.command_id}"):
+                raise NotAccepted("not acknowledged in time; withdrawn") from None

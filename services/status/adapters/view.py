@@ -50,7 +50,8 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
             await cur.execute(UPSERT_SUBMITTED, columns(
                 (e.job_id, e.owner, e.scheduled_time, e.total_images, e.occurred_at)
                 for e in effects.submitted.values()))
-        for column, job_ids in (("released", effects.released), ("cancelled", effects.cancelled)):
+        for column, job_ids in (("released", effects.released), ("cancelled", effects.cancelled),
+                                ("withdrawn", effects.withdrawn)):
             if job_ids:
                 await cur.execute(
                     f"INSERT INTO status_jobs (job_id, {column}) SELECT j, true FROM unnest(%s::uuid[]) AS u(j)"
@@ -105,12 +106,12 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> None:
     if not job_ids:
         return
     rows = await (await conn.execute(
-        "SELECT job_id, total_images, released, cancelled, succeeded, failed, status"
+        "SELECT job_id, total_images, released, cancelled, succeeded, failed, status, withdrawn"
         " FROM status_jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE", (list(job_ids),))).fetchall()
     updates = []
-    for job_id, total, released, cancelled, succeeded, failed, current in rows:
+    for job_id, total, released, cancelled, succeeded, failed, current, withdrawn in rows:
         status = derive_status(total=total, released=released, cancelled=cancelled,
-                               succeeded=succeeded, failed=failed)
+                               succeeded=succeeded, failed=failed, withdrawn=withdrawn)
         if status != current:
             updates.append((job_id, status))
     if updates:
@@ -145,7 +146,7 @@ async def folded_offset(conn: AsyncConnection[Any], topic: str, partition: int) 
 async def load_job(conn: AsyncConnection[Any], job_id: UUID) -> JobRow | None:
     row = await (await conn.execute(
         "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner"
-        " FROM status_jobs WHERE job_id = %s AND submitted", (job_id,))).fetchone()
+        " FROM status_jobs WHERE job_id = %s AND submitted AND NOT withdrawn", (job_id,))).fetchone()
     return JobRow(*row) if row else None
 
 
@@ -155,7 +156,7 @@ async def list_jobs(conn: AsyncConnection[Any], owner: str | None, keys_on: bool
     when keys are on."""
     rows = await (await conn.execute(
         "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner, submitted_at"
-        " FROM status_jobs WHERE submitted AND submitted_at IS NOT NULL"
+        " FROM status_jobs WHERE submitted AND submitted_at IS NOT NULL AND NOT withdrawn"
         " AND (NOT %(keys_on)s OR owner = %(owner)s) AND (%(status)s::text IS NULL OR status = %(status)s)"
         " AND (%(at)s::timestamptz IS NULL OR (submitted_at, job_id) < (%(at)s, %(id)s::uuid))"
         " ORDER BY submitted_at DESC, job_id DESC LIMIT %(limit)s",

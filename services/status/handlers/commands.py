@@ -23,6 +23,7 @@ from services.status.domain import CANCELLED, SCHEDULED
 from services.status.handlers.jobs import Caller, JobReader
 from shared.events import JobCancelRequested, JobRescheduleRequested
 from shared.http import RETRY_SHORTLY, Reply
+from shared.publishing import NotAccepted
 from shared.schedule_time import InvalidInput, resolve_scheduled_time
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class DecisionReads(Protocol):
 
 class CommandBus(Protocol):
     async def __call__(self, command: Command) -> None:
-        """Publish the command, acknowledged (raises TimeoutError if Kafka does not take it)."""
+        """Publish the command, acknowledged (raises NotAccepted when it will never be decided)."""
 
 
 class Decisions:
@@ -124,7 +125,7 @@ class JobCommands:
         noun, verb = ("cancel", "cancelled") if cancel else ("reschedule", "rescheduled")
         try:
             await self.publish(command)
-        except TimeoutError:
+        except NotAccepted:
             return Reply.error(503, "Kafka did not acknowledge the command; nothing was changed, retry shortly",
                                RETRY_SHORTLY)
         decision = await self.decisions.wait(command.command_id, self.wait_s)

@@ -17,12 +17,13 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
 
 from services.status.adapters import view
-from services.status.domain import FINAL
+from services.status.domain import FINAL, unstorable
 from services.status.settings import StatusSettings
 from shared.consumer import Batch, ConsumerLoop
 from shared.db import transaction
-from shared.events import JobStatusChanged, encode_event
+from shared.events import ImageFailed, ImageSucceeded, JobStatusChanged, encode_event
 from shared.metrics import STAGE
+from shared.retry import PermanentFailure, retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies, retry_forever
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ class Projector(ConsumerRebalanceListener):
         topics = settings.topics
         # offsets are stored with the view (by_handler), never committed to Kafka
         self.loop = ConsumerLoop(settings, runtime, view.CONSUMER, [topics.jobs, topics.results], self._fold,
-                                 commit="by_handler", listener=self, max_records=5000, timeout_ms=200)
+                                 commit="by_handler", listener=self, max_records=5000, timeout_ms=200,
+                                 refused=self._refused)
         self._tasks: list[asyncio.Task[None]] = []
         self._relay_wakeup = asyncio.Event()
 
@@ -60,9 +62,28 @@ class Projector(ConsumerRebalanceListener):
             async with transaction(self.runtime.pool) as conn:
                 await view.fold(conn, events)
                 await view.store_offsets(conn, offsets)
-        await retry_forever("folding events", apply)
+        await retry_record_work("folding events", apply)
         self._observe_folded(batch)
         self._relay_wakeup.set()
+
+    async def _refused(self, event: object, reason: str) -> None:
+        """An outcome the view cannot store (dead-lettered) still ends its image: folded as a
+        failure saying so, so its job becomes final instead of `ongoing` for ever."""
+        if not isinstance(event, ImageSucceeded | ImageFailed):
+            return
+        try:
+            substitute = unstorable(event, reason)
+        except ValueError as exc:  # its identity itself is what was refused: nothing to fold
+            log.error("outcome %s was dead-lettered and cannot be folded as a failure: %s", event.task_id, exc)
+            return
+
+        async def apply() -> None:
+            async with transaction(self.runtime.pool) as conn:
+                await view.fold(conn, [substitute])
+        try:
+            await retry_record_work("folding a substitute failure", apply)
+        except PermanentFailure as failure:
+            log.error("outcome %s could not be folded even as a failure: %s", event.task_id, failure)
 
     def _observe_folded(self, batch: Batch) -> None:
         """recorded -> folded, per outcome: now minus the outcome record's timestamp."""

@@ -4,11 +4,13 @@ The per-store series are the counters in PostgreSQL (read at start and after eac
 exported by a collector), so after a restart they continue instead of starting from zero.
 Cardinality: one `imagejobs_store_images_total` series per store and
 outcome (failures by reason category) and one `imagejobs_store_mean_perimeter` per store: about
-10,000 series for the 4,944 stores of the store master.
+10,000 series for the 4,944 stores of the store master. Store ids outside the store master share
+one label value, `unknown`, and reasons outside the documented set share `other`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from services.storestats.app import StatsApp
-from shared.metrics import CONSUMER_LAG, SERVICE_READY
+from services.storestats.domain import UNKNOWN_STORE, StoreTotals, is_unknown_store, reason_label
+from shared.metrics import CONSUMER_LAG, CONSUMER_STALLED, SERVICE_READY
 
 SERVICE = "storestats"
 
@@ -33,20 +36,48 @@ class TotalsCollector(Collector):
                                      labels=["store_id", "outcome", "reason"])
         mean = GaugeMetricFamily("imagejobs_store_mean_perimeter", "Mean perimeter of the store's succeeded "
                                  "images in its latest window with one", labels=["store_id"])
-        for store_id, totals in list(self.stats.totals.items()):
-            images.add_metric([store_id, "succeeded", ""], totals.succeeded)
-            for reason, n in totals.failed.items():
-                images.add_metric([store_id, "failed", reason], n)
-            if totals.latest_mean is not None:
-                mean.add_metric([store_id], totals.latest_mean)
+        counts, means = labelled_totals(self.stats.totals)
+        for (store, outcome, reason), n in sorted(counts.items()):
+            images.add_metric([store, outcome, reason], n)
+        for store, value in sorted(means.items()):
+            mean.add_metric([store], value)
         yield images
         yield mean
 
 
-def readiness(stats: StatsApp) -> dict[str, bool]:
+def labelled_totals(totals: dict[str, StoreTotals]) -> tuple[dict[tuple[str, str, str], int], dict[str, float]]:
+    """The series to export, with bounded labels: every store that is not in the store master
+    (its only outcomes are `store not found`) counts under one `store_id="unknown"`, and a
+    reason outside the documented set under `reason="other"`, so a client inventing store ids
+    or an odd producer cannot create a million series."""
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    means: dict[str, float] = {}
+    for store_id, store in list(totals.items()):
+        label = UNKNOWN_STORE if is_unknown_store(store) else store_id
+        if store.succeeded or label != UNKNOWN_STORE:
+            counts[(label, "succeeded", "")] += store.succeeded
+        for reason, n in store.failed.items():
+            counts[(label, "failed", reason_label(reason))] += n
+        if store.latest_mean is not None and label != UNKNOWN_STORE:
+            means[label] = store.latest_mean
+    return counts, means
+
+
+def readiness(stats: StatsApp) -> tuple[dict[str, bool], dict[str, str]]:
+    """The checks, and why the failing ones fail (`progress`: lag, and no batch written for
+    STALL_S)."""
     app = stats.app
     assigned = stats.settings.topics.results in {tp.topic for tp in app.consumer.assignment()}
-    return {"kafka": assigned, "database": stats.loaded.is_set(), "settled": not app.rebalancing}
+    checks = {"kafka": assigned, "database": stats.loaded.is_set(), "settled": not app.rebalancing}
+    reasons: dict[str, str] = {}
+    stalled = stats.stall.stalled_for()
+    behind = sum(lag(stats).values()) if stalled and assigned else 0
+    CONSUMER_STALLED.labels(SERVICE).set(1 if behind else 0)
+    checks["progress"] = not behind
+    if behind:
+        reasons["progress"] = (f"stalled: {behind} records behind and no progress for {stalled:.0f}s"
+                               + (f"; last error: {stats.stall.last_error}" if stats.stall.last_error else ""))
+    return checks, reasons
 
 
 def lag(stats: StatsApp) -> dict[str, int]:
@@ -69,19 +100,21 @@ def add_pages(stats: StatsApp) -> None:
 
     @app.page("/readyz")
     async def readyz(web: View, request: Request) -> Response:
-        checks = readiness(stats)
+        checks, reasons = readiness(stats)
         ready = all(checks.values())
         SERVICE_READY.labels(SERVICE).set(1 if ready else 0)
         body: dict[str, Any] = {"ready": ready, "checks": checks}
         if not ready:
-            body["error"] = "not ready: " + ", ".join(k for k, ok in checks.items() if not ok)
+            failing = [f"{k} ({reasons[k]})" if k in reasons else k for k, ok in checks.items() if not ok]
+            body["error"] = "not ready: " + ", ".join(failing)
+            body["reasons"] = reasons
         else:
             body["lag"] = _update_lag(stats)
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:
-        if all(readiness(stats).values()):
+        if all(readiness(stats)[0].values()):
             _update_lag(stats)
         # aiohttp sets the charset itself and refuses one in content_type
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split("; charset")[0])
