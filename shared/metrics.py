@@ -26,3 +26,29 @@ STAGES = ("released", "started", "downloaded", "recorded", "folded")
 STAGE_SECONDS = Histogram("imagejobs_stage_seconds", "Time an image spent in each stage of its path", ["stage"],
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 STAGE = {name: STAGE_SECONDS.labels(name) for name in STAGES}
+
+
+class BoundedLabel:
+    """A label value from an open set, bounded: the first `limit` distinct values keep their
+    name, later ones share `other`, so no input can create unbounded series."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return "other"
+        self._seen.add(value)
+        return value
+
+
+_TENANTS = BoundedLabel(64)
+
+
+def tenant_label(tenant: str | None) -> str:
+    """The `tenant` label of per-tenant metrics: tenants are configured (API_KEYS), so a few;
+    `none` without auth; past 64 distinct values, `other`."""
+    return _TENANTS(tenant) if tenant else "none"

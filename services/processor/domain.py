@@ -29,6 +29,41 @@ def retry_after_seconds(header: str | None, cap_s: float) -> float | None:
     return min(float(header.strip()), cap_s)
 
 
+# A failure reason's category, for metric labels: a fixed set, so no image or server can add
+# series (the reasons themselves carry status codes, sizes, hosts and messages). First match wins.
+FAILURE_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("store not found", "store not found"),
+    ("download timed out", "download timed out"),
+    ("connection failed", "connection failed"),
+    ("connection error", "connection error"),
+    ("download failed", "download failed"),
+    ("too many redirects", "too many redirects"),
+    ("invalid redirect", "bad redirect"),
+    ("redirect to a non-http", "bad redirect"),
+    ("invalid URL", "invalid URL"),
+    ("address not allowed", "address not allowed"),
+    ("image too large", "image too large"),
+    ("corrupt or truncated image", "corrupt or truncated image"),
+    ("not an image", "not an image"),
+    ("image has no pixels", "image has no pixels"),
+    ("processing error", "processing error"),
+)
+FAILURE_CATEGORY_OTHER = "other"
+
+
+def failure_category(reason: str) -> str:
+    """'HTTP 404 from the image server' -> 'HTTP 4xx'; 'format ICO not allowed (...)' ->
+    'format not allowed'; anything unforeseen -> 'other'."""
+    for prefix, category in FAILURE_CATEGORIES:
+        if reason.startswith(prefix):
+            return category
+    if reason[:5] == "HTTP " and reason[5:6] in ("3", "4", "5") and reason[6:8].isdigit() and reason[8:9] in ("", " "):
+        return f"HTTP {reason[5]}xx"
+    if reason.startswith("format ") and " not allowed" in reason:
+        return "format not allowed"
+    return FAILURE_CATEGORY_OTHER
+
+
 @dataclass(frozen=True)
 class Size:
     width: int
@@ -39,30 +74,95 @@ class Size:
         return 2 * (self.width + self.height)
 
 
-def measure(data: bytes, max_pixels: int) -> Size:
-    """Width and height from the image's header; refuses bombs, unknown and truncated files."""
+def parse_image_formats(spec: str) -> tuple[str, ...]:
+    """IMAGE_FORMATS ("JPEG,PNG") as Pillow format names, checked once at start: an unknown
+    name stops the service (ValueError naming it) instead of failing every image later."""
+    Image.init()  # registers every plugin (their decoders run only when an image is opened)
+    names = tuple(dict.fromkeys(name.strip().upper() for name in spec.split(",") if name.strip()))
+    if not names:
+        raise ValueError("IMAGE_FORMATS is empty: name the Pillow formats to read, e.g. JPEG,PNG")
+    unknown = [name for name in names if name not in Image.OPEN]
+    if unknown:
+        raise ValueError(f"IMAGE_FORMATS: unknown format {', '.join(unknown)}; "
+                         f"this Pillow reads {','.join(sorted(Image.OPEN))}")
+    return names
+
+
+def measure(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Size:
+    """Width and height from the image's header, read only by the decoders in `formats`;
+    refuses bombs, other formats, unknown and truncated files. Whatever goes wrong while
+    reading (a decoder's bug included: AttributeError, struct.error, RecursionError...) is
+    the image's permanent `ImageError`, never an error that would be retried."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageError(f"image too large: {width}x{height} pixels exceeds {max_pixels}")
-                if image.format == "PNG":
-                    image.verify()  # walks every chunk: catches truncation and bad CRCs
-                elif image.format == "JPEG" and not _ends_with_eoi(data):
-                    raise ImageError("corrupt or truncated image: JPEG has no end-of-image marker")
+        return _read_size(data, max_pixels, formats)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large: {exc}") from None
+        raise ImageError(f"image too large: {_text(exc)}") from None
     except Image.UnidentifiedImageError:
-        raise ImageError("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"corrupt or truncated image: {exc}") from None
+        raise ImageError(_unidentified(data, formats)) from None
+    except MemoryError:
+        raise ImageError("image too large: its header asks for more memory than there is") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # what Pillow raises for a bad file
+        raise ImageError(f"corrupt or truncated image: {_text(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder failing in any other way: still the file's
+        raise ImageError(f"corrupt or truncated image: the decoder failed ({_text(exc, typed=True)})") from None
+
+
+def _read_size(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Size:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data), formats=formats) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"image too large: {width}x{height} pixels exceeds {max_pixels}")
+            if image.format == "PNG":
+                image.verify()  # walks every chunk: catches truncation and bad CRCs
+            elif image.format == "JPEG" and not _ends_with_eoi(data):
+                raise ImageError("corrupt or truncated image: JPEG has no end-of-image marker")
     if width <= 0 or height <= 0:
         raise ImageError("image has no pixels")
     return Size(width, height)
+
+
+def _unidentified(data: bytes, formats: tuple[str, ...]) -> str:
+    """Why no allowed decoder read the file, told from its first bytes by the plugins' accept
+    functions (prefix checks only: no other decoder runs). Formats without one (SPIDER, TGA)
+    cannot be told apart from garbage this way: they are "not an image"."""
+    guess = _format_by_prefix(data[:16], formats, allowed=True)
+    if guess:  # its signature, but its own decoder refused the header
+        return f"corrupt or truncated image: starts like {guess} but its header cannot be read"
+    guess = _format_by_prefix(data[:16], formats, allowed=False)
+    if guess:
+        return f"format {guess} not allowed (IMAGE_FORMATS: {','.join(formats)})"
+    # kept word for word: clients and the status API's readers match this reason exactly
+    return "not an image (unrecognised format)"
+
+
+def _format_by_prefix(prefix: bytes, formats: tuple[str, ...], allowed: bool) -> str | None:
+    Image.init()
+    for name, (_, accept) in list(Image.OPEN.items()):
+        if accept is None or (name in formats) != allowed:
+            continue
+        try:
+            if accept(prefix):  # True, or a str: "...support not installed"
+                return name
+        except Exception:  # noqa: BLE001, S112 - a prefix too short for its check: not that format
+            continue
+    return None
+
+
+def _text(exc: BaseException, typed: bool = False, limit: int = 160) -> str:
+    """An exception's message fit for a reason: printable (no NUL for PostgreSQL), bounded;
+    `typed` puts its class first ("AttributeError: ...")."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a message that cannot even be rendered
+        text = ""
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if typed or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _ends_with_eoi(data: bytes) -> bool:

@@ -96,3 +96,32 @@ def test_images_are_downloaded_while_the_gpu_slot_is_busy_and_the_gpu_runs_one_a
     assert [kind for kind, _ in order] == ["gpu turn", "done"] * 4, order  # one turn at a time
     assert fetched_at_done[0] == 4  # all four downloaded while the first was on the GPU
     assert elapsed >= 0.4  # four GPU turns of 0.1 s, one after another
+
+
+class Broken(Images):
+    """An image source failing the way nobody planned for."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    async def fetch(self, url: str) -> bytes:
+        raise self.error
+
+
+def test_an_unexpected_error_fails_the_image_once_never_a_retry() -> None:
+    for error in (AttributeError("bug"), KeyError("x"), ZeroDivisionError(), RuntimeError("odd")):
+        [outcome] = run(Broken(error), task("http://img/a.png"))
+        assert isinstance(outcome, ImageFailed) and outcome.reason == f"processing error: {type(error).__name__}"
+
+
+def test_only_a_transient_infrastructure_error_is_raised_for_a_retry() -> None:
+    import psycopg
+    import pytest
+    from psycopg_pool import PoolTimeout
+
+    from services.processor.adapters.stores import StoreMasterNotLoaded
+
+    for error in (StoreMasterNotLoaded("not yet"), psycopg.OperationalError("down"), PoolTimeout("busy")):
+        with pytest.raises(type(error)):
+            run(Broken(error), task("http://img/a.png"))

@@ -153,6 +153,8 @@ class Recorder:
 
     async def _publish(self, outcomes: list[Outcome]) -> None:
         producer = self._runtime.producer
-        acks = [await producer.send(self._topic, encode_event(o), key=str(o.job_id).encode())
-                for o in outcomes]
+        # the task id as a header too: the scheduler frees the task's place in its dispatch window
+        # by reading it, without decoding the outcome (services/scheduler/adapters/completions.py)
+        acks = [await producer.send(self._topic, encode_event(o), key=str(o.job_id).encode(),
+                                    headers=[("task_id", o.task_id.encode())]) for o in outcomes]
         await asyncio.gather(*acks)

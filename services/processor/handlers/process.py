@@ -11,18 +11,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg
 from prometheus_client import Counter
+from psycopg_pool import PoolTimeout
 
 from services.processor.adapters.cache import DimensionCache
 from services.processor.adapters.fetch import Fetcher
-from services.processor.adapters.stores import StoreDirectory
-from services.processor.domain import ImageError, Size, gpu_delay, measure
+from services.processor.adapters.stores import StoreDirectory, StoreMasterNotLoaded
+from services.processor.domain import ImageError, Size, failure_category, gpu_delay, measure
 from shared.events import ImageFailed, ImageSucceeded, ImageTask, envelope
 from shared.metrics import STAGE, latency_histogram
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 OUTCOMES = Counter("imagejobs_processor_images_total", "Images processed", ["outcome"])
+# `reason` is the reason's category (domain.failure_category): a fixed set of label values
 FAILURES = Counter("imagejobs_processor_failures_total", "Image failures by reason", ["reason"])
 PROCESS_LATENCY = latency_histogram("imagejobs_processor_task_seconds", "Task processing time")
 
@@ -30,6 +33,10 @@ Outcome = ImageSucceeded | ImageFailed
 # Below this size Pillow reads the header inline; above it (a PNG is verified chunk by chunk)
 # the work moves to a thread so the event loop keeps serving the other tasks.
 INLINE_MEASURE_BYTES = 1024 * 1024
+# The only errors `process` raises (the caller retries the task): the database is unreachable or
+# the store master not imported yet. Anything else fails the image: a retry would fail the same way.
+TRANSIENT_INFRASTRUCTURE: tuple[type[Exception], ...] = (StoreMasterNotLoaded, psycopg.OperationalError,
+                                                         PoolTimeout)
 
 
 @dataclass
@@ -43,6 +50,8 @@ class Deps:
     rng: random.Random
     # the GPU stage's slots: the next images are downloaded and measured while these are busy
     gpu_slots: asyncio.Semaphore
+    # the decoders Pillow may run (domain.parse_image_formats(IMAGE_FORMATS); this is its default)
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def _nothing() -> None:
@@ -53,8 +62,11 @@ async def process(task: ImageTask, deps: Deps,
                   measured: Callable[[], None] = _nothing) -> tuple[Outcome, float]:
     """The task's outcome (not yet recorded) and the wall time its image was measured: store
     check, download, measurement, then GPU time in one of `deps.gpu_slots`; `measured()` is
-    called once the task holds its GPU slot (the caller then frees its download slot). A
-    failing image becomes an `ImageFailed` with its reason; only infrastructure errors raise."""
+    called once the task holds its GPU slot (the caller then frees its download slot).
+
+    Returns an outcome for every image: a failing image, and any unexpected error (a bug, a
+    library failing oddly), becomes an `ImageFailed` with its reason. Raises only the transient
+    infrastructure errors in TRANSIENT_INFRASTRUCTURE (and cancellation)."""
     started = time.perf_counter()
     downloaded_at = time.time()
     try:
@@ -74,12 +86,14 @@ async def process(task: ImageTask, deps: Deps,
             measured()
         outcome: Outcome = _succeeded(task, size)
     except ImageError as exc:
-        outcome = _failed(task, str(exc))
-        FAILURES.labels(str(exc).split(":")[0][:40]).inc()
-    except (OSError, ValueError, RuntimeError, TypeError) as exc:  # fail the image, never block the partition
+        outcome = failed(task, str(exc))
+    except TRANSIENT_INFRASTRUCTURE:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fail the image, never retry it for ever nor block the partition
         log.exception("unexpected error processing %s", task.task_id)
-        outcome = _failed(task, f"processing error: {type(exc).__name__}")
-        FAILURES.labels("processing error").inc()
+        outcome = failed(task, f"processing error: {type(exc).__name__}")
+    if isinstance(outcome, ImageFailed):
+        FAILURES.labels(failure_category(outcome.reason)).inc()
     PROCESS_LATENCY.observe(time.perf_counter() - started)
     return outcome, downloaded_at
 
@@ -87,8 +101,8 @@ async def process(task: ImageTask, deps: Deps,
 async def _download_and_measure(task: ImageTask, deps: Deps) -> Size:
     data = await deps.fetcher.fetch(task.image_url)
     if len(data) <= INLINE_MEASURE_BYTES:
-        return measure(data, deps.max_pixels)  # header parse: cheaper than a thread hop
-    return await asyncio.to_thread(measure, data, deps.max_pixels)  # PNG verify walks every chunk
+        return measure(data, deps.max_pixels, deps.formats)  # header parse: cheaper than a thread hop
+    return await asyncio.to_thread(measure, data, deps.max_pixels, deps.formats)  # PNG verify walks every chunk
 
 
 def _common(task: ImageTask) -> dict[str, object]:
@@ -102,5 +116,5 @@ def _succeeded(task: ImageTask, size: Size) -> ImageSucceeded:
                                           height=size.height, perimeter=size.perimeter)
 
 
-def _failed(task: ImageTask, reason: str) -> ImageFailed:
+def failed(task: ImageTask, reason: str) -> ImageFailed:
     return ImageFailed(**_common(task), reason=reason)  # type: ignore[arg-type]

@@ -19,25 +19,32 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import Histogram
 
 from services.processor.adapters.cache import DimensionCache
 from services.processor.adapters.fetch import Fetcher, FetchLimits
 from services.processor.adapters.results import Recorder, recorded_outcomes
 from services.processor.adapters.stores import StoreDirectory
-from services.processor.domain import OffsetTracker, parse_gpu_delay
-from services.processor.handlers.process import OUTCOMES, Deps, Outcome, process
+from services.processor.domain import OffsetTracker, parse_gpu_delay, parse_image_formats
+from services.processor.handlers.process import OUTCOMES, Deps, Outcome, failed, process
 from services.processor.settings import ProcessorSettings
 from shared.consumer import Batch, ConsumerLoop, Delivery
 from shared.events import ImageSucceeded, ImageTask
-from shared.metrics import STAGE
-from shared.runtime import Runtime, exit_if_it_dies, retry_forever
+from shared.fairness import FairQueue, parse_weights
+from shared.metrics import STAGE, tenant_label
+from shared.retry import PermanentFailure, retry_record_work
+from shared.runtime import Runtime, exit_if_it_dies
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
 BACKLOG_FACTOR = 8
 SUCCEEDED, FAILED = OUTCOMES.labels("succeeded"), OUTCOMES.labels("failed")
+TENANT_WAIT = Histogram("imagejobs_tenant_wait_seconds", "From an image's due time to its processing start",
+                        ["tenant"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
 
 
 class ProcessorWorker(ConsumerRebalanceListener):
@@ -51,7 +58,8 @@ class ProcessorWorker(ConsumerRebalanceListener):
             s.image_allow_private_networks))
         self.deps = Deps(runtime, self.fetcher, DimensionCache(s.image_cache_ttl_s, s.image_cache_size),
                          StoreDirectory(runtime), parse_gpu_delay(s.processor_gpu_delay_ms),
-                         s.image_max_pixels, random.Random(), asyncio.Semaphore(s.processor_concurrency))
+                         s.image_max_pixels, random.Random(), asyncio.Semaphore(s.processor_concurrency),
+                         parse_image_formats(s.image_formats))  # an unknown name stops the start here
         self.recorder = Recorder(runtime, settings.topics.results, busy_gather_s=s.busy_batch_wait_ms / 1000)
         self.tracker = OffsetTracker()
         self.slots = asyncio.Semaphore(s.processor_concurrency)  # downloading and measuring
@@ -62,8 +70,14 @@ class ProcessorWorker(ConsumerRebalanceListener):
                                  commit="by_handler", listener=self, accept=(ImageTask,),
                                  max_records=s.processor_concurrency * 2, timeout_ms=200)
         self._inflight: set[asyncio.Task[None]] = set()
+        # fetched tasks waiting for a download slot: (partition, record, outcome already recorded)
+        self.waiting: FairQueue[tuple[TopicPartition, Delivery, Outcome | None]] = FairQueue(
+            parse_weights(s.tenant_weights))
+        self._work = asyncio.Event()
+        self._running: Counter[TopicPartition] = Counter()  # started tasks not finished, per partition
         self._main: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
+        self._starter: asyncio.Task[None] | None = None
         runtime.add_check("store_master", self.deps.stores.loaded)
 
     @property
@@ -73,7 +87,8 @@ class ProcessorWorker(ConsumerRebalanceListener):
     def details(self) -> dict[str, object]:
         """For /readyz: the partitions this instance owns and the tasks it has in flight."""
         return {"assigned_partitions": sorted(tp.partition for tp in self.loop.owned()),
-                "in_flight": self.tracker.in_flight()}
+                "in_flight": self.tracker.in_flight(), "waiting": len(self.waiting),
+                "running": sum(self._running.values())}
 
     async def start(self) -> None:
         await self.fetcher.start()
@@ -82,10 +97,12 @@ class ProcessorWorker(ConsumerRebalanceListener):
         exit_if_it_dies(self._main, "the processor's consumer loop")
         self._committer = asyncio.create_task(self._commit_periodically())
         exit_if_it_dies(self._committer, "the processor's committer")
+        self._starter = asyncio.create_task(self._start_fairly())
+        exit_if_it_dies(self._starter, "the processor's starter")
 
     async def stop(self) -> None:
         """Graceful: stop fetching, finish in-flight tasks, commit, leave the group."""
-        for task in (self._main, self._committer):
+        for task in (self._main, self._committer, self._starter):
             if task:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -104,9 +121,14 @@ class ProcessorWorker(ConsumerRebalanceListener):
             await self._dispatch(tp, deliveries)
 
     async def _dispatch(self, tp: TopicPartition, deliveries: list[Delivery]) -> None:
-        """Start a task per record as slots free up; stop if the partition is revoked meanwhile."""
+        """Queue each record's task (bounded by the backlog); the starter takes them fairly.
+        A record counts as in flight from here, so no offset is committed past it."""
         tasks = [d.event for d in deliveries if d.event is not None]
-        known = await retry_forever("looking up recorded results", lambda: recorded_outcomes(self.runtime, tasks))
+        try:
+            known = await retry_record_work("looking up recorded results",
+                                            lambda: recorded_outcomes(self.runtime, tasks))
+        except PermanentFailure:  # each task then finds its row when it is recorded
+            known = {}
         assert self.consumer is not None
         for delivery in deliveries:
             task = delivery.event
@@ -115,20 +137,45 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 self.tracker.finished(tp, delivery.offset)
                 continue
             await self.backlog.acquire()
-            await self.slots.acquire()
-            if tp not in self.consumer.assignment():  # revoked while we waited for a slot
-                self.slots.release()
+            if tp not in self.consumer.assignment():  # revoked while we waited for room
                 self.backlog.release()
                 return
             self.tracker.started(tp, delivery.offset)
-            STAGE["started"].observe(max(0.0, time.time() - delivery.timestamp_ms / 1000))
-            job = asyncio.create_task(self._handle(tp, delivery.offset, task, known.get(task.task_id)))
+            self.waiting.append(task.tenant or "", task.priority, task.job_id, (tp, delivery, known.get(task.task_id)))
+            self._work.set()
+
+    async def _start_fairly(self) -> None:
+        """Whenever a download slot is free, start the next waiting task: shared fairly between
+        tenants (TENANT_WEIGHTS), within a tenant the most urgent job first, then its jobs in
+        turn (shared/fairness.py), so a task of another tenant's small job is not queued behind
+        this processor's whole backlog."""
+        while True:
+            await self.slots.acquire()
+            while not len(self.waiting):
+                self._work.clear()
+                await self._work.wait()
+            picked = self.waiting.pop()
+            assert picked is not None
+            tp, delivery, known = picked[1]
+            task: ImageTask = delivery.event
+            assert self.consumer is not None
+            if tp not in self.consumer.assignment():  # revoked while it waited: its new owner has it
+                self.slots.release()
+                self.backlog.release()
+                continue
+            now = time.time()
+            STAGE["started"].observe(max(0.0, now - delivery.timestamp_ms / 1000))
+            TENANT_WAIT.labels(tenant_label(task.tenant)).observe(max(0.0, now - task.scheduled_time.timestamp()))
+            self._running[tp] += 1
+            job = asyncio.create_task(self._handle(tp, delivery, task, known))
             self._inflight.add(job)
             job.add_done_callback(self._inflight.discard)
 
-    async def _handle(self, tp: TopicPartition, offset: int, task: ImageTask, known: Outcome | None) -> None:
+    async def _handle(self, tp: TopicPartition, delivery: Delivery, task: ImageTask, known: Outcome | None) -> None:
         """Process (holding a download slot until measured), then record and publish (without
-        one), then let the offset go."""
+        one), then let the offset go. Every task ends: an error retrying does not cure fails
+        the image with its reason, and a result that cannot be recorded even as a failure
+        dead-letters the task."""
         holding = True
 
         def free_slot() -> None:
@@ -138,16 +185,38 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 self.slots.release()
         try:
             try:
-                outcome, downloaded_at = (known, time.time()) if known else await retry_forever(
-                    "processing a task", lambda: process(task, self.deps, free_slot))
+                outcome, downloaded_at = (known, time.time()) if known else await self._outcome(task, free_slot)
             finally:
                 free_slot()
-            recorded = await retry_forever("recording a result", lambda: self.recorder.record(outcome))
+            recorded = await self._record(delivery, task, outcome)
             STAGE["recorded"].observe(time.time() - downloaded_at)
-            (SUCCEEDED if isinstance(recorded, ImageSucceeded) else FAILED).inc()
-            self.tracker.finished(tp, offset)
+            if recorded is not None:
+                (SUCCEEDED if isinstance(recorded, ImageSucceeded) else FAILED).inc()
+            self.tracker.finished(tp, delivery.offset)
+            self.loop.stall.progressed()
         finally:
+            self._running[tp] -= 1
             self.backlog.release()
+
+    async def _outcome(self, task: ImageTask, measured: Callable[[], None]) -> tuple[Outcome, float]:
+        try:
+            return await retry_record_work("processing a task", lambda: process(task, self.deps, measured))
+        except PermanentFailure as failure:
+            return failed(task, f"processing error: {type(failure.cause).__name__}"), time.time()
+
+    async def _record(self, delivery: Delivery, task: ImageTask, outcome: Outcome) -> Outcome | None:
+        """The outcome recorded; if it cannot be, a failure saying so; if not even that, the task
+        goes to the DLQ (None)."""
+        try:
+            return await retry_record_work("recording a result", lambda: self.recorder.record(outcome))
+        except PermanentFailure as failure:
+            reason = f"result could not be recorded: {type(failure.cause).__name__}"
+        substitute = failed(task, reason)
+        try:
+            return await retry_record_work("recording a failure", lambda: self.recorder.record(substitute))
+        except PermanentFailure as failure:
+            await self.loop.dead_letter(delivery.record, f"refused: {failure}")
+            return None
 
     async def _commit_periodically(self) -> None:
         while True:
@@ -168,13 +237,31 @@ class ProcessorWorker(ConsumerRebalanceListener):
             log.warning("offset commit failed (%s); will retry", exc)
 
     async def _drain(self, partitions: set[TopicPartition] | None) -> None:
+        """Let the started tasks of `partitions` (None: all) finish, for at most DRAIN_TIMEOUT_S;
+        tasks still waiting to start are left to be delivered again (no offset passes them)."""
         deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT_S
-        while self.tracker.in_flight(partitions) and asyncio.get_running_loop().time() < deadline:  # type: ignore[arg-type]
+        while asyncio.get_running_loop().time() < deadline and any(
+                n for tp, n in self._running.items() if partitions is None or tp in partitions):
             await asyncio.sleep(0.05)
+
+    def _unqueue(self, revoked: set[TopicPartition]) -> None:
+        """Drop the waiting tasks of revoked partitions (their new owner gets them again)."""
+        for job in list(self.waiting.jobs()):
+            lane = self.waiting.lane(job)
+            if lane is None or not any(item[0] in revoked for item in lane):  # type: ignore[attr-defined]
+                continue
+            self.waiting.remove(job)
+            for item in lane:  # type: ignore[attr-defined]
+                if item[0] in revoked:
+                    self.backlog.release()
+                else:
+                    task = item[1].event
+                    self.waiting.append(task.tenant or "", task.priority, job, item)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if not revoked:
             return
+        self._unqueue(set(revoked))
         await self._drain(set(revoked))
         await self._commit()
         self.tracker.forget(set(revoked))  # type: ignore[arg-type]
