@@ -41,6 +41,8 @@ class JobIn(BaseModel):
     count: int
     scheduled_time: str | None = None
     visits: list[VisitIn] = Field(min_length=1)
+    priority: int = Field(3, ge=1, le=5, description="1 (highest) to 5 (lowest): within its tenant's share of "
+                                                      "the processors, a job of higher priority goes first")
 
 
 class Accepted(BaseModel):
@@ -54,6 +56,8 @@ class Images(BaseModel):
     succeeded: int
     failed: int
     pending: int
+    started: int = Field(description="handed to the processors so far (in progress, queued at a processor, or "
+                                     "finished): below total while the job waits for its share")
 
 
 class StoreError(BaseModel):
@@ -65,6 +69,7 @@ class JobStatus(BaseModel):
     job_id: str
     status: str = Field(description="scheduled, ongoing, completed, failed or cancelled")
     scheduled_time: str
+    priority: int = Field(description="1 (highest) to 5 (lowest)")
     images: Images
     error: list[StoreError] | None = Field(None, description="when failed: the first reason per store")
 
@@ -97,8 +102,10 @@ class Results(BaseModel):
 
 
 WHY = {400: "Invalid input, naming the field", 401: "Missing or invalid API key (when API_KEYS is set)",
-       404: "No such job (or another key's)", 409: "Conflict (see the message)",
+       404: "No such job (or another tenant's)", 409: "Conflict (see the message)",
        413: "Body over the size limit", 415: "Content type is not JSON",
+       429: "Over a tenant quota (pending images or submit rate; the message says which, with the"
+            " tenant's numbers): nothing published; retry after `Retry-After` seconds",
        503: "Kafka or PostgreSQL unavailable: nothing changed, retry"}
 
 

@@ -61,7 +61,8 @@ def _schemas() -> dict[str, Any]:
 
 CHANNELS_OF: dict[str, list[type[BaseModel]]] = {
     "jobs": [events.JobSubmitted, events.JobReleased, events.JobCancelRequested, events.JobRescheduleRequested,
-             events.JobCancelled, events.JobRescheduled, events.JobCommandRefused, events.JobWithdrawn],
+             events.JobCancelled, events.JobRescheduled, events.JobCommandRefused, events.JobWithdrawn,
+             events.TasksDispatched],
     "tasks": [events.ImageTask],
     "results": [events.ImageSucceeded, events.ImageFailed],
     "status": [events.JobStatusChanged],

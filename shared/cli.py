@@ -1,6 +1,6 @@
 """`imagejobs`: the command line for clients and operators (Typer + Rich).
 
-    imagejobs submit job.json --at 2026-12-01T10:00:00+05:30   # or --store S --image URL ...
+    imagejobs submit job.json --at 2026-12-01T10:00:00+05:30 [--priority 1]   # or --store S --image URL ...
     imagejobs watch JOB_ID      # a live progress bar; exit 1 when the job fails
     imagejobs status JOB_ID | results JOB_ID [--json|--csv] | cancel JOB_ID | reschedule JOB_ID --at T
     imagejobs jobs --status failed [--limit 20] [--cursor C]
@@ -56,7 +56,8 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _job_body(file: Path | None, stores: list[str], images: list[str], at: str | None) -> dict[str, Any]:
+def _job_body(file: Path | None, stores: list[str], images: list[str], at: str | None,
+              priority: int | None = None) -> dict[str, Any]:
     if file is not None:
         try:
             body = json.loads(file.read_text())
@@ -68,6 +69,8 @@ def _job_body(file: Path | None, stores: list[str], images: list[str], at: str |
         fail("give a JSON file, or --store and at least one --image")
     if at is not None:
         body["scheduled_time"] = at
+    if priority is not None:
+        body["priority"] = priority
     return body  # type: ignore[no-any-return]
 
 
@@ -76,11 +79,14 @@ def submit(file: Annotated[Path | None, typer.Argument(help="a job as JSON (the 
            store: Annotated[list[str] | None, typer.Option(help="store id (with --image)")] = None,
            image: Annotated[list[str] | None, typer.Option(help="image URL (repeatable)")] = None,
            at: Annotated[str | None, typer.Option(help="scheduled_time, ISO-8601")] = None,
+           priority: Annotated[int | None, typer.Option(
+               min=1, max=5, help="1 (highest) to 5 (lowest): within your tenant's share, higher goes first "
+                                  "(default 3)")] = None,
            idempotency_key: Annotated[str | None, typer.Option(
                help="Idempotency-Key (default: a new one); a 503 or a dropped connection is retried with it "
                     "for up to 60 s, so the job is created once")] = None) -> None:
     """Submit a job; prints its id."""
-    body = _job_body(file, store or [], image or [], at)
+    body = _job_body(file, store or [], image or [], at, priority)
     accepted = _api(lambda c: c.submit(body, idempotency_key))
     out.print(accepted["job_id"], highlight=False)
     err.print(f"scheduled for {accepted['scheduled_time']}", highlight=False)
@@ -146,9 +152,9 @@ def jobs(status_filter: Annotated[str | None, typer.Option("--status", help="onl
          cursor: Annotated[str | None, typer.Option(help="next page (printed after a page)")] = None) -> None:
     """Jobs, newest first."""
     page = _api(lambda c: c.jobs(status_filter, limit, cursor))
-    rows = [{**j, "images": f"{j['images']['succeeded'] + j['images']['failed']}/{j['images']['total']}"}
-            for j in page["jobs"]]
-    out.print(_table(["job_id", "status", "images", "scheduled_time", "submitted_at"], rows))
+    rows = [{**j, "images": f"{j['images']['succeeded'] + j['images']['failed']}/{j['images']['total']}",
+             "started": j["images"].get("started", "")} for j in page["jobs"]]
+    out.print(_table(["job_id", "status", "priority", "images", "started", "scheduled_time", "submitted_at"], rows))
     if page["next_cursor"]:
         err.print(f"next page: --cursor {page['next_cursor']}", highlight=False)
 

@@ -41,6 +41,9 @@ Name = _text(256)  # ids, store ids, states
 Url = _text(8192)
 Reason = _text(10_000)
 Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+# 1 (highest) to 5 (lowest); 3 when a submit does not say
+Priority = Annotated[int, Field(ge=1, le=5)]
+DEFAULT_PRIORITY = 3
 Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
 
 
@@ -78,7 +81,10 @@ class JobSubmitted(Event):
     type: Literal["JobSubmitted"] = "JobSubmitted"
     scheduled_time: Timestamp
     visits: tuple[Visit, ...] = Field(max_length=1_000_000)
-    owner: Name | None = None  # hash of the submitting API key; None without auth
+    # the tenant the job belongs to (API_KEYS); None without auth. Records written before
+    # tenants existed carry a hash of the submitting key here.
+    owner: Name | None = None
+    priority: Priority = DEFAULT_PRIORITY
 
     @property
     def total_images(self) -> int:
@@ -138,6 +144,15 @@ class JobCommandRefused(CommandEvent):
     state: Name
 
 
+class TasksDispatched(Event):
+    """The scheduler has handed `dispatched` of the job's tasks to the processors so far (a
+    running total: a repeat or an older total changes nothing). Released jobs are dispatched
+    as the processors take work, shared fairly between tenants and jobs."""
+
+    type: Literal["TasksDispatched"] = "TasksDispatched"
+    dispatched: Count
+
+
 class JobWithdrawn(Event):
     """Its submit was not acknowledged in time and ingest withdrew it (answering 503) before
     the scheduler admitted it: the job never runs and is not visible; a `JobSubmitted` of it
@@ -156,6 +171,8 @@ class ImageTask(Event):
     store_id: Name
     image_url: Url
     scheduled_time: Timestamp
+    tenant: Name | None = None  # the job's owner: processors share their slots fairly by it
+    priority: Priority = DEFAULT_PRIORITY
 
 
 class ImageOutcome(Event):
@@ -190,7 +207,7 @@ class JobStatusChanged(Event):
 
 AnyEvent = Annotated[
     JobSubmitted | JobReleased | JobCancelRequested | JobRescheduleRequested | JobCancelled
-    | JobRescheduled | JobCommandRefused | JobWithdrawn | ImageTask | ImageSucceeded | ImageFailed
+    | JobRescheduled | JobCommandRefused | JobWithdrawn | TasksDispatched | ImageTask | ImageSucceeded | ImageFailed
     | JobStatusChanged,
     Field(discriminator="type"),
 ]

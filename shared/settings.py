@@ -43,6 +43,8 @@ class CommonSettings(BaseSettings):
     http_body_timeout_s: float = 30.0
     # A consumer with lag that makes no progress for this long is not ready (/readyz names it).
     stall_s: float = 60.0
+    # Shares of the processors between tenants with work, `tenant=weight,...`; unlisted: 1.
+    tenant_weights: str = ""
 
     @property
     def topics(self) -> Topics:

@@ -74,14 +74,18 @@ class Schedule:
 
     def pop_due(self, now: datetime, limit: int) -> list[UUID]:
         """Jobs whose time has come (due_at <= now), earliest first, at most `limit`."""
-        due: list[UUID] = []
+        return [job_id for job_id, _ in self.pop_due_entries(now, limit)]
+
+    def pop_due_entries(self, now: datetime, limit: int) -> list[tuple[UUID, int]]:
+        """(job_id, partition) of the jobs whose time has come, earliest first, at most `limit`."""
+        due: list[tuple[UUID, int]] = []
         while len(due) < limit:
             self._discard_stale()
             if not self._heap or self._heap[0][0] > now:
                 break
-            _, job_id, _ = heapq.heappop(self._heap)
+            _, job_id, partition = heapq.heappop(self._heap)
             del self._pending[job_id]
-            due.append(job_id)
+            due.append((job_id, partition))
         return due
 
     def due_before(self, until: datetime, limit: int) -> list[tuple[UUID, int]]:
@@ -106,6 +110,22 @@ class Schedule:
             heapq.heappop(self._heap)
 
 
+def image_positions(job: JobSubmitted) -> list[tuple[int, int]]:
+    """(visit_index, image_index) of each of the job's images, in `tasks_for` order: the task
+    of ordinal n is the image at position n."""
+    return [(v, i) for v, visit in enumerate(job.visits) for i in range(len(visit.image_urls))]
+
+
+def task_at(job: JobSubmitted, position: tuple[int, int], now: datetime) -> ImageTask:
+    """The task of the image at `position` (the same as `tasks_for` makes for it)."""
+    v, i = position
+    visit = job.visits[v]
+    return ImageTask.model_construct(**envelope(ImageTask, now), job_id=job.job_id,
+                                     task_id=task_id_for(job.job_id, v, i), visit_index=v, image_index=i,
+                                     store_id=visit.store_id, image_url=visit.image_urls[i],
+                                     scheduled_time=job.scheduled_time, tenant=job.owner, priority=job.priority)
+
+
 def tasks_for(job: JobSubmitted) -> list[ImageTask]:
     """One task per image, keyed `job_id:visit_index:image_index` (the idempotency key)."""
     # model_construct: every field comes from a validated JobSubmitted, so validating each of
@@ -114,7 +134,7 @@ def tasks_for(job: JobSubmitted) -> list[ImageTask]:
     return [
         ImageTask.model_construct(**envelope(ImageTask, now), job_id=job.job_id, task_id=task_id_for(job.job_id, v, i),
                                   visit_index=v, image_index=i, store_id=visit.store_id, image_url=url,
-                                  scheduled_time=job.scheduled_time)
+                                  scheduled_time=job.scheduled_time, tenant=job.owner, priority=job.priority)
         for v, visit in enumerate(job.visits)
         for i, url in enumerate(visit.image_urls)
     ]

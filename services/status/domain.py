@@ -22,6 +22,7 @@ from shared.events import (
     JobRescheduled,
     JobSubmitted,
     JobWithdrawn,
+    TasksDispatched,
 )
 
 SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED = "scheduled", "ongoing", "completed", "failed", "cancelled"
@@ -66,6 +67,7 @@ class Effects:
     released: set[UUID] = field(default_factory=set)
     cancelled: set[UUID] = field(default_factory=set)
     withdrawn: set[UUID] = field(default_factory=set)
+    dispatched: dict[UUID, int] = field(default_factory=dict)  # job_id -> highest total dispatched
     outcomes: dict[str, ImageSucceeded | ImageFailed] = field(default_factory=dict)  # task_id -> first
     moved: dict[UUID, datetime] = field(default_factory=dict)  # job_id -> latest rescheduled time
     decisions: dict[UUID, tuple[UUID, bool, str]] = field(default_factory=dict)  # command -> (job, accepted, state)
@@ -90,6 +92,8 @@ def _add(effects: Effects, event: Any) -> None:
         effects.released.add(event.job_id)
     elif isinstance(event, JobWithdrawn):
         effects.withdrawn.add(event.job_id)
+    elif isinstance(event, TasksDispatched):
+        effects.dispatched[event.job_id] = max(event.dispatched, effects.dispatched.get(event.job_id, 0))
     elif isinstance(event, JobCancelled):
         effects.cancelled.add(event.job_id)
         if event.command_id is not None:

@@ -12,7 +12,7 @@ def test_design_example_job_completes_with_one_exact_row_per_image(client: Clien
     job_id = client.submit_ok(example_job(client))
     final = client.wait_final(job_id)
     assert final["status"] == "completed"
-    assert final["images"] == {"total": 3, "succeeded": 3, "failed": 0, "pending": 0}
+    assert final["images"] == {"total": 3, "succeeded": 3, "failed": 0, "pending": 0, "started": 3}
     rows = client.result_rows(job_id)
     expected = [("S00339218", *GALLERY[2]), ("S00339218", *GALLERY[3]), ("S01408764", *GALLERY[3])]
     assert [(r[1], r[2], r[3]) for r in rows] == expected
@@ -73,7 +73,7 @@ def test_mixed_job_lists_only_the_failing_stores(client: Client) -> None:
     ]}
     final = client.wait_final(client.submit_ok(body))
     assert final["status"] == "failed"
-    assert final["images"] == {"total": 4, "succeeded": 2, "failed": 2, "pending": 0}
+    assert final["images"] == {"total": 4, "succeeded": 2, "failed": 2, "pending": 0, "started": 4}
     assert final["error"] == [
         {"store_id": "NOPE-1", "error": "store not found"},
         {"store_id": "S01408764", "error": "not an image (unrecognised format)"},
@@ -143,6 +143,7 @@ def test_every_service_is_ready(stack) -> None:  # type: ignore[no-untyped-def]
         assert response.status_code == 200, (service.name, response.text)
         expected = {"kafka", "database"} | {"ingest": set(), "status": {"consumer"}, "scheduler": {"consumer"},
                                             "processor": {"consumer", "store_master"},
-                                            "storestats": {"settled"}}[service.name]  # started by the dashboard test
+                                            # storestats: started by the dashboard test
+                                            "storestats": {"settled", "progress"}}[service.name]
         assert response.json()["checks"] == dict.fromkeys(expected, True), service.name
         assert "imagejobs_ready" in httpx.get(service.url + "/metrics", timeout=5).text

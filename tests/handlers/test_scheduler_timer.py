@@ -13,6 +13,7 @@ import pytest
 
 from services.scheduler.domain import Decision
 from services.scheduler.handlers import release
+from services.scheduler.handlers.dispatch import Dispatcher
 from services.scheduler.handlers.release import Releaser
 from services.scheduler.settings import SchedulerSettings
 from shared.events import JobSubmitted, Visit
@@ -23,7 +24,8 @@ def job(due: datetime) -> JobSubmitted:
 
 
 def releaser() -> Releaser:
-    return Releaser(SchedulerSettings(), runtime=None)  # type: ignore[arg-type]
+    settings = SchedulerSettings()
+    return Releaser(settings, runtime=None, dispatcher=Dispatcher(settings, None, lambda: 1.0))  # type: ignore[arg-type]
 
 
 def test_a_waiting_job_is_held_and_a_decision_moves_or_drops_it() -> None:
@@ -45,9 +47,13 @@ def test_jobs_already_due_when_loaded_are_not_held_until_released_again(monkeypa
     overdue, future = uuid4(), uuid4()
     now = datetime.now(UTC)
 
-    async def fake_load(_: Any, partitions: list[int]) -> list[tuple[Any, datetime, int]]:
-        return [(overdue, now - timedelta(seconds=1), 0), (future, now + timedelta(hours=1), 0)]
+    async def fake_load(_: Any, partitions: list[int]) -> list[tuple[Any, datetime, int, int]]:
+        return [(overdue, now - timedelta(seconds=1), 0, 0), (future, now + timedelta(hours=1), 0, 0)]
+
+    async def none_dispatching(_: Any, partitions: list[int]) -> list[Any]:
+        return []
     monkeypatch.setattr(release, "load_pending", fake_load)
+    monkeypatch.setattr(release, "load_dispatching", none_dispatching)
     timer = releaser()
     timer.runtime = type("R", (), {"pool": None})()  # type: ignore[assignment]
     asyncio.run(timer.load([0]))

@@ -39,7 +39,7 @@ def test_two_processors_share_a_200_image_job_exactly_once(two_processor_stack) 
     job_id = client.submit_ok({"count": 20, "visits": visits})
     final = client.wait_final(job_id, deadline_s=90)
     assert final["status"] == "completed"
-    assert final["images"] == {"total": 200, "succeeded": 200, "failed": 0, "pending": 0}
+    assert final["images"] == {"total": 200, "succeeded": 200, "failed": 0, "pending": 0, "started": 200}
     rows = client.result_rows(job_id)
     assert len(rows) == 200 and len({r[0] for r in rows}) == 200
     assert all(r[2] == 100 + int(r[0].split(":")[1]) and r[3] == 200 + int(r[0].split(":")[2]) for r in rows)

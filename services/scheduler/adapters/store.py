@@ -1,12 +1,14 @@
 """The durable schedule, `scheduler_jobs`: the scheduler's SQL, and nothing else.
 
-A job's row moves `pending` -> `released` (every record of its release acknowledged), or
-`pending` -> `cancelled` (a cancel accepted by its release owner).
+A job's row moves `pending` -> `released` (its `JobReleased` acknowledged), or `pending` ->
+`cancelled` (a cancel accepted by its release owner). A released job's tasks are dispatched
+as the processors take work; `dispatched` counts those acknowledged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -25,20 +27,58 @@ async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[i
         kept = [(p, e) for p, e in submitted if e.job_id not in withdrawn]
         if kept:
             await conn.execute(
-                "INSERT INTO scheduler_jobs (job_id, partition, due_at, event)"
-                " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[])"
-                " ON CONFLICT (job_id) DO NOTHING",
-                columns((e.job_id, p, e.scheduled_time, e.model_dump_json()) for p, e in kept))
+                "INSERT INTO scheduler_jobs (job_id, partition, due_at, event, total_images, tenant, priority)"
+                " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[], %s::int[],"
+                " %s::text[], %s::smallint[]) ON CONFLICT (job_id) DO NOTHING",
+                columns((e.job_id, p, e.scheduled_time, e.model_dump_json(), e.total_images, e.owner, e.priority)
+                        for p, e in kept))
     return withdrawn
 
 
-async def load_pending(pool: AsyncConnectionPool, partitions: list[int]) -> list[tuple[UUID, datetime, int]]:
-    """(job_id, due_at, partition) of the partitions' pending jobs (a job whose release was not
-    acknowledged is still pending: it is released again, with the same task ids)."""
+async def load_pending(pool: AsyncConnectionPool, partitions: list[int]) -> list[tuple[UUID, datetime, int, int]]:
+    """(job_id, due_at, partition, dispatched) of the partitions' pending jobs (a job whose
+    release was not acknowledged is still pending: it is released again, with the same task
+    ids, and dispatched on from where it was)."""
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT job_id, due_at, partition FROM scheduler_jobs"
+        cur = await conn.execute("SELECT job_id, due_at, partition, dispatched FROM scheduler_jobs"
                                  " WHERE state = 'pending' AND partition = ANY(%s)", (partitions,))
         return await cur.fetchall()
+
+
+async def load_dispatching(pool: AsyncConnectionPool, partitions: list[int]) -> list[DispatchRow]:
+    """The partitions' released jobs whose tasks are not all dispatched yet."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT job_id, partition, tenant, priority, total_images, dispatched FROM scheduler_jobs"
+            " WHERE state = 'released' AND dispatched < total_images AND partition = ANY(%s)", (partitions,))
+        return [DispatchRow(*row) for row in await cur.fetchall()]
+
+
+async def job_events(pool: AsyncConnectionPool, job_ids: list[UUID]) -> list[str]:
+    """The stored `JobSubmitted` (JSON) of those jobs, whatever their state."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute("SELECT event::text FROM scheduler_jobs WHERE job_id = ANY(%s)",
+                                         (job_ids,))).fetchall()
+    return [r[0] for r in rows]
+
+
+async def record_dispatched(pool: AsyncConnectionPool, cursors: dict[UUID, int]) -> None:
+    """How many of each job's tasks are acknowledged by Kafka (never moves back)."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE scheduler_jobs AS j SET dispatched = GREATEST(j.dispatched, u.n)"
+            " FROM unnest(%s::uuid[], %s::int[]) AS u(job_id, n) WHERE j.job_id = u.job_id",
+            columns(cursors.items()))
+
+
+@dataclass(frozen=True)
+class DispatchRow:
+    job_id: UUID
+    partition: int
+    tenant: str | None
+    priority: int
+    total: int
+    dispatched: int
 
 
 async def pending_events(pool: AsyncConnectionPool, job_ids: list[UUID]) -> list[str]:

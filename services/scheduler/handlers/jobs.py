@@ -19,9 +19,11 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
 
 from services.scheduler.adapters.commands import record_decisions
+from services.scheduler.adapters.completions import CompletionWatcher
 from services.scheduler.adapters.store import store_submitted
 from services.scheduler.domain import Command, Decision, decision_event, unschedulable
-from services.scheduler.handlers.release import Acks, Releaser, Submitted, wait_or_resend
+from services.scheduler.handlers.dispatch import Acks, Dispatcher, wait_or_resend
+from services.scheduler.handlers.release import Releaser, Submitted
 from services.scheduler.settings import SchedulerSettings
 from shared.consumer import Batch, ConsumerLoop
 from shared.events import JobCancelRequested, JobRescheduleRequested, JobSubmitted, JobWithdrawn, encode_event
@@ -38,7 +40,9 @@ class SchedulerWorker(ConsumerRebalanceListener):
     def __init__(self, settings: SchedulerSettings, runtime: Runtime) -> None:
         self.settings = settings
         self.runtime = runtime
-        self.releaser = Releaser(settings, runtime)
+        self.dispatcher = Dispatcher(settings, runtime, self._owned_share)
+        self.completions = CompletionWatcher(settings, runtime, self.dispatcher.completed)
+        self.releaser = Releaser(settings, runtime, self.dispatcher)
         self.loop = ConsumerLoop(settings, runtime, "scheduler", [settings.topics.jobs], self._on_batch,
                                  commit="after_batch", listener=self, max_records=2000, timeout_ms=500,
                                  refused=self._refused)
@@ -47,12 +51,14 @@ class SchedulerWorker(ConsumerRebalanceListener):
     def details(self) -> dict[str, object]:
         """For /readyz: the partitions this instance owns and the jobs it holds."""
         return {"assigned_partitions": sorted(tp.partition for tp in self.loop.owned()),
-                "pending_jobs": len(self.releaser.schedule)}
+                "pending_jobs": len(self.releaser.schedule), **self.dispatcher.details()}
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self.loop.run()), asyncio.create_task(self.releaser.run()),
-                       asyncio.create_task(self.releaser.read_ahead())]
-        for task, what in zip(self._tasks, ("consumer loop", "release loop", "read-ahead"), strict=True):
+                       asyncio.create_task(self.releaser.read_ahead()), asyncio.create_task(self.dispatcher.run()),
+                       asyncio.create_task(self.completions.run())]
+        whats = ("consumer loop", "release loop", "read-ahead", "dispatcher", "completion watcher")
+        for task, what in zip(self._tasks, whats, strict=True):
             exit_if_it_dies(task, f"the scheduler's {what}")
 
     async def stop(self) -> None:
@@ -60,10 +66,18 @@ class SchedulerWorker(ConsumerRebalanceListener):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.releaser.wait_confirmed()  # releases handed to the producer get marked (bounded by the caller)
+        await self.dispatcher.wait_confirmed()  # and dispatched tasks' cursors stored
+        await self.completions.close()
         await self.loop.close()
 
     def _owned(self) -> set[int]:
         return {tp.partition for tp in self.loop.owned()}
+
+    def _owned_share(self) -> float:
+        """The part of the jobs topic this instance owns: its part of the dispatch window."""
+        consumer = self.loop.consumer
+        total = len(consumer.partitions_for_topic(self.settings.topics.jobs) or ()) if consumer else 0
+        return len(self._owned()) / total if total else 0.0
 
     async def _on_batch(self, batch: Batch) -> None:
         """Store the batch's submissions, then decide its commands (a command follows its

@@ -1,13 +1,15 @@
 """The release timer of one scheduler instance: the in-memory schedule of the partitions it
 owns, the loop that releases due jobs, and the read-ahead that keeps their events in memory.
 
-A timer sleeps exactly until the earliest due time (woken early when an earlier job arrives)
-and hands the due jobs' tasks and `JobReleased` to the idempotent producer (acks=all); a
+A timer sleeps exactly until the earliest due time (woken early when an earlier job arrives),
+hands the due jobs' `JobReleased` to the idempotent producer (acks=all) and the jobs to the
+dispatcher (dispatch.py), which sends their tasks as the processors take work, fairly. A
 confirmation task waits for the acknowledgements and only then marks the rows released, while
 the loop goes on releasing the next due jobs (so one broker round trip never delays the next
-release). A crash before the mark re-releases the job on restart; tasks keep their `task_id`,
-so the processors and the status fold ignore the repeat: nothing fires twice in effect. Jobs
-due within a few seconds keep their event in memory, so releasing them reads nothing.
+release). A crash before the mark re-releases the job on restart, dispatched on from its stored
+cursor; tasks keep their `task_id`, so the processors and the status fold ignore a repeat:
+nothing fires twice in effect. Jobs due within a few seconds keep their event in memory, so
+releasing them reads nothing.
 
 `lock` is held while due jobs are popped and handed to the producer; command decisions
 (handlers/jobs.py) take it too, so a command sees a job either waiting here or popped.
@@ -17,17 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prometheus_client import Counter, Gauge
 
-from services.scheduler.adapters.store import load_pending, mark_released, pending_events
-from services.scheduler.domain import Decision, Schedule, released, task_partition, tasks_for
+from services.scheduler.adapters.store import load_dispatching, load_pending, mark_released, pending_events
+from services.scheduler.domain import Decision, Schedule, released
+from services.scheduler.handlers.dispatch import Acks, Dispatcher, wait_or_resend
 from services.scheduler.settings import SchedulerSettings
 from shared.events import JobSubmitted, encode_event
-from shared.metrics import STAGE, latency_histogram
 from shared.retry import retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies
 
@@ -38,28 +39,15 @@ PREFETCH_EVERY_S = 0.25
 HOT_MAX = 20_000
 MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
-Acks = list[asyncio.Future[object]]
 PENDING = Gauge("imagejobs_scheduler_pending_jobs", "Jobs waiting for their time (this instance)")
 RELEASED = Counter("imagejobs_scheduler_released_total", "Jobs released")
-TASKS_EMITTED = Counter("imagejobs_scheduler_tasks_emitted_total", "Image tasks emitted")
-LATENESS = latency_histogram("imagejobs_scheduler_lateness_seconds",
-                             "Task emission time minus scheduled_time")
-
-
-async def wait_or_resend(acks: Acks, resend: Callable[[], Awaitable[Acks]]) -> None:
-    """The acknowledgements; if any failed, everything is sent again (consumers ignore
-    repeats: same task ids, same command ids) and the failure raised for the retry."""
-    try:
-        await asyncio.gather(*acks)
-    except Exception:
-        acks[:] = await resend()
-        raise
 
 
 class Releaser:
-    def __init__(self, settings: SchedulerSettings, runtime: Runtime) -> None:
+    def __init__(self, settings: SchedulerSettings, runtime: Runtime, dispatcher: Dispatcher) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.dispatcher = dispatcher
         self.schedule = Schedule()
         self.wakeup = asyncio.Event()
         self.lock = asyncio.Lock()
@@ -72,6 +60,9 @@ class Releaser:
         # may have released them just before it died, so no command may take them back until
         # this instance has released them too
         self._maybe_released: dict[UUID, int] = {}
+        # job_id -> tasks already dispatched, of pending jobs found due on assignment (their
+        # release was begun by the process that died): dispatched on from there when released
+        self._resume: dict[UUID, int] = {}
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
 
     # -- the schedule in memory ------------------------------------------------------------
@@ -113,15 +104,19 @@ class Releaser:
         """Partitions revoked: let in-flight releases be marked, then drop their jobs."""
         async with self.lock:
             await self.wait_confirmed()
+            await self.dispatcher.forget(lost)
             self.schedule.drop_partitions(lost)
             self._hot = {j: h for j, h in self._hot.items() if h[0] not in lost}
             self._maybe_released = {j: p for j, p in self._maybe_released.items() if p not in lost}
 
     async def load(self, partitions: list[int]) -> None:
         now = datetime.now(UTC)
-        for job_id, due_at, partition in await load_pending(self.runtime.pool, partitions):
+        for job_id, due_at, partition, dispatched in await load_pending(self.runtime.pool, partitions):
             if self.schedule.add(job_id, due_at, partition) and due_at <= now:
                 self._maybe_released[job_id] = partition
+                if dispatched:
+                    self._resume[job_id] = dispatched
+        self.dispatcher.add_loaded(await load_dispatching(self.runtime.pool, partitions))
         PENDING.set(len(self.schedule))
         log.info("owning partitions %s; %d jobs pending", partitions, len(self.schedule))
         self.wakeup.set()
@@ -139,12 +134,15 @@ class Releaser:
                     pass
                 continue
             async with self.lock:
-                due = self.schedule.pop_due(datetime.now(UTC), self.settings.scheduler_release_batch)
+                due = dict(self.schedule.pop_due_entries(datetime.now(UTC), self.settings.scheduler_release_batch))
                 for job_id in due:
                     self._maybe_released.pop(job_id, None)
-                jobs = await retry_record_work("loading due jobs", lambda d=due: self._load_events(d)) if due else []
+                jobs = await retry_record_work("loading due jobs", lambda d=list(due): self._load_events(d)) \
+                    if due else []
                 if jobs:
-                    acks = await retry_record_work("releasing jobs", lambda j=jobs: self._emit(j))
+                    acks = await retry_record_work("releasing jobs", lambda j=jobs: self._announce(j))
+                    for job in jobs:  # its tasks go as the processors take work, fairly
+                        self.dispatcher.add(job, due[job.job_id], self._resume.pop(job.job_id, 0))
                     await self._confirming.acquire()
                     confirm = asyncio.create_task(self._confirm(jobs, acks))
                     self._confirms.add(confirm)
@@ -195,37 +193,20 @@ class Releaser:
         rows = await pending_events(self.runtime.pool, cold)
         return hot + [JobSubmitted.model_validate_json(raw) for raw in rows]
 
-    async def _emit(self, jobs: list[JobSubmitted]) -> list[asyncio.Future[object]]:
-        """Hand every task and `JobReleased` to the producer (in order per job); returns the
-        acknowledgements to wait for. Not waiting here lets the next due jobs go out while the
-        broker acknowledges these: lateness stays one produce call, not one round trip."""
-        producer, topics = self.runtime.producer, self.settings.topics
-        acks = []
-        now = datetime.now(UTC)
-        partitions = len(await producer.partitions_for(topics.tasks))
-        # No yield inside this loop: the producer ships the whole release at once. (Giving its
-        # sender a turn early let processors start ~0.3 s sooner, but made the GPU-off burst
-        # ~15% slower: each turn is a produce request that fragments the fetches downstream.)
-        for job in jobs:
-            for ordinal, task in enumerate(tasks_for(job)):
-                acks.append(await producer.send(topics.tasks, encode_event(task), key=task.task_id.encode(),
-                                                partition=task_partition(job.job_id, ordinal, partitions)))
-            acks.append(await producer.send(topics.jobs, encode_event(released(job)),
-                                            key=str(job.job_id).encode()))
-            late = max(0.0, (now - job.scheduled_time).total_seconds())
-            LATENESS.observe(late)
-            STAGE["released"].observe(late)
-        return acks
+    async def _announce(self, jobs: list[JobSubmitted]) -> Acks:
+        """Hand each job's `JobReleased` to the producer; returns the acknowledgements to wait
+        for (not waiting here lets the next due jobs go out meanwhile)."""
+        producer, topic = self.runtime.producer, self.settings.topics.jobs
+        return [await producer.send(topic, encode_event(released(job)), key=str(job.job_id).encode())
+                for job in jobs]
 
     async def _confirm(self, jobs: list[JobSubmitted], acks: list[asyncio.Future[object]]) -> None:
-        """After the broker acknowledged every record of `jobs`, mark them released. Until then
-        a crash re-releases them on restart (tasks keep their task_id: nothing twice in effect)."""
+        """After the broker acknowledged the jobs' `JobReleased`, mark them released. Until then a
+        crash re-releases them on restart (tasks keep their task_id: nothing twice in effect)."""
         try:
-            await retry_record_work("releasing jobs", lambda: wait_or_resend(acks, lambda: self._emit(jobs)))
+            await retry_record_work("releasing jobs", lambda: wait_or_resend(acks, lambda: self._announce(jobs)))
             job_ids = [j.job_id for j in jobs]
             await retry_record_work("marking jobs released", lambda: mark_released(self.runtime.pool, job_ids))
-            for job in jobs:
-                TASKS_EMITTED.inc(job.total_images)
             RELEASED.inc(len(jobs))
         finally:
             self._confirming.release()

@@ -1,0 +1,67 @@
+"""Which dispatched tasks have an outcome: the scheduler reads the results topic from its end
+(no consumer group, every partition), only the `task_id` header of each record (the outcome's
+JSON is not decoded), and tells the dispatcher, which frees their places in its window.
+
+Outcomes published before this watcher started belong to tasks an earlier process dispatched:
+unknown to this one, they are ignored (that process's window went with it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.runtime import Runtime, fetch_batch, retry_forever
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+TASK_ID_HEADER = "task_id"
+
+
+def task_id_of(record: Any) -> str | None:
+    """The outcome's task id: its header (set by the processor), else read from its value."""
+    for key, value in record.headers or ():
+        if key == TASK_ID_HEADER:
+            return bytes(value).decode(errors="replace")
+    try:
+        found = json.loads(record.value).get("task_id")
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+class CompletionWatcher:
+    def __init__(self, settings: CommonSettings, runtime: Runtime, completed: Callable[[list[str]], None]) -> None:
+        self.settings, self.runtime, self.completed = settings, runtime, completed
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def run(self) -> None:
+        await self.runtime.connected.wait()
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+                                         client_id="scheduler-completions", enable_auto_commit=False,
+                                         isolation_level="read_committed")
+        await retry_forever("starting the completion watcher", self.consumer.start)
+        partitions = await retry_forever("finding the results partitions", self._partitions)
+        self.consumer.assign(partitions)
+        await retry_forever("seeking to the end of the results", lambda: self.consumer.seek_to_end(*partitions))  # type: ignore[union-attr]
+        while True:
+            batch = await fetch_batch(self.consumer, "scheduler", timeout_ms=500, max_records=10_000)
+            done = [task_id for records in batch.values() for r in records if (task_id := task_id_of(r))]
+            if done:
+                self.completed(done)
+
+    async def _partitions(self) -> list[TopicPartition]:
+        assert self.consumer is not None
+        topic = self.settings.topics.results
+        await self.consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+        found = self.consumer.partitions_for_topic(topic)
+        if not found:
+            raise LookupError(f"{topic} has no partitions yet")
+        return [TopicPartition(topic, p) for p in sorted(found)]
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
