@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from shared.api_docs import use_house_openapi
 from shared.docs_pages import add_docs_pages
@@ -84,6 +85,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s: dependency unavailable (%s)", request.method, request.url.path, type(exc).__name__)
         return error(503, "a dependency is unavailable; retry shortly", {"Retry-After": "1"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, __: Exception) -> JSONResponse:
+        # the client left (or the front door cut a body that came too slowly): nobody to answer
+        return error(408, "the request body did not arrive")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from shared.heap import settled_after_start
+from shared.http_guard import HttpLimits, guarded_protocol
 from shared.logging import configure_logging
 from shared.settings import CommonSettings
 
@@ -18,12 +19,14 @@ log = logging.getLogger(__name__)
 def serve(app: FastAPI, settings: CommonSettings, port: int, nice: int = 0) -> None:
     """Serve `app` on `port` at CPU priority `nice` (Unix niceness): on a saturated machine the
     front door (ingest) keeps priority over processing. Once the app has started, the garbage
-    collector is set for a long run (shared/heap.py)."""
+    collector is set for a long run (shared/heap.py). Connections, request heads and bodies are
+    held to the settings' limits (shared/http_guard.py)."""
     configure_logging(settings.log_level, settings.log_json)
     set_priority(nice)
     app.router.lifespan_context = settled_after_start(app.router.lifespan_context)
     uvicorn.run(app, host=settings.http_host, port=port, log_config=None,
-                timeout_graceful_shutdown=15, access_log=False)
+                timeout_graceful_shutdown=15, access_log=False,
+                http=guarded_protocol(HttpLimits.from_settings(settings)))
 
 
 def set_priority(nice: int) -> None:

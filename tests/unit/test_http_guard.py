@@ -1,0 +1,207 @@
+"""The front-door guard (shared/http_guard.py) on a real uvicorn server in this process, with
+limits small enough that each rule shows within a second. Clients are blocking sockets in a
+thread (the server runs on the test's event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, BinaryIO, TypeVar
+
+import pytest
+import uvicorn
+
+from shared.devstack.net import free_port
+from shared.http_guard import GuardedHttpToolsProtocol, HttpLimits, error_response, guarded_protocol
+from tests.bench.slowclients import (
+    TRICKLE_HEAD,
+    Answer,
+    connect,
+    read_to_close,
+    stream_header_until_answered,
+    trickle_until_answered,
+)
+from tests.support.waiting import wait_for
+
+LIMITS = HttpLimits(max_connections=8, max_header_bytes=1024, header_timeout_s=0.5, body_timeout_s=0.5)
+T = TypeVar("T")
+SEEN: list[GuardedHttpToolsProtocol] = []
+
+
+class Recorded(guarded_protocol(LIMITS)):  # type: ignore[misc]
+    """The guarded protocol, remembering each connection's protocol so tests can inspect it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        SEEN.append(self)
+
+
+async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    """Reads the whole body and answers its size, except on /early, which answers at once."""
+    size, more = 0, scope["path"] != "/early"
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size, more = size + len(message.get("body", b"")), message.get("more_body", False)
+    body = json.dumps({"bytes": size}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=Recorded, log_config=None,
+                                           lifespan="off", access_log=False))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    SEEN.clear()
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await serving
+
+
+async def off_loop(call: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(call, *args)
+
+
+def request(path: str = "/", body: bytes = b"", extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body)
+
+
+def read_response(stream: BinaryIO) -> tuple[int, Any]:
+    """One response (status, JSON body) off a kept-alive connection (`socket.makefile("rb")`)."""
+    status = int(stream.readline().split()[1])
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, json.loads(stream.read(length))
+
+
+def served(url: str) -> bool:
+    with connect(url) as sock:
+        sock.sendall(request())
+        return read_response(sock.makefile("rb"))[0] == 200
+
+
+def test_an_error_response_is_json_that_closes_the_connection() -> None:
+    raw = error_response(431, "too big", [(b"server", b"uvicorn")], retry_after=True)
+    answer = Answer(raw)
+    assert answer.status == 431 and answer.json() == {"error": "too big"}
+    assert answer.headers == {"server": "uvicorn", "content-type": "application/json", "connection": "close",
+                              "content-length": str(len(b'{"error": "too big"}')), "retry-after": "1"}
+
+
+async def test_kept_alive_and_pipelined_requests_are_answered(url: str) -> None:
+    def exchange() -> list[tuple[int, Any]]:
+        with connect(url) as sock, sock.makefile("rb") as stream:
+            answers = []
+            for size in (0, 10, 2000):
+                sock.sendall(request(body=b"x" * size))
+                answers.append(read_response(stream))
+            time.sleep(0.3)  # idle, but within the head deadline of the last response's end
+            sock.sendall(request(body=b"abc") + request(body=b"de") + request())  # pipelined
+            return answers + [read_response(stream) for _ in range(3)]
+    assert await off_loop(exchange) == [(200, {"bytes": n}) for n in (0, 10, 2000, 3, 2, 0)]
+
+
+async def test_a_body_sent_with_its_head_never_counts_as_head(url: str) -> None:
+    padding = b"X-Pad: " + b"p" * 900 + b"\r\n"  # the head just under 1,024 bytes, the body 64 KiB
+
+    def exchange() -> tuple[int, Any]:
+        with connect(url) as sock:
+            sock.sendall(request(body=b"b" * 65536, extra=padding))
+            return read_response(sock.makefile("rb"))
+    assert await off_loop(exchange) == (200, {"bytes": 65536})
+
+
+async def test_a_head_over_the_cap_gets_431_after_little_was_sent(url: str) -> None:
+    answer = await off_loop(stream_header_until_answered, url, 1 << 20, 256)
+    assert answer.status == 431, answer.raw
+    assert answer.json() == {"error": "request line and headers exceed 1024 bytes"}
+    assert answer.headers["content-type"] == "application/json" and answer.headers["connection"] == "close"
+    assert answer.sent < 8192
+
+
+async def test_a_trickled_head_gets_408_at_the_deadline_however_busy(url: str) -> None:
+    answer = await off_loop(trickle_until_answered, url, 0.02, 5.0)
+    assert answer.status == 408 and "not received within 0.5 s" in answer.json()["error"]
+    assert 0.45 <= answer.elapsed_s < 1.5
+
+
+async def test_the_next_head_on_a_kept_alive_connection_is_timed_from_the_last_response(url: str) -> None:
+    def exchange() -> tuple[float, Answer]:
+        with connect(url) as sock:
+            time.sleep(0.3)  # most of the first head's time: the second head's clock starts afresh
+            sock.sendall(request())
+            read_response(sock.makefile("rb"))
+            answered = time.monotonic()
+            sock.sendall(TRICKLE_HEAD)
+            return answered, Answer(read_to_close(sock, 5))
+    answered, answer = await off_loop(exchange)
+    assert answer.status == 408
+    assert 0.45 <= time.monotonic() - answered < 1.5
+
+
+async def test_a_slow_body_gets_408(url: str) -> None:
+    def exchange() -> tuple[Answer, float]:
+        started = time.monotonic()
+        with connect(url) as sock:
+            sock.sendall(request(body=b"x" * 100)[:-90])
+            return Answer(read_to_close(sock, 5)), time.monotonic() - started
+    answer, elapsed = await off_loop(exchange)
+    assert answer.status == 408 and answer.json() == {"error": "request body not received within 0.5 s"}
+    assert 0.45 <= elapsed < 1.5
+
+
+async def test_a_body_still_coming_after_the_answer_is_cut_without_a_second_answer(url: str) -> None:
+    def exchange() -> tuple[bytes, float]:
+        started = time.monotonic()
+        with connect(url) as sock:
+            sock.sendall(request("/early", body=b"x" * 100)[:-90])
+            return read_to_close(sock, 5), time.monotonic() - started
+    raw, elapsed = await off_loop(exchange)
+    assert raw.count(b"HTTP/1.1") == 1 and Answer(raw).status == 200
+    assert elapsed < 1.5
+
+
+async def test_a_connection_past_the_cap_gets_503_at_once(url: str) -> None:
+    def exchange() -> tuple[list[Answer], float]:
+        held = [connect(url) for _ in range(LIMITS.max_connections)]
+        started = time.monotonic()
+        try:
+            with connect(url) as quiet, connect(url) as eager:
+                eager.sendall(request())  # a client that sends at once still reads the 503
+                answers = [Answer(read_to_close(quiet, 5)), Answer(read_to_close(eager, 5))]
+                return answers, time.monotonic() - started
+        finally:
+            for sock in held:
+                sock.close()
+    answers, elapsed = await off_loop(exchange)
+    for answer in answers:
+        assert answer.status == 503 and answer.json() == {"error": "too many connections; retry shortly"}
+        assert answer.headers["retry-after"] == "1" and answer.headers["connection"] == "close"
+    assert elapsed < 0.3  # well before any head deadline
+
+    assert await off_loop(wait_for, lambda: served(url), 5, "a connection to be served once the others closed")
+
+
+async def test_deadlines_are_cancelled_when_the_client_goes_away(url: str) -> None:
+    def leave_midway() -> list[Any]:
+        armed = []
+        for i, partial in enumerate((TRICKLE_HEAD, request(body=b"x" * 100)[:-50])):  # in the head, in the body
+            with connect(url) as sock:
+                sock.sendall(partial)
+                armed.append(wait_for(lambda: len(SEEN) > i and SEEN[i]._deadline, 5,  # noqa: B023
+                                      "the deadline to be armed"))
+        return armed
+    armed = await off_loop(leave_midway)
+    await off_loop(wait_for, lambda: all(p._deadline is None for p in SEEN), 5, "every deadline to be dropped")
+    assert len(armed) == 2 and all(timer.cancelled() for timer in armed)
