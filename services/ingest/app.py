@@ -17,11 +17,12 @@ from starlette.routing import Route
 from services.ingest.adapters.admissions import JobAdmissions
 from services.ingest.adapters.idempotency import IdempotencyKeys
 from services.ingest.adapters.kafka import JobPublisher
+from services.ingest.adapters.pending import PendingReader
 from services.ingest.domain import Limits
-from services.ingest.handlers import SubmitJob
+from services.ingest.handlers import SubmitJob, quotas_for
 from services.ingest.settings import IngestSettings
 from shared.api_docs import EXAMPLE_JOB, Accepted, JobIn, errors, request_body
-from shared.auth import Unauthorized, parse_keys, request_owner
+from shared.auth import ApiKeys, Unauthorized, parse_api_keys, request_tenant, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import latency_histogram
 from shared.ops import ops_router
@@ -37,7 +38,8 @@ router = APIRouter(tags=["jobs"])
 
 async def submit(request: Request) -> JSONResponse:
     """Submit a job (the DESIGN §2 body): 200 with its id once Kafka has it; 400 naming the
-    field; 413 over the size limit; 409 for an Idempotency-Key reused with another body."""
+    field; 413 over the size limit; 409 for an Idempotency-Key reused with another body; 429
+    over a tenant quota (pending images, submit rate), with Retry-After."""
     started = time.perf_counter()
     edge: IngestEdge = request.app.state.edge
     response = await edge(request)
@@ -51,20 +53,21 @@ for _path in PATHS:
     router.add_api_route(_path, submit, methods=["POST"], summary="Submit a job",
                          include_in_schema=_path == "/processJob", openapi_extra=SUBMIT_DOC,
                          responses={200: {"model": Accepted, "description": "Accepted: durably in Kafka"},
-                                    **errors(400, 401, 409, 413, 415, 503)})
+                                    **errors(400, 401, 409, 413, 415, 429, 503)})
 
 
 @dataclass(frozen=True)
 class IngestEdge:
-    """The HTTP edge: API key, content type and body size; then the use case."""
+    """The HTTP edge: API key (the job's owner is the key's tenant), content type and body
+    size; then the use case."""
 
     submit_job: SubmitJob
-    keys: tuple[str, ...]
+    keys: ApiKeys
     max_body: int
 
     async def __call__(self, request: Request) -> JSONResponse:
         try:
-            owner = request_owner(request, self.keys)
+            owner = request_tenant(request, self.keys)
         except Unauthorized:
             return error(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -77,20 +80,25 @@ class IngestEdge:
 
 
 def create_app(settings: IngestSettings) -> FastAPI:
+    """The ingest app; BadApiKeys (a ValueError) when API_KEYS cannot be read."""
     runtime = Runtime(settings, "ingest")
+    keys = parse_api_keys(settings.api_keys)
+    quotas = quotas_for(PendingReader(runtime), settings.tenant_max_pending_images, settings.tenant_submit_rate,
+                        keys.owners_of)
     submit_job = SubmitJob(IdempotencyKeys(runtime),
                            JobPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
                            JobAdmissions(runtime), ZoneInfo(settings.default_timezone),
-                           Limits(settings.ingest_max_images, settings.ingest_max_schedule_days))
+                           Limits(settings.ingest_max_images, settings.ingest_max_schedule_days), quotas=quotas)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warn_if_open(keys, "ingest")
         await runtime.start()
         yield
         await bounded(runtime.stop(), 10, "closing connections")
 
     app = new_app("imagejobs ingest", lifespan)
-    app.state.edge = IngestEdge(submit_job, parse_keys(settings.api_keys), settings.ingest_max_body_bytes)
+    app.state.edge = IngestEdge(submit_job, keys, settings.ingest_max_body_bytes)
     app.include_router(ops_router(runtime))
     app.include_router(router)
     # The same handler as plain Starlette routes, matched first: it reads the request itself (no

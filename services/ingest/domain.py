@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from yarl import URL
 
-from shared.events import Visit
+from shared.events import DEFAULT_PRIORITY, Visit
 from shared.schedule_time import InvalidInput, is_clean_text, parse_datetime, resolve_scheduled_time
 
 MAX_URL_LENGTH = 2048
@@ -49,6 +49,7 @@ class Limits:
 class Submission:
     scheduled_time: datetime  # UTC
     visits: tuple[Visit, ...]
+    priority: int = DEFAULT_PRIORITY
 
     @property
     def total_images(self) -> int:
@@ -73,7 +74,17 @@ def validate_submission(body: Any, now: datetime, tz: ZoneInfo, limits: Limits =
     if total > limits.max_images:
         raise InvalidSubmission(f"visits: {total} images exceed the limit of {limits.max_images} per job")
     scheduled = resolve_scheduled_time(body.get("scheduled_time"), now, tz, limits.max_schedule_days)
-    return Submission(scheduled_time=scheduled, visits=visits)
+    return Submission(scheduled_time=scheduled, visits=visits, priority=_priority(body))
+
+
+def _priority(body: dict[str, Any]) -> int:
+    """1 (highest) to 5 (lowest); 3 when absent (or null)."""
+    value = body.get("priority")
+    if value is None:
+        return DEFAULT_PRIORITY
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
+        raise InvalidSubmission("priority: must be an integer from 1 (highest) to 5 (lowest)")
+    return value
 
 
 def _visit(raw: Any, i: int) -> Visit:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,20 +17,26 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Gauge
 
 from services.status.adapters.kafka import CommandPublisher, EndOffsets
+from services.status.adapters.tenants import pending_by_owner
 from services.status.adapters.view import ViewReader
 from services.status.handlers.commands import Decisions, JobCommands
 from services.status.handlers.jobs import Caller, JobReader
 from services.status.handlers.projector import Projector
 from services.status.settings import StatusSettings
 from shared.api_docs import ErrorBody, JobList, JobStatus, Results, errors
-from shared.auth import owner_for_token, parse_keys
+from shared.auth import ApiKeys, parse_api_keys, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
+from shared.metrics import tenant_label
 from shared.ops import ops_router
 from shared.runtime import Runtime, bounded, exit_if_it_dies
 
+log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024
+TENANT_PENDING = Gauge("imagejobs_tenant_pending_images", "Images accepted and not yet final, per tenant", ["tenant"])
+TENANT_PENDING_EVERY_S = 5.0
 router = APIRouter(tags=["jobs"])
 bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS (when it is set)")
 
@@ -37,7 +45,7 @@ bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS (whe
 class StatusUseCases:
     reader: JobReader
     commands: JobCommands
-    keys: tuple[str, ...]
+    keys: ApiKeys
 
 
 class Unauthenticated(Exception):  # noqa: N818 - answered 401 by the app's handler
@@ -53,13 +61,14 @@ UseCases = Annotated[StatusUseCases, Depends(use_cases)]
 
 async def caller(cases: UseCases,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
-    """Who asks; 401 when API keys are on and the bearer token is missing or unknown."""
-    if not cases.keys:
+    """Who asks (their key's tenant); 401 when API keys are on and the bearer token is missing
+    or unknown."""
+    if not cases.keys.on:
         return Caller(None, keys_on=False)
-    owner = owner_for_token(credentials.credentials if credentials else "", cases.keys)
-    if owner is None:
+    tenant = cases.keys.tenant_for(credentials.credentials if credentials else "")
+    if tenant is None:
         raise Unauthenticated()
-    return Caller(owner, keys_on=True)
+    return Caller(tenant, keys_on=True, legacy=cases.keys.owners_of(tenant) - {tenant})
 
 
 Who = Annotated[Caller, Depends(caller)]
@@ -84,7 +93,7 @@ async def status_by_query(cases: UseCases, who: Who, jobid: Annotated[str | None
 async def list_jobs(cases: UseCases, who: Who, status: Annotated[str | None, Query()] = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
                     cursor: Annotated[str | None, Query(max_length=200)] = None) -> JSONResponse:
-    """Jobs, newest first (only your own when API keys are on), optionally of one status;
+    """Jobs, newest first (only your tenant's when API keys are on), optionally of one status;
     `next_cursor` fetches the next page (keyset pagination: stable while jobs arrive)."""
     return respond(await cases.reader.list(who, status, limit, cursor))
 
@@ -98,6 +107,8 @@ async def results(job_id: str, cases: UseCases, who: Who,
 
 
 def create_app(settings: StatusSettings) -> FastAPI:
+    """The status app; BadApiKeys (a ValueError) when API_KEYS cannot be read."""
+    keys = parse_api_keys(settings.api_keys)
     runtime = Runtime(settings, "status")
     projector = Projector(settings, runtime)
     offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs)
@@ -111,10 +122,12 @@ def create_app(settings: StatusSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warn_if_open(keys, "status")
         await runtime.start()
         await projector.start()
         background = [asyncio.create_task(_after_connected(runtime, offsets.start)),
-                      asyncio.create_task(decisions.run())]
+                      asyncio.create_task(decisions.run()),
+                      asyncio.create_task(_export_tenant_pending(runtime, keys))]
         exit_if_it_dies(background[1], "the command decisions poller")
         yield
         for task in background:
@@ -124,7 +137,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
         await bounded(runtime.stop(), 10, "closing connections")
 
     app = new_app("imagejobs status", lifespan)
-    app.state.use_cases = StatusUseCases(reader, commands, parse_keys(settings.api_keys))
+    app.state.use_cases = StatusUseCases(reader, commands, keys)
     app.add_exception_handler(Unauthenticated, _unauthenticated)
     app.include_router(ops_router(runtime))
     app.include_router(router)
@@ -135,6 +148,26 @@ def create_app(settings: StatusSettings) -> FastAPI:
 async def _after_connected(runtime: Runtime, start: Any) -> None:
     await runtime.connected.wait()
     await start()
+
+
+async def _export_tenant_pending(runtime: Runtime, keys: ApiKeys) -> None:
+    """Refresh `imagejobs_tenant_pending_images` on a timer (one grouped query). Jobs recorded
+    under a legacy key hash count for that key's tenant; without auth, all for one (`none`); a
+    tenant whose jobs all finished reads 0 rather than its last value."""
+    await runtime.connected.wait()
+    shown: set[str] = set()
+    while True:
+        try:
+            totals: dict[str, int] = defaultdict(int)
+            for owner, images in await pending_by_owner(runtime):
+                tenant = keys.tenant_of_owner(owner) if keys.on and owner else None
+                totals[tenant_label(tenant)] += images
+            for label in shown | totals.keys():
+                TENANT_PENDING.labels(label).set(totals.get(label, 0))
+            shown |= totals.keys()
+        except Exception as exc:  # noqa: BLE001 - the next tick tries again
+            log.warning("refreshing the tenant pending images gauge failed: %s", exc)
+        await asyncio.sleep(TENANT_PENDING_EVERY_S)
 
 
 async def _unauthenticated(_: Request, __: Exception) -> JSONResponse:
@@ -151,7 +184,7 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
               "scheduled_time": "2025-02-16T05:27:00Z"}}}},
     400: {"description": "Malformed id (or, for a reschedule, a bad body)", **_ERROR},
     401: {"description": "Missing or invalid API key (when API_KEYS is set)", **_ERROR},
-    404: {"description": "No such job (or another key's)", **_ERROR},
+    404: {"description": "No such job (or another tenant's)", **_ERROR},
     409: {"description": "Refused: the job is already released (ongoing, completed, failed) or cancelled;"
                          " the message names its status", **_ERROR},
     503: {"description": "Kafka or PostgreSQL unavailable: nothing changed, retry", **_ERROR},

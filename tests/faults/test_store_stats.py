@@ -99,12 +99,21 @@ def test_kill_9_the_store_stats_consumer_mid_stream_and_its_counts_stay_exact(fa
     latest, sent = published(stack)
     assert sum(w["images"] for w in truth.values()) == images, "the recount sees every image once"
     assert latest == truth, "published statistics differ from the exact recount"
-    totals: Counter[tuple[str, str, str]] = Counter()
+    by_store: dict[str, Counter[tuple[str, str]]] = {}
     for (store, _), w in truth.items():
-        totals[(store, "succeeded", "")] += w["succeeded"]
+        counts = by_store.setdefault(store, Counter())
+        counts[("succeeded", "")] += w["succeeded"]
         for reason, n in w["failed_by_reason"].items():
-            totals[(store, "failed", reason)] += n
+            counts[("failed", reason)] += n
+    totals: Counter[tuple[str, str, str]] = Counter()
+    for store, counts in by_store.items():
+        # a store outside the store master (only `store not found`) is exported as `unknown`
+        unknown = {key for key, n in counts.items() if n} == {("failed", "store not found")}
+        for (outcome, reason), n in counts.items():
+            if n or not unknown:
+                totals[("unknown" if unknown else store, outcome, reason)] += n
     assert _exported(stats) == {k: float(v) for k, v in totals.items()}, "/metrics differs from the recount"
+    assert ("unknown", "failed", "store not found") in totals  # "NOPE" is not a label of its own
     reasons = {r for w in truth.values() for r in w["failed_by_reason"]}
     assert {"HTTP 404", "store not found"} <= reasons, reasons
     counted = _counted(stats)  # by the restarted process: what it read again, and the re-emitted ones

@@ -11,6 +11,7 @@ from tests.support.client import Client
 from tests.support.stack import Infra, Stack
 
 API_KEYS = ("alpha-key-7f3a9c", "beta-key-51e2d0")
+TENANTS = ("alpha", "beta")  # API_KEYS[i] is a key of TENANTS[i]
 
 
 def _stack(infra: Infra, env: dict[str, str]) -> Iterator[Client]:
@@ -34,7 +35,8 @@ def guarded_client(infra: Infra) -> Iterator[Client]:
 
 @pytest.fixture(scope="module")
 def keyed_stack(infra: Infra) -> Iterator[Client]:
-    yield from _stack(infra, {"API_KEYS": ",".join(API_KEYS)})
+    yield from _stack(infra, {"API_KEYS": ",".join(f"{key}:{tenant}" for key, tenant in zip(API_KEYS, TENANTS,
+                                                                                             strict=True))})
 
 
 def one_image_job(url: str, store: str = "S00339218") -> dict[str, Any]:

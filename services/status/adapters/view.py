@@ -35,6 +35,14 @@ class JobRow:
     succeeded: int
     failed: int
     owner: str | None
+    priority: int = 3
+    dispatched: int = 0
+
+    @property
+    def started(self) -> int:
+        """Images handed to the processors: dispatched, or (for jobs released before dispatch
+        was counted) at least those with an outcome."""
+        return min(self.total, max(self.dispatched, self.succeeded + self.failed))
 
 
 async def fold(conn: AsyncConnection[Any], events: list[Any]) -> None:
@@ -48,7 +56,7 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
     async with conn.cursor() as cur:
         if effects.submitted:
             await cur.execute(UPSERT_SUBMITTED, columns(
-                (e.job_id, e.owner, e.scheduled_time, e.total_images, e.occurred_at)
+                (e.job_id, e.owner, e.scheduled_time, e.total_images, e.occurred_at, e.priority)
                 for e in effects.submitted.values()))
         for column, job_ids in (("released", effects.released), ("cancelled", effects.cancelled),
                                 ("withdrawn", effects.withdrawn)):
@@ -56,6 +64,12 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
                 await cur.execute(
                     f"INSERT INTO status_jobs (job_id, {column}) SELECT j, true FROM unnest(%s::uuid[]) AS u(j)"
                     f" ON CONFLICT (job_id) DO UPDATE SET {column} = true", (list(job_ids),))
+        if effects.dispatched:
+            await cur.execute(
+                "INSERT INTO status_jobs (job_id, dispatched) SELECT * FROM unnest(%s::uuid[], %s::int[])"
+                " ON CONFLICT (job_id) DO UPDATE"
+                " SET dispatched = GREATEST(status_jobs.dispatched, EXCLUDED.dispatched)",
+                columns(effects.dispatched.items()))
         if effects.outcomes:
             await cur.execute(INSERT_OUTCOMES, columns(_outcome_row(e) for e in effects.outcomes.values()))
         if effects.moved:
@@ -71,10 +85,10 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
 
 
 UPSERT_SUBMITTED = (
-    "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images, submitted_at)"
-    " SELECT j, true, o, t, n, a FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[],"
-    " %s::timestamptz[]) AS u(j, o, t, n, a)"
-    " ON CONFLICT (job_id) DO UPDATE SET submitted = true, owner = EXCLUDED.owner,"
+    "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images, submitted_at, priority)"
+    " SELECT j, true, o, t, n, a, p FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[],"
+    " %s::timestamptz[], %s::smallint[]) AS u(j, o, t, n, a, p)"
+    " ON CONFLICT (job_id) DO UPDATE SET submitted = true, owner = EXCLUDED.owner, priority = EXCLUDED.priority,"
     # a submit re-published by an Idempotency-Key retry must not undo a reschedule
     " scheduled_time = CASE WHEN status_jobs.submitted THEN status_jobs.scheduled_time"
     " ELSE EXCLUDED.scheduled_time END, total_images = EXCLUDED.total_images,"
@@ -145,24 +159,26 @@ async def folded_offset(conn: AsyncConnection[Any], topic: str, partition: int) 
 
 async def load_job(conn: AsyncConnection[Any], job_id: UUID) -> JobRow | None:
     row = await (await conn.execute(
-        "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner"
+        "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner, priority, dispatched"
         " FROM status_jobs WHERE job_id = %s AND submitted AND NOT withdrawn", (job_id,))).fetchone()
     return JobRow(*row) if row else None
 
 
-async def list_jobs(conn: AsyncConnection[Any], owner: str | None, keys_on: bool, status: str | None,
+async def list_jobs(conn: AsyncConnection[Any], owners: list[str], keys_on: bool, status: str | None,
                     limit: int, after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]:
-    """Jobs newest first (by submission, then id), after the keyset `after`; only `owner`'s
-    when keys are on."""
+    """Jobs newest first (by submission, then id), after the keyset `after`; when keys are on,
+    only those recorded under one of `owners` (the caller's tenant and its legacy key hashes)."""
     rows = await (await conn.execute(
-        "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner, submitted_at"
+        "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner, priority, dispatched,"
+        " submitted_at"
         " FROM status_jobs WHERE submitted AND submitted_at IS NOT NULL AND NOT withdrawn"
-        " AND (NOT %(keys_on)s OR owner = %(owner)s) AND (%(status)s::text IS NULL OR status = %(status)s)"
+        " AND (NOT %(keys_on)s OR owner = ANY(%(owners)s::text[]))"
+        " AND (%(status)s::text IS NULL OR status = %(status)s)"
         " AND (%(at)s::timestamptz IS NULL OR (submitted_at, job_id) < (%(at)s, %(id)s::uuid))"
         " ORDER BY submitted_at DESC, job_id DESC LIMIT %(limit)s",
-        {"keys_on": keys_on, "owner": owner, "status": status, "limit": limit,
+        {"keys_on": keys_on, "owners": owners, "status": status, "limit": limit,
          "at": after[0] if after else None, "id": after[1] if after else None})).fetchall()
-    return [(JobRow(*row[:7]), row[7]) for row in rows]
+    return [(JobRow(*row[:9]), row[9]) for row in rows]
 
 
 async def failures(conn: AsyncConnection[Any], job_id: UUID) -> list[tuple[str, int, int, str]]:
@@ -223,9 +239,9 @@ class ViewReader:
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
         return await self._on_connection(failures, job_id)
 
-    async def list_jobs(self, owner: str | None, keys_on: bool, status: str | None, limit: int,
+    async def list_jobs(self, owners: list[str], keys_on: bool, status: str | None, limit: int,
                         after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]:
-        return await self._on_connection(list_jobs, owner, keys_on, status, limit, after)
+        return await self._on_connection(list_jobs, owners, keys_on, status, limit, after)
 
     async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
         return await self._on_connection(results_page, job_id, limit, offset)

@@ -29,7 +29,7 @@ NOT_FOUND = "job not found"
 
 class ViewReads(Protocol):
     async def load_job(self, job_id: UUID) -> JobRow | None: ...
-    async def list_jobs(self, owner: str | None, keys_on: bool, status: str | None, limit: int,
+    async def list_jobs(self, owners: list[str], keys_on: bool, status: str | None, limit: int,
                         after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]: ...
     async def folded_offset(self, topic: str, partition: int) -> int: ...
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]: ...
@@ -40,12 +40,22 @@ class PartitionEnds(Protocol):
     async def __call__(self, job_id: UUID) -> tuple[str, int, int]: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Caller:
-    """Who asks: the owner hash of their API key (None without auth) and whether keys are on."""
+    """Who asks: their tenant (None without auth), whether keys are on, and the owners recorded
+    before tenants existed that are the tenant's too (the hashes of its keys, shared/auth.py)."""
 
     owner: str | None
     keys_on: bool
+    legacy: frozenset[str] = frozenset()
+
+    @property
+    def owners(self) -> list[str]:
+        """Every owner a job of this caller's tenant may be recorded under."""
+        return sorted(self.legacy if self.owner is None else self.legacy | {self.owner})
+
+    def may_see(self, row: JobRow) -> bool:
+        return not self.keys_on or row.owner == self.owner or row.owner in self.legacy
 
 
 class JobReader:
@@ -82,7 +92,7 @@ class JobReader:
             after = decode_cursor(cursor) if cursor else None
         except ValueError:
             return Reply.error(400, "cursor: not a cursor this API gave out")
-        rows = await self.reads.list_jobs(caller.owner, caller.keys_on, status, limit, after)
+        rows = await self.reads.list_jobs(caller.owners, caller.keys_on, status, limit, after)
         jobs = [{**status_body(row), "submitted_at": iso(at)} for row, at in rows]
         following = encode_cursor(rows[-1][1], rows[-1][0].job_id) if len(rows) == limit else None
         return Reply(200, {"jobs": jobs, "next_cursor": following})
@@ -104,7 +114,7 @@ class JobReader:
                     row = await self._wait_for_fold(job_id)
             except TimeoutError:  # Kafka did not answer the offset lookup: we cannot tell yet
                 return Reply.error(503, "status not available yet; retry shortly", RETRY_SHORTLY)
-        if row is None or (caller.keys_on and row.owner != caller.owner):
+        if row is None or not caller.may_see(row):  # another tenant's job: as if it did not exist
             return Reply.error(404, NOT_FOUND)
         return row
 
@@ -147,7 +157,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 def status_body(row: JobRow) -> dict[str, Any]:
     return {
         "job_id": str(row.job_id), "status": row.status,
-        "scheduled_time": iso(row.scheduled_time),
+        "scheduled_time": iso(row.scheduled_time), "priority": row.priority,
         "images": {"total": row.total, "succeeded": row.succeeded, "failed": row.failed,
-                   "pending": max(0, row.total - row.succeeded - row.failed)},
+                   "pending": max(0, row.total - row.succeeded - row.failed), "started": row.started},
     }
