@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import signal
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -34,12 +34,13 @@ class TenantClient(Client):
         super().__init__(stack, services)
         self.key_of: dict[str, str] = {}
 
-    def submit_as(self, tenant: str, body: dict[str, Any]) -> str:
+    def submit_as(self, tenant: str, body: dict[str, Any]) -> tuple[str, datetime]:
+        """The job's id and its scheduled_time as ingest resolved it."""
         answer = self.submit(body, headers={"Authorization": f"Bearer {KEYS[tenant]}"})
         assert answer.status_code == 200, answer.text
         job_id = str(answer.json()["job_id"])
         self.key_of[job_id] = KEYS[tenant]
-        return job_id
+        return job_id, datetime.fromisoformat(answer.json()["scheduled_time"].replace("Z", "+00:00"))
 
     def status(self, job_id: str) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.key_of[job_id]}"} if job_id in self.key_of else {}
@@ -64,8 +65,7 @@ def _backlogs(client: TenantClient, rng: random.Random, jobs: int, images: int) 
             urls = [client.image(rng.randint(10, 400), rng.randint(10, 400)) + f"?{tenant}{j}-{i}"
                     for i in range(images)]
             body = {"count": 1, "visits": [{"store_id": "S00339218", "image_url": urls, "visit_time": "10:00"}]}
-            job_id = client.submit_as(tenant, body)
-            batch.scheduled[job_id] = datetime.now(UTC)
+            job_id, batch.scheduled[job_id] = client.submit_as(tenant, body)
             batch.tasks[job_id] = {f"{job_id}:0:{i}" for i in range(images)}
             of_tenant[tenant].add(job_id)
     return batch, of_tenant

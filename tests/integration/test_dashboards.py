@@ -1,33 +1,63 @@
-"""Every Grafana panel's query returns data from a real Prometheus scraping the stack under load."""
+"""Every Grafana panel's query returns data from a real Prometheus scraping the stack under load.
+
+The stack is its own, run as an operator with tenants would: API keys (the load submits as one
+tenant, whose row of the dashboard is checked), a small HTTP_MAX_HEADER_BYTES, the store
+statistics consumer, and a second ingest with TENANT_SUBMIT_RATE=1 (no pending quota). Before
+the load: one quota refusal, one front-door refusal and one dead letter, so the panels counting
+them have data."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from shared.devstack.net import free_port
 from shared.devstack.paths import PROJECT_ROOT
 from tests.support.client import Client
+from tests.support.stack import Infra, Stack
 from tests.support.waiting import wait_for
 
 DASHBOARD = PROJECT_ROOT / "deploy" / "grafana" / "dashboards" / "imagejobs.json"
+KEY, TENANT = "dashboards-key-4e9b", "dash-team"
+HEADER_LIMIT = 4096
 
 
 @pytest.fixture(scope="module")
-def prometheus(stack: Any) -> Iterator[str]:
+def keyed(infra: Infra) -> Iterator[tuple[Client, str]]:
+    """The stack, a client submitting with KEY, and the URL of the rate-limited second ingest."""
+    running = Stack(infra, env={"API_KEYS": f"{KEY}:{TENANT}", "HTTP_MAX_HEADER_BYTES": str(HEADER_LIMIT)})
+    try:
+        names = ("sample_images", "ingest", "scheduler", "status", "processor", "storestats")
+        services = {name: running.start_service(name) for name in names}
+        rated = running.start_service("ingest", {"TENANT_SUBMIT_RATE": "1", "TENANT_MAX_PENDING_IMAGES": "0"})
+        for service in (*services.values(), rated):
+            running.wait_ready(service)
+        client = Client(running, services)
+        client.http.headers["Authorization"] = f"Bearer {KEY}"
+        yield client, rated.url
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(keyed: tuple[Client, str]) -> Iterator[str]:
     binary = shutil.which("prometheus")
     assert binary, "Debian's prometheus package is installed by deploy/install-system-deps.sh"
-    running, _ = stack
-    if not any(p.name == "storestats" for p in running.processes):  # the store statistics panels' source
-        running.wait_ready(running.start_service("storestats"))
+    running = keyed[0].stack
     targets = [p.url.removeprefix("http://") for p in running.processes if p.name != "sample_images"]
     root = Path(tempfile.mkdtemp(prefix="imagejobs-prom-"))
     (root / "prometheus.yml").write_text(json.dumps({
@@ -72,12 +102,65 @@ def _load(client: Client, i: int) -> None:
             httpx.get(service.url + "/readyz", timeout=5)
 
 
-def test_every_panel_returns_data_under_load(prometheus: str, client: Client) -> None:
-    sent = iter(range(10_000))
-    for panel in json.loads(DASHBOARD.read_text())["panels"]:
-        expr = panel["targets"][0]["expr"]
+def _refusals_and_a_dead_letter(client: Client, rated: str) -> None:
+    """A quota refusal (at TENANT_SUBMIT_RATE=1 a job of three images takes the bucket into
+    debt, the next is refused; the accepted one is due in 300 days, so the tenant has pending
+    images at once, not only when a refresh of the gauge catches a job of the load), a
+    front-door refusal (a head over HTTP_MAX_HEADER_BYTES, still arriving) and a dead letter (a
+    record on the tasks topic that is not an event)."""
+    job = {"count": 1, "scheduled_time": (datetime.now(UTC) + timedelta(days=300)).isoformat(),
+           "visits": [{"store_id": "S00339218", "visit_time": "10:00",
+                       "image_url": [client.image(7, 7 + j) for j in range(3)]}]}
+    answers = [client.http.post(rated + "/processJob", json=job).status_code for _ in range(2)]
+    assert answers == [200, 429], answers
+    ingest = urlsplit(client.ingest)
+    with socket.create_connection((ingest.hostname, ingest.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: ingest\r\nX-Padding: " + b"x" * 2 * HEADER_LIMIT)
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    asyncio.run(_publish(client.stack.infra.kafka.bootstrap, f"{client.stack.prefix}.tasks", b"not an event"))
 
-        def probe(e: str = expr) -> list[Any]:
-            _load(client, next(sent))  # load keeps flowing while Prometheus scrapes
-            return _query(prometheus, e)
-        wait_for(probe, 60, f"data for panel {panel['title']!r}: {expr}", every_s=0.3)
+
+async def _publish(bootstrap: str, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=b"dashboards-test")
+    finally:
+        await producer.stop()
+
+
+def _label_values(url: str, query: str) -> list[str]:
+    """What Grafana's `label_values(metric, label)` variable query lists."""
+    parsed = re.fullmatch(r"label_values\((\w+), *(\w+)\)", query)
+    assert parsed, f"not a label_values(metric, label) query: {query}"
+    metric, label = parsed.groups()
+    body = httpx.get(f"{url}/api/v1/label/{label}/values", params={"match[]": metric}, timeout=5).json()
+    return list(body["data"])
+
+
+def test_every_panel_returns_data_under_load(prometheus: str, keyed: tuple[Client, str]) -> None:
+    client, rated = keyed
+    _refusals_and_a_dead_letter(client, rated)
+    board = json.loads(DASHBOARD.read_text())
+    missing: dict[str, Callable[[], bool]] = {}  # what has shown no data yet, and how to look
+    for variable in board["templating"]["list"]:  # the tenant rows repeat over its values
+        missing[f"${variable['name']}: {variable['query']}"] = (
+            lambda q=variable["query"]: TENANT in _label_values(prometheus, q))
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):  # a row has none; a panel may have several lines
+            expr = target["expr"].replace("$tenant", TENANT)  # the tenant row, as Grafana repeats it
+            name = f"panel {panel['title']!r} {target.get('legendFormat', '')}".rstrip()
+            missing[f"{name}: {expr}"] = lambda e=expr: bool(_query(prometheus, e))
+    sent = iter(range(10_000))
+
+    def probe() -> bool:
+        _load(client, next(sent))  # load keeps flowing while Prometheus scrapes
+        for what, has_data in list(missing.items()):
+            if has_data():
+                del missing[what]
+        return not missing
+    try:
+        wait_for(probe, 90, "data for every panel", every_s=0.3)
+    except AssertionError:
+        raise AssertionError("no data within 90 s for:\n" + "\n".join(missing)) from None
