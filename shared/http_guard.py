@@ -12,7 +12,8 @@ finishes its head is held for ever.
 Per process, from CommonSettings (HTTP_MAX_CONNECTIONS, HTTP_MAX_HEADER_BYTES,
 HTTP_HEADER_TIMEOUT_S, HTTP_BODY_TIMEOUT_S):
 - a connection past the cap gets `503` at once, before anything is read;
-- a head (request line and headers) larger than the cap gets `431`;
+- a head (request line and headers) larger than the cap gets `431`, whether it trickles in or
+  arrives whole in one read;
 - a head must arrive within the header deadline of the connection's start, or on a kept-alive
   connection of the end of the previous response, however busily it trickles, else `408` (a
   kept-alive connection that sends nothing is closed by uvicorn's keep-alive timeout, 5 s, and a
@@ -42,6 +43,10 @@ REFUSED = Counter("imagejobs_http_refused_total", "HTTP connections refused or c
                   ["reason"])
 REASONS = ("connections", "header_size", "header_time", "body_time")
 REFUSED_BY = {reason: REFUSED.labels(reason) for reason in REASONS}
+
+
+class HeadTooLarge(Exception):  # noqa: N818 - raised inside the parser's callback to stop it
+    """A complete request head over HTTP_MAX_HEADER_BYTES."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._max_head = self.limits.max_header_bytes
         self._in_head = True
         self._head_bytes = 0
+        self._head_size = 0  # the request line and headers parsed so far (a head that came whole)
+        self._oversized = False
         self._head_since = 0.0  # when the current head's clock started (loop time)
         self._deadline: TimerHandle | None = None
 
@@ -141,7 +148,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(self.loop.time() + self.limits.body_timeout_s, self._body_too_slow)
 
     # Parser callbacks (called from within super().data_received)
+    def on_message_begin(self) -> None:
+        self._head_size = 0
+        HttpToolsProtocol.on_message_begin(self)
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        HttpToolsProtocol.on_url(self, url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        HttpToolsProtocol.on_header(self, name, value)
+
     def on_headers_complete(self) -> None:
+        if self._head_size > self._max_head:  # a head over the cap that came in one read
+            self._oversized = True
+            raise HeadTooLarge()  # stops the parser: the app never sees the request
         self._in_head = False
         if self._deadline is not None:
             self._cancel_deadline()
@@ -165,6 +187,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_since = self.loop.time()
             if self._in_head and self._head_bytes and self._deadline is None:
                 self._arm(self._head_since + self.limits.header_timeout_s, self._head_too_slow)
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser stopped: for a head over the cap, with a 431 (uvicorn's own 400 else)."""
+        if self._oversized:
+            self._head_too_large()
+            return
+        HttpToolsProtocol.send_400_response(self, msg)
 
     # Refusals
     def _head_too_large(self) -> None:

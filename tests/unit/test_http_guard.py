@@ -38,8 +38,12 @@ class Recorded(guarded_protocol(LIMITS)):  # type: ignore[misc]
         SEEN.append(self)
 
 
+PATHS: list[str] = []  # the requests the app saw
+
+
 async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     """Reads the whole body and answers its size, except on /early, which answers at once."""
+    PATHS.append(scope["path"])
     size, more = 0, scope["path"] != "/early"
     while more:
         message = await receive()
@@ -205,3 +209,17 @@ async def test_deadlines_are_cancelled_when_the_client_goes_away(url: str) -> No
     armed = await off_loop(leave_midway)
     await off_loop(wait_for, lambda: all(p._deadline is None for p in SEEN), 5, "every deadline to be dropped")
     assert len(armed) == 2 and all(timer.cancelled() for timer in armed)
+
+
+
+async def test_a_whole_head_over_the_cap_in_one_read_gets_431_and_the_app_never_sees_it(url: str) -> None:
+    """Caught as the parser completes the head, not only while a head streams in."""
+    def whole_head(size: int) -> Answer:
+        with connect(url) as sock:
+            sock.sendall(request("/whole", extra=b"x-big: " + b"a" * size + b"\r\n"))
+            return Answer(read_to_close(sock, 5))
+    PATHS.clear()
+    refused = await off_loop(whole_head, 1500)
+    assert refused.status == 431 and "exceed 1024 bytes" in refused.json()["error"]
+    assert PATHS == []  # the request never reached the app
+    assert (await off_loop(whole_head, 500)).status == 200 and PATHS == ["/whole"]
