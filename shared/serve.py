@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
@@ -14,6 +16,19 @@ from shared.logging import configure_logging
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+
+def build_and_serve(build: Callable[[], FastAPI], settings: CommonSettings, port: int, nice: int = 0) -> None:
+    """Build the app and serve it; a setting that cannot be read (API_KEYS, TENANT_WEIGHTS,
+    IMAGE_FORMATS: a ValueError naming what is wrong) stops the process with one line and
+    exit code 2, not a traceback."""
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        app = build()
+    except ValueError as exc:
+        log.critical("cannot start: %s", exc)
+        sys.exit(2)
+    serve(app, settings, port, nice)
 
 
 def serve(app: FastAPI, settings: CommonSettings, port: int, nice: int = 0) -> None:

@@ -2,8 +2,8 @@
 
 from services.processor.app import create_app
 from services.processor.settings import ProcessorSettings
-from shared.serve import serve
+from shared.serve import build_and_serve
 
 if __name__ == "__main__":
     settings = ProcessorSettings()
-    serve(create_app(settings), settings, settings.processor_port, nice=settings.processor_nice)
+    build_and_serve(lambda: create_app(settings), settings, settings.processor_port, nice=settings.processor_nice)

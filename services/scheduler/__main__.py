@@ -2,8 +2,8 @@
 
 from services.scheduler.app import create_app
 from services.scheduler.settings import SchedulerSettings
-from shared.serve import serve
+from shared.serve import build_and_serve
 
 if __name__ == "__main__":
     settings = SchedulerSettings()
-    serve(create_app(settings), settings, settings.scheduler_port, nice=settings.scheduler_nice)
+    build_and_serve(lambda: create_app(settings), settings, settings.scheduler_port, nice=settings.scheduler_nice)
