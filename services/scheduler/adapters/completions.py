@@ -7,6 +7,7 @@ unknown to this one, they are ignored (that process's window went with it)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -37,6 +38,7 @@ class CompletionWatcher:
     def __init__(self, settings: CommonSettings, runtime: Runtime, completed: Callable[[list[str]], None]) -> None:
         self.settings, self.runtime, self.completed = settings, runtime, completed
         self.consumer: AIOKafkaConsumer | None = None
+        self.watching = asyncio.Event()  # set once positioned: from then on no outcome is missed
 
     async def run(self) -> None:
         await self.runtime.connected.wait()
@@ -46,12 +48,21 @@ class CompletionWatcher:
         await retry_forever("starting the completion watcher", self.consumer.start)
         partitions = await retry_forever("finding the results partitions", self._partitions)
         self.consumer.assign(partitions)
-        await retry_forever("seeking to the end of the results", lambda: self.consumer.seek_to_end(*partitions))  # type: ignore[union-attr]
+        await retry_forever("seeking to the end of the results", lambda: self._position(partitions))
+        self.watching.set()
         while True:
             batch = await fetch_batch(self.consumer, "scheduler", timeout_ms=500, max_records=10_000)
             done = [task_id for records in batch.values() for r in records if (task_id := task_id_of(r))]
             if done:
                 self.completed(done)
+
+    async def _position(self, partitions: list[TopicPartition]) -> None:
+        """At the end of every partition, the position resolved (not lazily at the first fetch:
+        an outcome published meanwhile would be skipped)."""
+        assert self.consumer is not None
+        await self.consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self.consumer.position(tp)
 
     async def _partitions(self) -> list[TopicPartition]:
         assert self.consumer is not None

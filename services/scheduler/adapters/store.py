@@ -90,7 +90,13 @@ async def pending_events(pool: AsyncConnectionPool, job_ids: list[UUID]) -> list
     return [r[0] for r in rows]
 
 
-async def mark_released(pool: AsyncConnectionPool, job_ids: list[UUID]) -> None:
+async def mark_released(pool: AsyncConnectionPool, jobs: Sequence[JobSubmitted]) -> None:
+    """The jobs are released. What a restart needs to dispatch their remaining tasks is filled
+    in where the row lacks it (a row stored before fair dispatch, or seeded without it)."""
     async with pool.connection() as conn:
-        await conn.execute("UPDATE scheduler_jobs SET state = 'released', released_at = %s"
-                           " WHERE job_id = ANY(%s) AND state = 'pending'", (datetime.now(UTC), job_ids))
+        await conn.execute(
+            "UPDATE scheduler_jobs AS j SET state = 'released', released_at = %s,"
+            " total_images = COALESCE(j.total_images, u.total), tenant = COALESCE(j.tenant, u.tenant)"
+            " FROM unnest(%s::uuid[], %s::int[], %s::text[]) AS u(job_id, total, tenant)"
+            " WHERE j.job_id = u.job_id AND j.state = 'pending'",
+            (datetime.now(UTC), *columns((e.job_id, e.total_images, e.owner) for e in jobs)))

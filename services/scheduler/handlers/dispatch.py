@@ -50,8 +50,12 @@ BACKLOG = Gauge("imagejobs_tenant_backlog_images", "Images of released jobs wait
 
 
 class Dispatcher:
-    def __init__(self, settings: SchedulerSettings, runtime: Runtime, owned_share: Callable[[], float]) -> None:
+    def __init__(self, settings: SchedulerSettings, runtime: Runtime, owned_share: Callable[[], float],
+                 watching: asyncio.Event | None = None) -> None:
+        """`watching`: set once outcomes are watched; nothing is dispatched before (its outcome
+        could be missed, and its place in the window held until the lease ends)."""
         self.settings, self.runtime, self.owned_share = settings, runtime, owned_share
+        self.watching = watching
         self.queue: FairQueue[int] = FairQueue(parse_weights(settings.tenant_weights))
         self.wakeup = asyncio.Event()
         self._jobs: dict[UUID, tuple[int, str]] = {}  # job -> (partition, tenant label), while queued or unconfirmed
@@ -100,6 +104,8 @@ class Dispatcher:
         return max(0, round(self.settings.dispatch_window * self.owned_share()) - len(self._out))
 
     async def run(self) -> None:
+        if self.watching is not None:
+            await self.watching.wait()
         while True:
             self.wakeup.clear()  # before looking, so no wake-up is missed
             room = self.room()

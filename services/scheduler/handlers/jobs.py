@@ -40,8 +40,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
     def __init__(self, settings: SchedulerSettings, runtime: Runtime) -> None:
         self.settings = settings
         self.runtime = runtime
-        self.dispatcher = Dispatcher(settings, runtime, self._owned_share)
-        self.completions = CompletionWatcher(settings, runtime, self.dispatcher.completed)
+        self.completions = CompletionWatcher(settings, runtime, lambda done: self.dispatcher.completed(done))
+        self.dispatcher = Dispatcher(settings, runtime, self._owned_share, self.completions.watching)
         self.releaser = Releaser(settings, runtime, self.dispatcher)
         self.loop = ConsumerLoop(settings, runtime, "scheduler", [settings.topics.jobs], self._on_batch,
                                  commit="after_batch", listener=self, max_records=2000, timeout_ms=500,

@@ -205,8 +205,7 @@ class Releaser:
         crash re-releases them on restart (tasks keep their task_id: nothing twice in effect)."""
         try:
             await retry_record_work("releasing jobs", lambda: wait_or_resend(acks, lambda: self._announce(jobs)))
-            job_ids = [j.job_id for j in jobs]
-            await retry_record_work("marking jobs released", lambda: mark_released(self.runtime.pool, job_ids))
+            await retry_record_work("marking jobs released", lambda: mark_released(self.runtime.pool, jobs))
             RELEASED.inc(len(jobs))
         finally:
             self._confirming.release()
