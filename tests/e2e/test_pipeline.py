@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from shared.devstack.sample_images import GALLERY
 from tests.support.client import Client, example_job
+from tests.support.storestats import group_lag
+from tests.support.waiting import wait_for
 
 
 def test_design_example_job_completes_with_one_exact_row_per_image(client: Client) -> None:
@@ -129,7 +131,14 @@ def test_idempotency_key_returns_the_same_job(client: Client) -> None:
     assert len({e.event_id for e in submitted}) == 1  # a re-publish of the same event, not a new job
     changed = client.submit({**body, "count": 2, "visits": body["visits"][::-1]}, headers=key)
     assert changed.status_code == 409
-    assert client.wait_final(first.json()["job_id"])["status"] == "completed"
+    job_id = first.json()["job_id"]
+    assert client.wait_final(job_id)["status"] == "completed"
+    # a retry after the job ran re-publishes its event once more: the scheduler must not run it again
+    assert client.submit(body, headers=key).json()["job_id"] == job_id
+    stack, jobs = client.stack, f"{client.stack.prefix}.jobs"
+    wait_for(lambda: group_lag(stack, f"{stack.prefix}.scheduler", [jobs]) == 0, 30, "the scheduler to read the retry")
+    released = [e for _, e in client.topic_events("jobs", job_id) if e.type == "JobReleased"]
+    assert len(released) == 1 and len(client.topic_events("tasks", job_id)) == 3
 
 
 def test_every_service_is_ready(stack) -> None:  # type: ignore[no-untyped-def]

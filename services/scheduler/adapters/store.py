@@ -19,20 +19,41 @@ from shared.db import columns, transaction
 from shared.events import JobSubmitted
 
 
-async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[int, JobSubmitted]]) -> set[UUID]:
+@dataclass(frozen=True)
+class Stored:
+    """What storing a batch of submissions found: jobs not to hold in the timer."""
+
+    withdrawn: set[UUID]  # withdrawn by ingest before they arrived: not stored
+    done: set[UUID]  # stored before and no longer pending (released or cancelled)
+
+    def to_hold(self, submitted: Sequence[tuple[int, JobSubmitted]]) -> list[tuple[int, JobSubmitted]]:
+        return [(p, e) for p, e in submitted if e.job_id not in self.withdrawn and e.job_id not in self.done]
+
+
+async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[int, JobSubmitted]]) -> Stored:
     """The submitted jobs, admitted and stored in one transaction (a redelivered one changes
-    nothing); returns the ids of those ingest withdrew first, which are not stored."""
+    nothing). A job stored before and still pending is held again (the timer ignores it if it
+    holds it already: a partition taken over may have been loaded before that job's row was
+    committed); one released or cancelled since is not (a submit re-published by an
+    Idempotency-Key retry, or redelivered, must not run the job twice)."""
     async with transaction(pool) as conn:
         withdrawn = await admit(conn, [e.job_id for _, e in submitted])
         kept = [(p, e) for p, e in submitted if e.job_id not in withdrawn]
-        if kept:
-            await conn.execute(
-                "INSERT INTO scheduler_jobs (job_id, partition, due_at, event, total_images, tenant, priority)"
-                " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[], %s::int[],"
-                " %s::text[], %s::smallint[]) ON CONFLICT (job_id) DO NOTHING",
-                columns((e.job_id, p, e.scheduled_time, e.model_dump_json(), e.total_images, e.owner, e.priority)
-                        for p, e in kept))
-    return withdrawn
+        if not kept:
+            return Stored(withdrawn, set())
+        cur = await conn.execute(
+            "INSERT INTO scheduler_jobs (job_id, partition, due_at, event, total_images, tenant, priority)"
+            " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[], %s::int[],"
+            " %s::text[], %s::smallint[]) ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
+            columns((e.job_id, p, e.scheduled_time, e.model_dump_json(), e.total_images, e.owner, e.priority)
+                    for p, e in kept))
+        inserted = {row[0] for row in await cur.fetchall()}
+        seen = [e.job_id for _, e in kept if e.job_id not in inserted]
+        if not seen:
+            return Stored(withdrawn, set())
+        rows = await (await conn.execute("SELECT job_id FROM scheduler_jobs WHERE job_id = ANY(%s)"
+                                         " AND state <> 'pending'", (seen,))).fetchall()
+    return Stored(withdrawn, {row[0] for row in rows})
 
 
 async def load_pending(pool: AsyncConnectionPool, partitions: list[int]) -> list[tuple[UUID, datetime, int, int]]:

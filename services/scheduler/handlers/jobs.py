@@ -90,11 +90,11 @@ class SchedulerWorker(ConsumerRebalanceListener):
             elif isinstance(delivery.event, JobCancelRequested | JobRescheduleRequested):
                 commands.append((delivery.tp.partition, delivery.event))
         if submitted:
-            withdrawn = await retry_record_work("storing submitted jobs",
-                                                lambda: store_submitted(self.runtime.pool, submitted))
-            self.releaser.add_submitted([(p, e) for p, e in submitted if e.job_id not in withdrawn], self._owned())
-            if withdrawn:
-                await self._announce_withdrawn(withdrawn)
+            stored = await retry_record_work("storing submitted jobs",
+                                             lambda: store_submitted(self.runtime.pool, submitted))
+            self.releaser.add_submitted(stored.to_hold(submitted), self._owned())
+            if stored.withdrawn:
+                await self._announce_withdrawn(stored.withdrawn)
         if commands:
             await self._decide(commands)
 
