@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,8 @@ def test_unstorable_values_are_dead_lettered_by_every_consumer_and_nothing_wedge
                 in zip(placed, records, strict=True) for service in refusers}
     dead = wait_for(lambda: _dead_letters(stack, expected), 60, "every consumer to dead-letter every poison record")
     assert {d["reason"].split(":")[0] for d in dead.values()} == {"undecodable"}
+    for service in ("scheduler", "processor", "status"):  # counted by service and (bounded) reason
+        assert _dead_lettered(poison_client, service) >= sum(1 for s, *_ in expected if s == service)
     _a_good_job_is_visible_at_once_and_completes(poison_client)
     _every_service_ready(poison_client)
 
@@ -149,6 +152,13 @@ def _a_good_job_is_visible_at_once_and_completes(client: Client) -> None:
                                                        "visit_time": "10:00"}]})
     assert client.status(job_id).status_code == 200  # read-your-writes: the fold is not wedged
     assert client.wait_final(job_id, 30)["status"] == "completed"
+
+
+def _dead_lettered(client: Client, service: str) -> float:
+    process = next(p for p in client.stack.processes if p.name == service)
+    text = httpx.get(process.url + "/metrics", timeout=5).text
+    found = re.findall(rf'^imagejobs_events_dlq_total{{reason="undecodable",service="{service}"}} (\S+)$', text, re.M)
+    return float(found[0]) if found else 0.0
 
 
 def _every_service_ready(client: Client) -> None:
