@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -187,6 +188,16 @@ def parse_peer_line(output: str) -> dict[str, Any] | None:
     }
 
 
+def parse_fairness_line(output: str) -> dict[str, Any] | None:
+    """The figures fairness.js prints as JSON after `bullmq fairness: ` (the last such line); None if none.
+
+    {"backlog", "enqueue_s", "backlog_seconds", "backlog_images_per_s", "late": {"n", "p50_ms", "p99_ms",
+    "max_ms"}, "late_ms"}: the late jobs' waits, enqueue to result row, in ms.
+    """
+    lines = [line for line in output.splitlines() if line.startswith("bullmq fairness: ")]
+    return json.loads(lines[-1].removeprefix("bullmq fairness: ")) if lines else None
+
+
 # ----------------------------------------------------------------------------- image server and limit
 
 
@@ -235,6 +246,7 @@ class PeerRunner:
         with PeerRunner(base_url, dsn) as peers:
             bull, note = peers.bullmq(n, lead=10)           # ({...figures...} | None, note)
             cel, note = peers.celery(n, lead=10, rate=200)  # steady stream when rate is given
+            fair, note = peers.bullmq_fairness(30000, 20)     # a backlog, then a late job a second
 
     `dsn` names a PostgreSQL database the caller runs; the peers create (and truncate) their own table
     `peer_results` there. Redis runs on 6379 when that port is free, as the BullMQ peer hard-codes it;
@@ -315,8 +327,9 @@ class PeerRunner:
     def _env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "PEER_DSN": self.dsn, "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
-    def _drive(self, peer: str, argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float) -> PeerResult:
-        """Run the peer's driver (run.js / run.py) to completion and parse its result line."""
+    def _drive(self, peer: str, argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float,
+               parse: Callable[[str], dict[str, Any] | None] = parse_peer_line) -> PeerResult:
+        """Run the peer's driver (run.js / run.py / fairness.js) to completion and parse its result line."""
         log_path = self.dir / f"{peer}-run.log"
         with open(log_path, "wb") as log:
             proc = _spawn(argv, log, cwd=cwd, env=env)
@@ -328,7 +341,7 @@ class PeerRunner:
             finally:
                 self._stop([proc])
         output = log_path.read_text(errors="replace")
-        result = parse_peer_line(output)
+        result = parse(output)
         if proc.returncode != 0 or result is None:
             return None, f"{peer}: driver failed (code {proc.returncode}): {_tail(log_path)}"
         result["line"] = output.strip().splitlines()[-1]
@@ -341,16 +354,34 @@ class PeerRunner:
     def bullmq(self, n: int, lead: float = 10.0, rate: float | None = None, workers: int = 2,
                concurrency: int = 64, timeout_s: float | None = None) -> PeerResult:
         """BullMQ peer: `workers` × `CONCURRENCY=concurrency node worker.js`, then `node run.js BASE N LEAD [RATE]`."""
+        argv = ["run.js", self.base_url, str(n), f"{lead:g}"] + ([f"{rate:g}"] if rate else [])
+        return self._bullmq_run("bullmq", argv, workers, concurrency, timeout_s or self._timeout(n, lead, rate))
+
+    def bullmq_fairness(self, backlog: int, late: int, lead: float = 10.0, after: float = 3.0, every: float = 1.0,
+                        workers: int = 2, concurrency: int = 64, timeout_s: float | None = None) -> PeerResult:
+        """BullMQ on imagejobs' fairness scenario (tests/bench/fairness.py): the same workers as bullmq(), then
+        `node fairness.js BASE BACKLOG LATE LEAD AFTER EVERY` (tests/bench/peers_fairness): a backlog due at one
+        instant, then `late` jobs one every `every` s from `after` s past it. Figures: the backlog's images/s and
+        each late job's wait (enqueue -> result row), as parse_fairness_line reads them."""
+        if not (BULLMQ_DIR / "fairness.js").is_file():
+            return None, f"bullmq fairness skipped: {BULLMQ_DIR}/fairness.js missing (run tests/bench/peers_setup.sh)"
+        argv = ["fairness.js", self.base_url, str(backlog), str(late), f"{lead:g}", f"{after:g}", f"{every:g}"]
+        timeout = timeout_s or self._timeout(backlog, lead, None) + after + late * every
+        return self._bullmq_run("bullmq-fairness", argv, workers, concurrency, timeout, parse_fairness_line)
+
+    def _bullmq_run(self, name: str, script: list[str], workers: int, concurrency: int, timeout_s: float,
+                    parse: Callable[[str], dict[str, Any] | None] = parse_peer_line) -> PeerResult:
+        """Start `workers` × `CONCURRENCY=concurrency node worker.js`, run `node *script` against them, stop them."""
         node = shutil.which("node")
         if node is None:
-            return None, "bullmq skipped: node missing"
+            return None, f"{name} skipped: node missing"
         if not (BULLMQ_DIR / "node_modules" / "bullmq").is_dir():
-            return None, f"bullmq skipped: {BULLMQ_DIR}/node_modules missing (run tests/bench/peers_setup.sh)"
+            return None, f"{name} skipped: {BULLMQ_DIR}/node_modules missing (run tests/bench/peers_setup.sh)"
         port = self._ensure_redis()
         if port is None:
-            return None, f"bullmq skipped: {self.redis_note}"
+            return None, f"{name} skipped: {self.redis_note}"
         if port != BULLMQ_REDIS_PORT:
-            return None, (f"bullmq skipped: port {BULLMQ_REDIS_PORT} is in use and the peer hard-codes "
+            return None, (f"{name} skipped: port {BULLMQ_REDIS_PORT} is in use and the peer hard-codes "
                           f"127.0.0.1:{BULLMQ_REDIS_PORT} (its files are kept unchanged)")
         env = self._env(CONCURRENCY=str(concurrency))
         procs = [self._start(f"bullmq-worker{i}", [node, "worker.js"], BULLMQ_DIR, env) for i in range(workers)]
@@ -360,11 +391,10 @@ class PeerRunner:
                   or any(p.poll() is not None for p in procs), 60, "BullMQ workers")
             dead = [p for p in procs if p.poll() is not None]
             if dead:
-                return None, f"bullmq: a worker exited: {_tail(self.dir / 'bullmq-worker0.log')}"
-            argv = [node, "run.js", self.base_url, str(n), f"{lead:g}"] + ([f"{rate:g}"] if rate else [])
-            return self._drive("bullmq", argv, BULLMQ_DIR, env, timeout_s or self._timeout(n, lead, rate))
+                return None, f"{name}: a worker exited: {_tail(self.dir / 'bullmq-worker0.log')}"
+            return self._drive(name, [node, *script], BULLMQ_DIR, env, timeout_s, parse)
         except RuntimeError as e:
-            return None, f"bullmq: {e}"
+            return None, f"{name}: {e}"
         finally:
             self._stop(procs)
 

@@ -28,6 +28,8 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     mkdir -p "$dst"
     if ! cmp -s "$src/package.json" "$dst/package.json"; then rm -rf "$dst/node_modules" "$dst/package-lock.json"; fi
     cp "$src/package.json" "$src/run.js" "$src/worker.js" "$dst/"
+    # the fairness driver (ours, not a copied peer) runs the unchanged workers; it needs their node_modules
+    cp tests/bench/peers_fairness/fairness.js "$dst/"
     if [ ! -f "$dst/node_modules/.installed" ]; then
         note "npm install in $dst"
         if (cd "$dst" && npm install --no-audit --no-fund --loglevel=error >/dev/null); then

@@ -11,6 +11,11 @@ Scenarios, in order (the stack under test runs with its defaults, GPU off unless
   lateness   1,000 jobs/s falling due for 30 s: task emitted minus scheduled_time
   front door 500 submits/s for 20 s of 1-10 visits x 1-3 images due now, while processors drain
   GPU on    100-400 ms per image: throughput vs the concurrency bound, 1 -> 2 -> 4 processors
+  fairness   issue 18, two tenants on a stack as `make run` starts it: B's small jobs behind A's
+             backlog (GPU off and on), priority, weights 3:1, BullMQ on the same shape
+  slow clients  issue 19: submits while 1,500 connections trickle and 20 send 64 MiB headers
+  before/after  burst, one job and front door on this tree and on the commit before issues 19
+             and 18, alternated (tests/bench/compare.py)
   scale      1,000,000 jobs pending: scheduler restart to first release, its RSS, status lookups
 """
 
@@ -28,9 +33,12 @@ import uvloop
 from shared.devstack.net import free_port
 from tests.bench import peers as peer_tools
 from tests.bench.burst import run_burst
+from tests.bench.compare import compare
+from tests.bench.fairness import measure_fairness
 from tests.bench.frontdoor import overload
 from tests.bench.report import write_report
 from tests.bench.scale import measure_scale
+from tests.bench.slowclients import measure_slow_clients
 from tests.bench.stages import breakdown, scrape
 from tests.bench.timing import lateness, one_job_latencies, summary
 from tests.support.stack import Infra, Stack
@@ -131,6 +139,9 @@ def main() -> int:
         report["peers"] = run_peers(infra, base)
         report.update(measure_stack(infra, base))
         report["gpu"] = measure_gpu(infra, base)
+        report["fairness"] = measure_fairness(infra, base, QUICK)
+        report["slow_clients"] = measure_slow_clients(infra, f"{base}/img/1.jpg", QUICK)
+        report["before_after"] = compare(infra, base, quick=QUICK)
         scale_stack = Stack(infra, env={"LOG_LEVEL": "WARNING"})
         try:
             report["scale"] = measure_scale(scale_stack, f"{base}/img/1.jpg", 100_000 if QUICK else 1_000_000)

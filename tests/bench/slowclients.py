@@ -349,3 +349,38 @@ def trickle_until_answered(url: str, every_s: float, deadline_s: float) -> Answe
         while time.monotonic() - started < deadline_s and not readable(sock, every_s):
             sock.sendall(b"a")
         return Answer(read_to_close(sock, 5), time.monotonic() - started)
+
+
+def measure_slow_clients(infra: Any, image_url: str, quick: bool = False) -> dict[str, Any]:
+    """The attack against ingest of a stack as `make run` starts it (every service, two
+    processors, default settings)."""
+    from tests.support.stack import Stack  # the bench's stack, not needed by the tests' helpers
+
+    stack = Stack(infra)
+    try:
+        services = stack.start_all(processors=2)
+        stack.wait_ready(stack.start_service("storestats"))
+        ingest = services["ingest"]
+        return slow_client_attack(ingest.url, image_url, submits=60 if quick else 200, seconds=8 if quick else 20,
+                                  ingest_pid=ingest.process.pid)
+    finally:
+        stack.stop()
+
+
+def slow_client_lines(r: dict[str, Any]) -> list[str]:
+    """Markdown for docs/benchmarks.md."""
+    s = r.get("slow_clients")
+    if not s:
+        return []
+    ok = s["answered_200"] == s["submits"] and s["p99_ms"] <= 1000
+    return ["## Slow clients at the front door (issue 19)", "",
+            f"{s['trickling']:,} connections trickling a header byte every 5 s and {s['huge_headers']} clients "
+            f"streaming 64 MiB headers (each reconnecting when cut off), on a stack as `make run` starts it; "
+            f"{s['submits']} normal submits over {s['seconds']} s, a new connection each:", "",
+            "| answered 200 | p50 / p99 / max ms | ingest RSS before → peak | ingest CPU s | goal |",
+            "|---|---|---|---|---|",
+            f"| {s['answered_200']}/{s['submits']} | {s['p50_ms']} / {s['p99_ms']} / {s['max_ms']} | "
+            f"{s['ingest_rss_before_mib']} → {s['ingest_rss_peak_mib']} MiB | {s['ingest_cpu_s']} | "
+            f"all answered, p99 ≤ 1,000 ms, memory bounded: {'met' if ok else '**not met**'} |", "",
+            f"The submitter's own event loop lagged at most {s['client_loop_lag_max_ms']} ms. Attack: {s['attack']}.",
+            ""]

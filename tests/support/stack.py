@@ -113,6 +113,9 @@ class Stack:
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
     env: dict[str, str] = field(default_factory=dict)
     processes: list[ServiceProcess] = field(default_factory=list)
+    # the source tree the services run from (`make bench` compares an earlier commit's
+    # worktree with this one, on the same broker and database server)
+    root: Path = PROJECT_ROOT
 
     def __post_init__(self) -> None:
         """Each stack gets its own database, as each deployment would: services own tables
@@ -121,7 +124,12 @@ class Stack:
         self.database_url = f"{server}/{self.prefix}"
         with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.prefix}"')
-        asyncio.run(apply_migrations(self.database_url))
+        if self.root == PROJECT_ROOT:
+            asyncio.run(apply_migrations(self.database_url))
+        else:  # an earlier tree: its own schema
+            subprocess.run([sys.executable, "-c", "import asyncio, sys; from shared.db import apply_migrations;"
+                            " asyncio.run(apply_migrations(sys.argv[1]))", self.database_url],
+                           cwd=self.root, env={**os.environ, "PYTHONPATH": str(self.root)}, check=True)
         import_stores(self.database_url, STORE_MASTER)
 
     def base_env(self) -> dict[str, str]:
@@ -144,8 +152,8 @@ class Stack:
         log_path = self.infra.root / f"{self.prefix}-{name}-{port}.log"
         env = {**self.base_env(), PORT_SETTING[name]: str(port), **(extra_env or {})}
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", MODULE.get(name, f"services.{name}")], cwd=PROJECT_ROOT,
-                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([sys.executable, "-m", MODULE.get(name, f"services.{name}")], cwd=self.root,
+                                    env={**env, "PYTHONPATH": str(self.root)}, stdout=log, stderr=subprocess.STDOUT)
         service = ServiceProcess(name, port, proc, log_path)
         self.processes.append(service)
         return service
