@@ -48,6 +48,7 @@ from shared.stall import StallWatch
 
 log = logging.getLogger(__name__)
 BUSY_POLL_MS = 50
+SKIP_LOOKS_AT = 512  # the envelope comes first: a type is within this many bytes of the start
 
 
 @dataclass(frozen=True)
@@ -80,13 +81,17 @@ class ConsumerLoop:
                  handle: Any, *, commit: Literal["after_batch", "by_handler"],
                  listener: ConsumerRebalanceListener | None = None, accept: tuple[type, ...] | None = None,
                  max_records: int = 2000, timeout_ms: int = 500,
-                 refused: Callable[[Any, str], Awaitable[None]] | None = None) -> None:
+                 refused: Callable[[Any, str], Awaitable[None]] | None = None,
+                 skip: tuple[str, ...] = ()) -> None:
         """`refused(event, reason)`, when given, is told of each decoded event the handler
         refused for good (after it was dead-lettered), so the service can still end its job
-        with a reason."""
+        with a reason. `skip`: event types the service has no use for (often its own output
+        coming back on a topic it reads): their records are passed over without being decoded."""
         self.settings, self.runtime, self.service = settings, runtime, service
         self.topics, self.handle, self.commit = topics, handle, commit
         self.listener, self.accept, self.refused = listener, accept, refused
+        # how `encode_event` writes the type (compact JSON), looked for near the start of a record
+        self._skip = tuple(f'"type":"{kind}"'.encode() for kind in skip)
         self.max_records, self.timeout_ms = max_records, timeout_ms
         self.consumer: AIOKafkaConsumer | None = None
         self.consuming = False
@@ -197,6 +202,9 @@ class ConsumerLoop:
         return batch
 
     async def _event(self, record: Any) -> Any:
+        if self._skip and record.value is not None and any(
+                record.value.find(marker, 0, SKIP_LOOKS_AT) != -1 for marker in self._skip):
+            return None
         try:
             event = decode_event(record.value)
             if self.accept is not None and not isinstance(event, self.accept):

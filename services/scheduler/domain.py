@@ -170,7 +170,7 @@ Command = JobCancelRequested | JobRescheduleRequested
 # None: no such job here.
 # `withdrawn`: the command itself was withdrawn by the status API (it answered 503: nothing
 # changes), whatever the job's state.
-State = Literal["pending", "releasing", "released", "cancelled", "withdrawn"] | None
+State = Literal["pending", "releasing", "dispatching", "released", "cancelled", "withdrawn"] | None
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,8 @@ def decide(command: Command, state: State) -> Decision:
     repeated cancel of a cancelled job is accepted again, so a retried request gets the same
     answer. Everything else is refused, naming the state the job is already in."""
     kind: Literal["cancel", "reschedule"] = "cancel" if isinstance(command, JobCancelRequested) else "reschedule"
-    known = {"releasing": "released", None: "unknown"}.get(state, state)  # type: ignore[call-overload]
+    known = {"releasing": "released", "dispatching": "released", None: "unknown"}.get(  # type: ignore[call-overload]
+        state, state)
     if state == "withdrawn":
         return Decision(command.command_id, command.job_id, kind, False, "withdrawn")
     if kind == "cancel":

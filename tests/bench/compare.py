@@ -54,7 +54,7 @@ def measure(infra: Infra, base: str, root: Path, quick: bool) -> dict[str, Any]:
         door = run(overload(ingest, base, rate=500, seconds=5 if quick else 12))
         return {"burst_images_per_s": burst["images_per_s"], "one_job_p50_ms": one["p50_ms"],
                 "one_job_p99_ms": one["p99_ms"], "front_door_p99_ms": door["p99_ms"],
-                "front_door_200s": door["answers"].get(200, 0)}
+                "front_door_200s": door["answers"].get("200", 0)}
     finally:
         stack.stop()
 

@@ -42,3 +42,6 @@ def test_released_jobs_are_found_again_with_their_cursor_legacy_rows_too(infra: 
             await pool.close()
     found = asyncio.run(scenario())
     assert found == sorted([(fresh.job_id, "team-a", 2, 10, 4), (legacy.job_id, "a1b2c3", 3, 7, 5)])
+    with psycopg.connect(stack.database_url) as conn:  # all of `done` went: released, not dispatching
+        assert conn.execute("SELECT state FROM scheduler_jobs WHERE job_id = %s", (done.job_id,)).fetchone() == (
+            "released",)

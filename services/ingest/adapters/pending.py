@@ -2,7 +2,7 @@
 source of truth the pending-images quota is checked against (services/ingest/quota.py).
 
 One statement, one snapshot: the sum over the tenant's `scheduled` and `ongoing` jobs (an
-index-only scan of `status_jobs_tenant_pending`, migration 0006), and which of the jobs this
+scan of the open jobs in `status_jobs_tenant_pending`, migration 0006), and which of the jobs this
 ingest accepted recently the view has folded, so those are not counted twice."""
 
 from __future__ import annotations

@@ -41,7 +41,11 @@ from shared.runtime import Runtime, exit_if_it_dies
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
-BACKLOG_FACTOR = 8
+# Tasks fetched and not yet committed, per slot (recording included): bounds memory when
+# recording stalls, and is deep enough that a processor holds its whole share of the scheduler's
+# dispatch window (2 x 32 x 64 = 4,096 >= 2,048), so every dispatched task waits in a local fair
+# queue, not first-in-first-out in the tasks topic, and a newcomer's task is picked next.
+BACKLOG_FACTOR = 64
 SUCCEEDED, FAILED = OUTCOMES.labels("succeeded"), OUTCOMES.labels("failed")
 TENANT_WAIT = Histogram("imagejobs_tenant_wait_seconds", "From an image's due time to its processing start",
                         ["tenant"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
@@ -114,21 +118,23 @@ class ProcessorWorker(ConsumerRebalanceListener):
         await self.fetcher.close()
 
     async def _dispatch_batch(self, batch: Batch) -> None:
-        by_partition: dict[TopicPartition, list[Delivery]] = {}
-        for delivery in batch.deliveries:
-            by_partition.setdefault(delivery.tp, []).append(delivery)
-        for tp, deliveries in by_partition.items():
-            await self._dispatch(tp, deliveries)
-
-    async def _dispatch(self, tp: TopicPartition, deliveries: list[Delivery]) -> None:
-        """Queue each record's task (bounded by the backlog); the starter takes them fairly.
-        A record counts as in flight from here, so no offset is committed past it."""
-        tasks = [d.event for d in deliveries if d.event is not None]
+        """The batch's already recorded outcomes in one query, then its tasks queued partition
+        by partition."""
+        tasks = batch.events
         try:
             known = await retry_record_work("looking up recorded results",
                                             lambda: recorded_outcomes(self.runtime, tasks))
         except PermanentFailure:  # each task then finds its row when it is recorded
             known = {}
+        by_partition: dict[TopicPartition, list[Delivery]] = {}
+        for delivery in batch.deliveries:
+            by_partition.setdefault(delivery.tp, []).append(delivery)
+        for tp, deliveries in by_partition.items():
+            await self._dispatch(tp, deliveries, known)
+
+    async def _dispatch(self, tp: TopicPartition, deliveries: list[Delivery], known: dict[str, Outcome]) -> None:
+        """Queue each record's task (bounded by the backlog); the starter takes them fairly.
+        A record counts as in flight from here, so no offset is committed past it."""
         assert self.consumer is not None
         for delivery in deliveries:
             task = delivery.event

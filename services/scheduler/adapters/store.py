@@ -1,8 +1,9 @@
 """The durable schedule, `scheduler_jobs`: the scheduler's SQL, and nothing else.
 
-A job's row moves `pending` -> `released` (its `JobReleased` acknowledged), or `pending` ->
-`cancelled` (a cancel accepted by its release owner). A released job's tasks are dispatched
-as the processors take work; `dispatched` counts those acknowledged.
+A job's row moves `pending` -> `dispatching` (its `JobReleased` acknowledged; its tasks are
+handed out as the processors take work, `dispatched` counting those acknowledged) -> `released`
+(all of them), or `pending` -> `cancelled` (a cancel accepted by its release owner). A job
+whose tasks all went before its release was marked goes straight to `released`.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ async def load_dispatching(pool: AsyncConnectionPool, partitions: list[int]) -> 
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT job_id, partition, tenant, priority, total_images, dispatched FROM scheduler_jobs"
-            " WHERE state = 'released' AND dispatched < total_images AND partition = ANY(%s)", (partitions,))
+            " WHERE state = 'dispatching' AND partition = ANY(%s)", (partitions,))
         return [DispatchRow(*row) for row in await cur.fetchall()]
 
 
@@ -87,7 +88,9 @@ async def record_dispatched(pool: AsyncConnectionPool, cursors: dict[UUID, int])
     """How many of each job's tasks are acknowledged by Kafka (never moves back)."""
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE scheduler_jobs AS j SET dispatched = GREATEST(j.dispatched, u.n)"
+            "UPDATE scheduler_jobs AS j SET dispatched = GREATEST(j.dispatched, u.n),"
+            " state = CASE WHEN j.state = 'dispatching' AND GREATEST(j.dispatched, u.n) >= j.total_images"
+            " THEN 'released' ELSE j.state END"
             " FROM unnest(%s::uuid[], %s::int[]) AS u(job_id, n) WHERE j.job_id = u.job_id",
             columns(cursors.items()))
 
@@ -116,7 +119,8 @@ async def mark_released(pool: AsyncConnectionPool, jobs: Sequence[JobSubmitted])
     in where the row lacks it (a row stored before fair dispatch, or seeded without it)."""
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE scheduler_jobs AS j SET state = 'released', released_at = %s,"
+            "UPDATE scheduler_jobs AS j SET released_at = %s,"
+            " state = CASE WHEN j.dispatched >= u.total THEN 'released' ELSE 'dispatching' END,"
             " total_images = COALESCE(j.total_images, u.total), tenant = COALESCE(j.tenant, u.tenant)"
             " FROM unnest(%s::uuid[], %s::int[], %s::text[]) AS u(job_id, total, tenant)"
             " WHERE j.job_id = u.job_id AND j.state = 'pending'",

@@ -39,6 +39,10 @@ from shared.runtime import Runtime, exit_if_it_dies
 
 log = logging.getLogger(__name__)
 LEASE_S = 300.0
+# A job's running total is published when its first and last tasks go, and between them at most
+# this often: a backlog dispatched in turns would otherwise publish one event per task or so (in
+# a 10,000-image burst, as many as the outcomes, for the status view to fold).
+PROGRESS_EVERY_S = 2.0
 MAX_UNCONFIRMED_ROUNDS = 16
 EVENTS_KEPT = 20_000  # jobs whose JobSubmitted stays in memory while they are dispatched
 Acks = list[asyncio.Future[object]]
@@ -62,6 +66,9 @@ class Dispatcher:
         self._events: dict[UUID, JobSubmitted] = {}
         self._positions: dict[UUID, list[tuple[int, int]]] = {}  # job -> its images' (visit, image)
         self._out: dict[str, tuple[str, float]] = {}  # task_id -> (tenant label, when dispatched)
+        self._out_by_tenant: Counter[str] = Counter()  # the same, counted (kept as tasks come and go)
+        self._reported: dict[UUID, float] = {}  # job -> when its cursor was last published and stored
+        self._acked: dict[UUID, int] = {}  # job -> tasks dispatched and acknowledged (stored or not)
         self._confirms: set[asyncio.Task[None]] = set()
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_ROUNDS)
 
@@ -87,13 +94,14 @@ class Dispatcher:
         """Outcomes seen: their places in the window are free."""
         freed = [self._out.pop(t) for t in task_ids if t in self._out]
         if freed:
+            self._out_by_tenant.subtract(tenant for tenant, _ in freed)
             self._gauge_in_flight()
             self.wakeup.set()
 
     async def forget(self, lost: set[int]) -> None:
         """Partitions revoked: let rounds be confirmed, then drop their jobs (their new owner
         loads them with the cursors just stored)."""
-        await self.wait_confirmed()
+        await self.store_cursors(lost)
         for job_id, (partition, _) in list(self._jobs.items()):
             if partition in lost:
                 self.queue.remove(job_id)
@@ -103,13 +111,20 @@ class Dispatcher:
     def room(self) -> int:
         return max(0, round(self.settings.dispatch_window * self.owned_share()) - len(self._out))
 
+    def worth_a_round(self, room: int) -> bool:
+        """Room for everything queued, or for a good part of the window: a round has a fixed cost
+        (a produce round, a cursor update, running totals), so a backlog refills the window in
+        rounds of an eighth of it rather than a task per outcome seen."""
+        return room > 0 and len(self.queue) > 0 and (
+            room >= len(self.queue) or room * 8 >= round(self.settings.dispatch_window * self.owned_share()))
+
     async def run(self) -> None:
         if self.watching is not None:
             await self.watching.wait()
         while True:
             self.wakeup.clear()  # before looking, so no wake-up is missed
             room = self.room()
-            if not room or not len(self.queue):
+            if not self.worth_a_round(room):
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), 5.0)
                 except TimeoutError:
@@ -136,22 +151,41 @@ class Dispatcher:
             sends.append((self.settings.topics.tasks, encode_event(task), task.task_id.encode(),
                           task_partition(job_id, ordinal, partitions)))
             self._out[task.task_id] = (self._jobs[job_id][1], now)
+            self._out_by_tenant[self._jobs[job_id][1]] += 1
             cursors[job_id] = max(cursors.get(job_id, 0), ordinal + 1)
             if ordinal == 0:
                 late = max(0.0, (stamp - job.scheduled_time).total_seconds())
                 LATENESS.observe(late)
                 STAGE["released"].observe(late)
-        for job_id, cursor in cursors.items():
+        milestones = self._milestones(cursors, events, now)
+        for job_id, cursor in milestones.items():
             progress = TasksDispatched.model_construct(**envelope(TasksDispatched, stamp), job_id=job_id,
                                                        dispatched=cursor)
             sends.append((self.settings.topics.jobs, encode_event(progress), str(job_id).encode(), None))
         acks = await self._send(sends)
         self._count(picks, events)
         await self._confirming.acquire()
-        confirm = asyncio.create_task(self._confirm(sends, acks, cursors))
+        confirm = asyncio.create_task(self._confirm(sends, acks, cursors, milestones))
         self._confirms.add(confirm)
         confirm.add_done_callback(self._confirms.discard)
         exit_if_it_dies(confirm, "confirming a dispatch")  # restarted, the cursors say where to go on
+
+    def _milestones(self, cursors: dict[UUID, int], events: dict[UUID, JobSubmitted], now: float) -> dict[UUID, int]:
+        """The cursors worth publishing (`TasksDispatched`) and storing: a job's first and last
+        rounds, and otherwise at most one every PROGRESS_EVERY_S per job. A backlog dispatched
+        in turns would else publish and store one per task or so (in a 10,000-image burst, ten
+        thousand row updates and as many events as outcomes). A crash dispatches again at most
+        that much of each job, with the same task ids; a revocation or a stop stores them all."""
+        out = {}
+        for job_id, cursor in cursors.items():
+            last = self._reported.get(job_id)
+            finished = cursor >= events[job_id].total_images
+            if last is None or finished or now - last >= PROGRESS_EVERY_S:
+                out[job_id] = cursor
+                self._reported[job_id] = now
+            if finished:
+                self._reported.pop(job_id, None)
+        return out
 
     async def _send(self, sends: list[tuple[str, bytes, bytes, int | None]]) -> Acks:
         producer = self.runtime.producer
@@ -159,17 +193,32 @@ class Dispatcher:
                 for topic, value, key, partition in sends]
 
     async def _confirm(self, sends: list[tuple[str, bytes, bytes, int | None]], acks: Acks,
-                       cursors: dict[UUID, int]) -> None:
+                       cursors: dict[UUID, int], milestones: dict[UUID, int]) -> None:
         try:
             await retry_record_work("dispatching tasks", lambda: wait_or_resend(acks, lambda: self._send(sends)))
-            await retry_record_work("storing dispatch cursors", lambda: record_dispatched(self.runtime.pool, cursors))
+            for job_id, cursor in cursors.items():
+                self._acked[job_id] = max(cursor, self._acked.get(job_id, 0))
+            if milestones:
+                await retry_record_work("storing dispatch cursors",
+                                        lambda: record_dispatched(self.runtime.pool, milestones))
             for job_id in cursors:
-                if job_id not in self.queue:  # every task of it is out: nothing more to keep
+                if job_id not in self.queue and job_id in milestones:  # its last task is out and stored
                     self._drop(job_id)
         finally:
             self._confirming.release()
 
+    async def store_cursors(self, partitions: set[int] | None = None) -> None:
+        """Store every acknowledged cursor (of `partitions`; None: all): before a revocation or a
+        stop, so whoever goes on with these jobs dispatches nothing twice."""
+        await self.wait_confirmed()
+        cursors = {job_id: cursor for job_id, cursor in self._acked.items()
+                   if partitions is None or self._jobs.get(job_id, (None,))[0] in partitions}
+        if cursors:
+            await retry_record_work("storing dispatch cursors", lambda: record_dispatched(self.runtime.pool, cursors))
+
     def _drop(self, job_id: UUID) -> None:
+        self._reported.pop(job_id, None)
+        self._acked.pop(job_id, None)
         self._jobs.pop(job_id, None)
         self._events.pop(job_id, None)
         self._positions.pop(job_id, None)
@@ -201,9 +250,10 @@ class Dispatcher:
             BACKLOG.labels(tenant_label(tenant)).set(units)
 
     def _gauge_in_flight(self) -> None:
-        IN_FLIGHT.clear()
-        for tenant, n in Counter(tenant for tenant, _ in self._out.values()).items():
+        for tenant, n in list(self._out_by_tenant.items()):
             IN_FLIGHT.labels(tenant).set(n)
+            if not n:
+                del self._out_by_tenant[tenant]
 
     def _expire(self) -> None:
         """Places held longer than LEASE_S are freed (their outcome was not seen)."""

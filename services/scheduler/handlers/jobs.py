@@ -31,6 +31,8 @@ from shared.retry import retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies, retry_forever
 
 Commands = list[tuple[int, Command]]  # (partition, command)
+# what this service itself publishes on the jobs topic: read back, it would only be decoded and dropped
+OWN_OUTPUT = ("JobReleased", "TasksDispatched", "JobCancelled", "JobRescheduled", "JobCommandRefused", "JobWithdrawn")
 log = logging.getLogger(__name__)
 COMMANDS = Counter("imagejobs_scheduler_commands_total", "Cancel and reschedule commands decided",
                    ["command", "decision"])
@@ -45,7 +47,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
         self.releaser = Releaser(settings, runtime, self.dispatcher)
         self.loop = ConsumerLoop(settings, runtime, "scheduler", [settings.topics.jobs], self._on_batch,
                                  commit="after_batch", listener=self, max_records=2000, timeout_ms=500,
-                                 refused=self._refused)
+                                 refused=self._refused, skip=OWN_OUTPUT)
         self._tasks: list[asyncio.Task[None]] = []
 
     def details(self) -> dict[str, object]:
@@ -66,7 +68,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.releaser.wait_confirmed()  # releases handed to the producer get marked (bounded by the caller)
-        await self.dispatcher.wait_confirmed()  # and dispatched tasks' cursors stored
+        await self.dispatcher.store_cursors()  # and dispatched tasks' cursors stored
         await self.completions.close()
         await self.loop.close()
 

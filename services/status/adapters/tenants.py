@@ -1,7 +1,7 @@
 """Images pending (accepted, not yet final) per owner, for the `imagejobs_tenant_pending_images`
 gauge (services/status/app.py). Kept apart from view.py, the fold's module: this read changes
 nothing and answers no request. The partial index of migration 0006, which also serves
-ingest's quota check, makes it an index-only scan over open jobs only."""
+ingest's quota check, makes it a scan over open jobs only."""
 
 from __future__ import annotations
 
