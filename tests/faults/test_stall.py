@@ -42,7 +42,7 @@ def test_a_consumer_with_lag_and_no_progress_is_not_ready_and_says_why(stalling:
     slow = [f"{stalling.images}/slow/7000/{11 + i}x11.png" for i in range(2)]
     hanging = stalling.submit_ok(_one_visit(slow))
     wait_for(lambda: _readyz(processor.url)[1].get("running") == 2, 10, "both slots to hang on the slow images")
-    fast = [stalling.image(20 + i, 20) + "?stall" for i in range(40)]  # more than the processor holds (16)
+    fast = [stalling.image(20 + i, 20) + "?stall" for i in range(200)]  # more than the processor holds (128)
     job_id = stalling.submit_ok(_one_visit(fast))
 
     def not_ready() -> dict[str, Any] | None:
