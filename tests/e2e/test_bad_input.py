@@ -41,6 +41,11 @@ CASES: dict[str, tuple[Any, str]] = {
     "scheduled_time bad": ({"count": 1, "visits": [_visit()], "scheduled_time": "tomorrow"}, "scheduled_time"),
     "scheduled_time type": ({"count": 1, "visits": [_visit()], "scheduled_time": 12}, "scheduled_time"),
     "too many images": ({"count": 1, "visits": [_visit(image_url=["http://a/b"] * 10_001)]}, "visits:"),
+    "priority zero": ({"count": 1, "visits": [_visit()], "priority": 0}, "priority:"),
+    "priority six": ({"count": 1, "visits": [_visit()], "priority": 6}, "priority:"),
+    "priority a string": ({"count": 1, "visits": [_visit()], "priority": "1"}, "priority:"),
+    "priority a float": ({"count": 1, "visits": [_visit()], "priority": 2.5}, "priority:"),
+    "priority a boolean": ({"count": 1, "visits": [_visit()], "priority": True}, "priority:"),
 }
 
 

@@ -105,3 +105,14 @@ def _offsets(table: str) -> list[int]:
     """The dlq_offset column of `dlq list`'s table."""
     cells = [line.split("│") for line in table.splitlines() if line.count("│") > 2]
     return [int(row[1]) for row in cells if row[1].strip().isdigit()]
+
+
+def test_submit_with_a_priority_and_the_job_list_shows_it(client: Client) -> None:
+    submitted = cli(client, "submit", "--store", "S00339218", "--image", client.image(13, 17), "--priority", "1")
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.stdout.strip()
+    assert client.wait_final(job_id)["priority"] == 1
+    listed = cli(client, "jobs", "--limit", "50")
+    assert listed.exit_code == 0 and job_id[:8] in listed.stdout and "priority" in listed.stdout
+    refused = cli(client, "submit", "--store", "S00339218", "--image", client.image(13, 17), "--priority", "9")
+    assert refused.exit_code != 0 and "priority" in refused.output.lower()

@@ -320,3 +320,30 @@ def test_the_plain_url_fast_path_accepts_only_what_the_full_check_accepts(url: s
 def test_urls_outside_the_fast_path_still_get_the_full_check(url: str) -> None:
     assert not PLAIN_HTTP_URL.fullmatch(url)
     assert is_http_url(url) == passes_full_url_check(url)
+
+
+# --- priority ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [1, 2, 3, 4, 5])
+def test_priority_one_to_five_is_kept(value: int) -> None:
+    assert validate_submission(body(priority=value), NOW, KOLKATA).priority == value
+
+
+@pytest.mark.parametrize("extra", [{}, {"priority": None}])
+def test_priority_absent_is_three(extra: dict[str, Any]) -> None:
+    assert validate_submission(body(**extra), NOW, KOLKATA).priority == 3
+
+
+@pytest.mark.parametrize("value", [0, 6, -1, 10**9, 2.0, "1", True, False, [1], {"p": 1}])
+def test_any_other_priority_is_a_400_naming_priority(value: Any) -> None:
+    assert rejected(body(priority=value)) == "priority: must be an integer from 1 (highest) to 5 (lowest)"
+
+
+@given(st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=5), st.booleans(), st.none()))
+def test_priority_is_accepted_exactly_when_it_is_an_integer_from_one_to_five(value: Any) -> None:
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5)
+    try:
+        validate_submission(body(priority=value), NOW, KOLKATA)
+    except InvalidSubmission as exc:
+        assert not ok and str(exc).startswith("priority:")
+    else:
+        assert ok
