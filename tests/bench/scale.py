@@ -61,7 +61,8 @@ def first_release_seconds(database_url: str, started: float, deadline_s: float =
     """Seconds from `started` (monotonic) until a seeded due job is marked released."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         while time.monotonic() - started < deadline_s:
-            if conn.execute("SELECT 1 FROM scheduler_jobs WHERE state IN ('released', 'dispatching') LIMIT 1").fetchone():
+            released = "SELECT 1 FROM scheduler_jobs WHERE state IN ('released', 'dispatching') LIMIT 1"
+            if conn.execute(released).fetchone():
                 return time.monotonic() - started
             time.sleep(0.05)
     raise TimeoutError("no release within the deadline")
