@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from services.processor.adapters.fetch import Fetcher, FetchLimits
-from services.processor.adapters.ssrf import GuardedResolver
 from services.processor.domain import ImageError
+from shared.ssrf import GuardedResolver
 from tests.support.client import Client
 from tests.support.listener import ConnectionRecorder
 

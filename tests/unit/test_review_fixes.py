@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.ingest.domain import InvalidSubmission, is_http_url, validate_submission
-from services.processor.adapters.ssrf import address_allowed
 from services.processor.domain import OffsetTracker
+from shared.ssrf import address_allowed
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TZ = ZoneInfo("Asia/Kolkata")

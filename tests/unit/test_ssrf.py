@@ -1,10 +1,10 @@
-"""Which addresses the processor may connect to (services/processor/ssrf.py)."""
+"""Which addresses the processor and the webhook sender may connect to (shared/ssrf.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.processor.adapters.ssrf import AddressNotAllowed, address_allowed, check_url_host
+from shared.ssrf import AddressNotAllowed, address_allowed, check_url_host
 
 LOOPBACK_OR_PRIVATE = [
     "127.0.0.1", "127.1.2.3", "::1", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1",

@@ -14,9 +14,9 @@ import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 from yarl import URL
 
-from services.processor.adapters.ssrf import AddressNotAllowed, GuardedResolver, check_url_host
 from services.processor.domain import ImageError, retry_after_seconds
 from shared.metrics import latency_histogram
+from shared.ssrf import AddressNotAllowed, GuardedResolver, check_url_host
 
 DOWNLOAD_LATENCY = latency_histogram("imagejobs_processor_download_seconds", "Image download time")
 RETRY_AFTER_CAP_S = 10.0  # a server asking for longer is treated as failing now

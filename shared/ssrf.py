@@ -1,5 +1,7 @@
-"""Outbound safety: which addresses the processor may connect to (pure), and an aiohttp
-resolver that enforces it on every connection, redirects included.
+"""Outbound safety: which addresses a service may connect to (pure), and an aiohttp resolver
+that enforces it on every connection, redirects included. The processor's image downloads and
+the status service's webhooks go by the same rules (IMAGE_ALLOW_PRIVATE_NETWORKS and
+WEBHOOK_ALLOW_PRIVATE_NETWORKS open loopback and private networks for each).
 
 aiohttp connects only to addresses its resolver returns, so filtering there checks the
 address actually connected to (no DNS-rebinding gap between check and connect). IP literals
