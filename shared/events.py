@@ -85,6 +85,9 @@ class JobSubmitted(Event):
     # tenants existed carry a hash of the submitting key here.
     owner: Name | None = None
     priority: Priority = DEFAULT_PRIORITY
+    # where the status service POSTs the job's final status, signed (Standard Webhooks); None:
+    # no webhook. Ingest accepts it only when WEBHOOK_SECRET is set.
+    callback_url: Url | None = None
 
     @property
     def total_images(self) -> int:

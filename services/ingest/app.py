@@ -27,6 +27,7 @@ from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import latency_histogram
 from shared.ops import ops_router
 from shared.runtime import Runtime, bounded
+from shared.webhooks import parse_webhook_secret
 
 SUBMITS = Counter("imagejobs_ingest_requests_total", "Submit requests by outcome", ["outcome"])
 SUBMIT_LATENCY = latency_histogram("imagejobs_ingest_latency_seconds", "Submit latency")
@@ -80,15 +81,18 @@ class IngestEdge:
 
 
 def create_app(settings: IngestSettings) -> FastAPI:
-    """The ingest app; BadApiKeys (a ValueError) when API_KEYS cannot be read."""
+    """The ingest app; BadApiKeys or BadWebhookSecret (ValueErrors) when API_KEYS or
+    WEBHOOK_SECRET cannot be read."""
     runtime = Runtime(settings, "ingest")
     keys = parse_api_keys(settings.api_keys)
+    webhooks = parse_webhook_secret(settings.webhook_secret) is not None
     quotas = quotas_for(PendingReader(runtime), settings.tenant_max_pending_images, settings.tenant_submit_rate,
                         keys.owners_of)
     submit_job = SubmitJob(IdempotencyKeys(runtime),
                            JobPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
                            JobAdmissions(runtime), ZoneInfo(settings.default_timezone),
-                           Limits(settings.ingest_max_images, settings.ingest_max_schedule_days), quotas=quotas)
+                           Limits(settings.ingest_max_images, settings.ingest_max_schedule_days, webhooks),
+                           quotas=quotas)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -43,6 +43,7 @@ InvalidSubmission = InvalidInput
 class Limits:
     max_images: int = 10_000
     max_schedule_days: int = 366
+    webhooks: bool = False  # a callback_url is accepted only when WEBHOOK_SECRET is set
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Submission:
     scheduled_time: datetime  # UTC
     visits: tuple[Visit, ...]
     priority: int = DEFAULT_PRIORITY
+    callback_url: str | None = None
 
     @property
     def total_images(self) -> int:
@@ -74,7 +76,8 @@ def validate_submission(body: Any, now: datetime, tz: ZoneInfo, limits: Limits =
     if total > limits.max_images:
         raise InvalidSubmission(f"visits: {total} images exceed the limit of {limits.max_images} per job")
     scheduled = resolve_scheduled_time(body.get("scheduled_time"), now, tz, limits.max_schedule_days)
-    return Submission(scheduled_time=scheduled, visits=visits, priority=_priority(body))
+    return Submission(scheduled_time=scheduled, visits=visits, priority=_priority(body),
+                      callback_url=_callback_url(body, limits.webhooks))
 
 
 def _priority(body: dict[str, Any]) -> int:
@@ -85,6 +88,19 @@ def _priority(body: dict[str, Any]) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 5:
         raise InvalidSubmission("priority: must be an integer from 1 (highest) to 5 (lowest)")
     return value
+
+
+def _callback_url(body: dict[str, Any], webhooks: bool) -> str | None:
+    """Where the final status is POSTed (signed); None when absent (or null). Checked like an
+    image URL; where it leads is checked when it is called (the SSRF rules of image hosts)."""
+    url = body.get("callback_url")
+    if url is None:
+        return None
+    if not webhooks:
+        raise InvalidSubmission("callback_url: webhooks are off on this deployment (WEBHOOK_SECRET is not set)")
+    if not is_http_url(url):
+        raise InvalidSubmission("callback_url: must be an absolute http or https URL")
+    return url  # type: ignore[no-any-return]
 
 
 def _visit(raw: Any, i: int) -> Visit:

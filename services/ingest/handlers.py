@@ -122,7 +122,7 @@ class SubmitJob:
         except RecursionError:
             return Reply.error(400, "body is nested too deeply")
         return JobSubmitted(job_id=uuid4(), scheduled_time=job.scheduled_time, visits=job.visits, owner=owner,
-                            priority=job.priority)
+                            priority=job.priority, callback_url=job.callback_url)
 
     async def _first_of(self, key: str, owner: str | None, raw: bytes, event: JobSubmitted) -> JobSubmitted | Reply:
         try:

@@ -20,6 +20,9 @@ class IngestSettings(CommonSettings):
     # by each ingest process (token bucket; 0 or empty: off)
     tenant_max_pending_images: int = Field(1_000_000, ge=0)
     tenant_submit_rate: float = Field(0.0, ge=0)
+    # `whsec_` + base64 (shared/webhooks.py): a submit may then name a callback_url, which the
+    # status service calls with the final status, signed with it. Empty: webhooks are off.
+    webhook_secret: str = ""
     # CPU priority (Unix niceness): the front door ahead of everything else on a shared machine.
     # Raising priority needs root or CAP_SYS_NICE; without it ingest stays at 0 and says so.
     ingest_nice: int = -5

@@ -347,3 +347,40 @@ def test_priority_is_accepted_exactly_when_it_is_an_integer_from_one_to_five(val
         assert not ok and str(exc).startswith("priority:")
     else:
         assert ok
+
+
+# --- callback_url -----------------------------------------------------------------------------
+WEBHOOKS_ON = Limits(webhooks=True)
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com/imagejobs?team=a", "http://127.0.0.1:9000/hook",
+                                 "https://example.com/" + "a" * 2028])
+def test_a_callback_url_is_kept_when_webhooks_are_on(url: str) -> None:
+    assert validate_submission(body(callback_url=url), NOW, KOLKATA, WEBHOOKS_ON).callback_url == url
+
+
+@pytest.mark.parametrize("extra", [{}, {"callback_url": None}])
+def test_no_callback_url_is_no_webhook_whether_webhooks_are_on_or_off(extra: dict[str, Any]) -> None:
+    for limits in (DEFAULT_LIMITS, WEBHOOKS_ON):
+        assert validate_submission(body(**extra), NOW, KOLKATA, limits).callback_url is None
+
+
+@pytest.mark.parametrize("url", [*BAD_URLS[:-1], "https://example.com/" + "a" * 2029, ["https://x/"], {"u": 1}])
+def test_a_bad_callback_url_is_a_400_naming_callback_url(url: Any) -> None:
+    assert rejected(body(callback_url=url), WEBHOOKS_ON) == "callback_url: must be an absolute http or https URL"
+
+
+def test_a_callback_url_without_a_webhook_secret_says_webhooks_are_off() -> None:
+    message = rejected(body(callback_url="https://hooks.example.com/x"))
+    assert message.startswith("callback_url:") and "WEBHOOK_SECRET is not set" in message
+
+
+@given(st.one_of(st.text(max_size=40), st.integers(), st.booleans(), st.none(),
+                 st.builds(lambda p: "https://example.com/" + p, st.text(max_size=40))))
+def test_a_callback_url_is_accepted_exactly_when_an_image_url_would_be(value: Any) -> None:
+    try:
+        job = validate_submission(body(callback_url=value), NOW, KOLKATA, WEBHOOKS_ON)
+    except InvalidSubmission as exc:
+        assert value is not None and not is_http_url(value) and str(exc).startswith("callback_url:")
+    else:
+        assert job.callback_url == value and (value is None or is_http_url(value))
