@@ -4,9 +4,9 @@ every 4xx/5xx actually sent, the bearer scheme, and no 422 (the API never sends 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Header
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,10 @@ class JobIn(BaseModel):
     visits: list[VisitIn] = Field(min_length=1)
     priority: int = Field(3, ge=1, le=5, description="1 (highest) to 5 (lowest): within its tenant's share of "
                                                       "the processors, a job of higher priority goes first")
+    callback_url: str | None = Field(None, max_length=2048, description=(
+        "an absolute http(s) URL: once the job is final, its status (the JSON of GET /api/status/{id}) is POSTed "
+        "there, signed by the Standard Webhooks convention (see the callback), and retried until a 2xx. Accepted "
+        "only when the deployment has a WEBHOOK_SECRET"))
 
 
 class Accepted(BaseModel):
@@ -101,6 +105,49 @@ class Results(BaseModel):
     results: list[Result]
 
 
+class WebhookAttempt(BaseModel):
+    attempt: int = Field(description="1, 2, ...")
+    at: str = Field(description="when it was sent (UTC, ISO-8601)")
+    status_code: int | None = Field(description="the receiver's HTTP status; null when there was none")
+    error: str | None = Field(description="why it did not deliver (`HTTP 500`, `no answer within 10s`, "
+                                          "`address not allowed: ...`); null for a 2xx")
+    duration_ms: int
+
+
+class WebhookStatus(BaseModel):
+    url: str = Field(description="the job's callback_url")
+    webhook_id: str = Field(description="the `webhook-id` header of every attempt")
+    state: str = Field(description="waiting (the job is not final yet), pending (tried again at next_attempt_at), "
+                                   "delivered, or failed (its address is refused, or WEBHOOK_RETRY_FOR_S passed)")
+    attempts: list[WebhookAttempt]
+    next_attempt_at: str | None = Field(description="when the next attempt is due; null unless pending")
+    delivered_at: str | None
+
+
+# The completion webhook, as a callback of POST /processJob in ingest's document: what the
+# status service sends to the submitted callback_url (documentation only; nothing serves it).
+webhook_callbacks = APIRouter()
+_SIGNED = "Standard Webhooks (https://www.standardwebhooks.com): "
+
+
+@webhook_callbacks.post("{$request.body#/callback_url}", summary="The job is final", response_description=(
+    "Any 2xx: delivered (the answer's body is read up to 64 KiB and ignored). Anything else, a redirect, no "
+    "answer within WEBHOOK_TIMEOUT_S: tried again with exponential backoff and jitter, for up to "
+    "WEBHOOK_RETRY_FOR_S (24 h) after the job became final"))
+def job_final(body: JobStatus,
+              webhook_id: Annotated[str, Header(alias="webhook-id", description=(
+                  _SIGNED + "the message's id, `msg_<job_id>`: the same on every attempt, so drop repeats by it"))],
+              webhook_timestamp: Annotated[str, Header(alias="webhook-timestamp", description=(
+                  _SIGNED + "when this attempt was signed, in Unix seconds; refuse one far from your clock"))],
+              webhook_signature: Annotated[str, Header(alias="webhook-signature", description=(
+                  _SIGNED + "`v1,` + base64 of HMAC-SHA256 over `{webhook-id}.{webhook-timestamp}.{body}`, keyed "
+                            "with the base64-decoded part of WEBHOOK_SECRET after `whsec_`. Verify with "
+                            "`standardwebhooks.Webhook(secret).verify(body, headers)`"))]) -> None:
+    """Sent once the job is completed, failed or cancelled: the body is exactly what `GET
+    /api/status/{job_id}` answers then, as `application/json`. At least once: a retry, or a
+    status service restarted mid-attempt, sends it again with the same `webhook-id`."""
+
+
 WHY = {400: "Invalid input, naming the field", 401: "Missing or invalid API key (when API_KEYS is set)",
        404: "No such job (or another tenant's)", 409: "Conflict (see the message)",
        413: "Body over the size limit", 415: "Content type is not JSON",
@@ -123,6 +170,10 @@ def use_house_openapi(app: FastAPI) -> None:
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 operation.get("responses", {}).pop("422", None)
+                for callback in operation.get("callbacks", {}).values():  # the webhook's documented POST
+                    for callback_operations in callback.values():
+                        for callback_operation in callback_operations.values():
+                            callback_operation.get("responses", {}).pop("422", None)
         components = schema.setdefault("components", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.get("schemas", {}).pop(unused, None)

@@ -1,6 +1,7 @@
 """`imagejobs`: the command line for clients and operators (Typer + Rich).
 
     imagejobs submit job.json --at 2026-12-01T10:00:00+05:30 [--priority 1]   # or --store S --image URL ...
+    imagejobs submit job.json --callback-url https://example.com/hook; imagejobs webhook JOB_ID
     imagejobs watch JOB_ID      # a live progress bar; exit 1 when the job fails
     imagejobs status JOB_ID | results JOB_ID [--json|--csv] | cancel JOB_ID | reschedule JOB_ID --at T
     imagejobs jobs --status failed [--limit 20] [--cursor C]
@@ -57,7 +58,7 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _job_body(file: Path | None, stores: list[str], images: list[str], at: str | None,
-              priority: int | None = None) -> dict[str, Any]:
+              priority: int | None = None, callback_url: str | None = None) -> dict[str, Any]:
     if file is not None:
         try:
             body = json.loads(file.read_text())
@@ -71,6 +72,8 @@ def _job_body(file: Path | None, stores: list[str], images: list[str], at: str |
         body["scheduled_time"] = at
     if priority is not None:
         body["priority"] = priority
+    if callback_url is not None:
+        body["callback_url"] = callback_url
     return body  # type: ignore[no-any-return]
 
 
@@ -82,11 +85,14 @@ def submit(file: Annotated[Path | None, typer.Argument(help="a job as JSON (the 
            priority: Annotated[int | None, typer.Option(
                min=1, max=5, help="1 (highest) to 5 (lowest): within your tenant's share, higher goes first "
                                   "(default 3)")] = None,
+           callback_url: Annotated[str | None, typer.Option(
+               help="POST the final status here, signed (needs WEBHOOK_SECRET on the server); "
+                    "`imagejobs webhook JOB_ID` shows its attempts")] = None,
            idempotency_key: Annotated[str | None, typer.Option(
                help="Idempotency-Key (default: a new one); a 503 or a dropped connection is retried with it "
                     "for up to 60 s, so the job is created once")] = None) -> None:
     """Submit a job; prints its id."""
-    body = _job_body(file, store or [], image or [], at, priority)
+    body = _job_body(file, store or [], image or [], at, priority, callback_url)
     accepted = _api(lambda c: c.submit(body, idempotency_key))
     out.print(accepted["job_id"], highlight=False)
     err.print(f"scheduled for {accepted['scheduled_time']}", highlight=False)
@@ -96,6 +102,12 @@ def submit(file: Annotated[Path | None, typer.Argument(help="a job as JSON (the 
 def status(job_id: str) -> None:
     """The job's status, as JSON."""
     out.print_json(data=_api(lambda c: c.status(job_id)))
+
+
+@app.command()
+def webhook(job_id: str) -> None:
+    """The job's completion webhook (its callback_url): state and every attempt, as JSON."""
+    out.print_json(data=_api(lambda c: c.webhook(job_id)))
 
 
 @app.command()

@@ -84,6 +84,9 @@ class ImagejobsClient:
             if len(page) < 1000:
                 return items
 
+    def webhook(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"{self.status_url}/api/jobs/{job_id}/webhook")  # type: ignore[no-any-return]
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"{self.status_url}/api/jobs/{job_id}")  # type: ignore[no-any-return]
 

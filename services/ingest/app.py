@@ -21,7 +21,7 @@ from services.ingest.adapters.pending import PendingReader
 from services.ingest.domain import Limits
 from services.ingest.handlers import SubmitJob, quotas_for
 from services.ingest.settings import IngestSettings
-from shared.api_docs import EXAMPLE_JOB, Accepted, JobIn, errors, request_body
+from shared.api_docs import EXAMPLE_JOB, Accepted, JobIn, errors, request_body, webhook_callbacks
 from shared.auth import ApiKeys, Unauthorized, parse_api_keys, request_tenant, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import latency_histogram
@@ -53,6 +53,7 @@ SUBMIT_DOC = {**request_body(JobIn, EXAMPLE_JOB), "security": [{}, {"HTTPBearer"
 for _path in PATHS:
     router.add_api_route(_path, submit, methods=["POST"], summary="Submit a job",
                          include_in_schema=_path == "/processJob", openapi_extra=SUBMIT_DOC,
+                         callbacks=webhook_callbacks.routes,
                          responses={200: {"model": Accepted, "description": "Accepted: durably in Kafka"},
                                     **errors(400, 401, 409, 413, 415, 429, 503)})
 

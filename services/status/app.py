@@ -22,16 +22,19 @@ from prometheus_client import Gauge
 from services.status.adapters.kafka import CommandPublisher, EndOffsets
 from services.status.adapters.tenants import pending_by_owner
 from services.status.adapters.view import ViewReader
+from services.status.adapters.webhooks import WebhookSender, WebhookStore
 from services.status.handlers.commands import Decisions, JobCommands
 from services.status.handlers.jobs import Caller, JobReader
 from services.status.handlers.projector import Projector
+from services.status.handlers.webhooks import MAX_IN_FLIGHT, RetryPolicy, WebhookDeliverer, WebhookReader
 from services.status.settings import StatusSettings
-from shared.api_docs import ErrorBody, JobList, JobStatus, Results, errors
+from shared.api_docs import ErrorBody, JobList, JobStatus, Results, WebhookStatus, errors
 from shared.auth import ApiKeys, parse_api_keys, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import tenant_label
 from shared.ops import ops_router
 from shared.runtime import Runtime, bounded, exit_if_it_dies
+from shared.webhooks import parse_webhook_secret
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024
@@ -107,10 +110,12 @@ async def results(job_id: str, cases: UseCases, who: Who,
 
 
 def create_app(settings: StatusSettings) -> FastAPI:
-    """The status app; BadApiKeys (a ValueError) when API_KEYS cannot be read."""
+    """The status app; BadApiKeys or BadWebhookSecret (ValueErrors) when API_KEYS or
+    WEBHOOK_SECRET cannot be read."""
     keys = parse_api_keys(settings.api_keys)
     runtime = Runtime(settings, "status")
-    projector = Projector(settings, runtime)
+    webhooks = CompletionWebhooks(settings, runtime)
+    projector = Projector(settings, runtime, webhooks_due=webhooks.wake)
     offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs)
     reads = ViewReader(runtime)
     decisions = Decisions(reads)
@@ -125,6 +130,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
         warn_if_open(keys, "status")
         await runtime.start()
         await projector.start()
+        await webhooks.start(runtime)
         background = [asyncio.create_task(_after_connected(runtime, offsets.start)),
                       asyncio.create_task(decisions.run()),
                       asyncio.create_task(_export_tenant_pending(runtime, keys))]
@@ -133,6 +139,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
         for task in background:
             task.cancel()
         await bounded(projector.stop(), 15, "stopping the projector")
+        await bounded(webhooks.stop(), 5, "stopping the webhook deliveries")
         await bounded(offsets.stop(), 5, "closing the offsets client")
         await bounded(runtime.stop(), 10, "closing connections")
 
@@ -142,6 +149,8 @@ def create_app(settings: StatusSettings) -> FastAPI:
     app.include_router(ops_router(runtime))
     app.include_router(router)
     app.include_router(command_router)
+    app.state.webhooks = WebhookReader(reader, webhooks.store)
+    app.include_router(webhook_router)
     return app
 
 
@@ -218,3 +227,50 @@ async def reschedule(request: Request, job_id: str, cases: UseCases, who: Who) -
     except (ValueError, UnicodeDecodeError, RecursionError):
         return error(400, 'body: must be JSON, e.g. {"scheduled_time": "2025-02-16T10:57:00+05:30"}')
     return respond(await cases.commands.reschedule(job_id, who, body))
+
+
+# -- completion webhooks (handlers/webhooks.py) -------------------------------------------
+webhook_router = APIRouter(tags=["jobs"])
+
+
+async def webhook_reader(request: Request) -> WebhookReader:
+    return request.app.state.webhooks  # type: ignore[no-any-return]
+
+
+@webhook_router.get("/api/jobs/{job_id}/webhook", responses={200: {"model": WebhookStatus}, **READ})
+async def webhook(job_id: str, reader: Annotated[WebhookReader, Depends(webhook_reader)], who: Who) -> JSONResponse:
+    """The job's completion webhook: where it goes, its `webhook-id`, its state (`waiting` until
+    the job is final, then `pending`, `delivered` or `failed`) and every attempt. 404 for a job
+    without a `callback_url`, as for another tenant's job."""
+    return respond(await reader.webhook(job_id, who))
+
+
+class CompletionWebhooks:
+    """The deliveries table, and, when WEBHOOK_SECRET is set, the loop that sends them."""
+
+    def __init__(self, settings: StatusSettings, runtime: Runtime) -> None:
+        signer = parse_webhook_secret(settings.webhook_secret)  # BadWebhookSecret: the service does not start
+        self.store = WebhookStore(runtime)
+        self.sender = WebhookSender(settings.webhook_timeout_s, settings.webhook_allow_private_networks, MAX_IN_FLIGHT)
+        policy = RetryPolicy(settings.webhook_retry_for_s, settings.webhook_retry_base_s, settings.webhook_retry_max_s)
+        self.deliverer = (None if signer is None
+                          else WebhookDeliverer(self.store, ViewReader(runtime), self.sender, signer, policy))
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        if self.deliverer is not None:
+            self.deliverer.wake()
+
+    async def start(self, runtime: Runtime) -> None:
+        if self.deliverer is None:
+            return
+        await self.sender.start()
+        self._task = asyncio.create_task(_after_connected(runtime, self.deliverer.run))
+        exit_if_it_dies(self._task, "the webhook deliveries")
+
+    async def stop(self) -> None:
+        if self._task is None or self.deliverer is None:
+            return
+        self._task.cancel()
+        await self.deliverer.stop()
+        await self.sender.close()

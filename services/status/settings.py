@@ -11,6 +11,16 @@ class StatusSettings(CommonSettings):
     ingest_max_schedule_days: int = 366  # the submit's horizon applies to a reschedule too
     ingest_publish_timeout_s: float = 10.0
     api_keys: str = ""
+    # Completion webhooks (services/status/handlers/webhooks.py): the signing secret (`whsec_` +
+    # base64; empty: off), each attempt's deadline, how long a delivery is retried after the job
+    # became final, the backoff (full jitter: random up to min(max, base * 2^attempts)), and
+    # whether receivers on loopback or private networks may be called (the image hosts' rules).
+    webhook_secret: str = ""
+    webhook_timeout_s: float = 10.0
+    webhook_retry_for_s: float = 86_400.0
+    webhook_retry_base_s: float = 1.0
+    webhook_retry_max_s: float = 3_600.0
+    webhook_allow_private_networks: bool = False
     # CPU priority (Unix niceness): folding a burst yields to ingest on a shared machine; status
     # reads are small and stay fast at this level
     status_nice: int = 5

@@ -8,6 +8,7 @@ machine, prepares data dirs, writes the supervisord config and waits for readine
 
 from __future__ import annotations
 
+import base64
 import configparser
 import io
 import os
@@ -44,6 +45,7 @@ def stack_defaults(kafka: KafkaBroker | None, pg: PostgresServer | None) -> dict
     """The stack's own defaults; a variable already in the caller's environment wins."""
     defaults = {
         "IMAGE_ALLOW_PRIVATE_NETWORKS": "true",  # the sample image server is on loopback
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # and so are the webhook receivers one tries it with
         "PYTHONUNBUFFERED": "1",
         "STORESTATS_DATA_DIR": str(state_dir() / "storestats"),
     }
@@ -54,8 +56,22 @@ def stack_defaults(kafka: KafkaBroker | None, pg: PostgresServer | None) -> dict
     return {k: v for k, v in defaults.items() if k not in os.environ}
 
 
+def webhook_secret() -> str:
+    """The local stack's WEBHOOK_SECRET, so `make run` has webhooks on: made once and kept in
+    the state dir (readable by its owner only), so a receiver set up with it keeps verifying
+    across restarts. A WEBHOOK_SECRET in the environment wins (empty: webhooks off)."""
+    path = state_dir() / "webhook-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write("whsec_" + base64.b64encode(os.urandom(32)).decode() + "\n")
+    return path.read_text().strip()
+
+
 def programs(kafka: KafkaBroker | None, pg: PostgresServer | None) -> list[Program]:
     env = stack_defaults(kafka, pg)
+    # only the services that accept (ingest) and sign (status) webhooks hold the secret
+    signing = {**env, "WEBHOOK_SECRET": webhook_secret()} if "WEBHOOK_SECRET" not in os.environ else env
     py = sys.executable
     progs: list[Program] = []
     if kafka:
@@ -63,9 +79,9 @@ def programs(kafka: KafkaBroker | None, pg: PostgresServer | None) -> list[Progr
     if pg:
         progs.append(Program("postgres", pg.command(), 10, {}, user=server_user(), stop_signal="INT"))
     progs += [
-        Program("ingest", [py, "-m", "services.ingest"], 20, env),
+        Program("ingest", [py, "-m", "services.ingest"], 20, signing),
         Program("scheduler", [py, "-m", "services.scheduler"], 20, env),
-        Program("status", [py, "-m", "services.status"], 20, env),
+        Program("status", [py, "-m", "services.status"], 20, signing),
         Program("images", [py, "-m", "shared.devstack.sample_images"], 20, env),
         Program("storestats", [py, "-m", "services.storestats"], 30, env),
     ]

@@ -40,7 +40,8 @@ class Deployment:
     def env(self) -> dict[str, str]:
         return {**os.environ, "INGEST_PUBLISHED_PORT": str(self.ingest_port),
                 "STATUS_PUBLISHED_PORT": str(self.status_port), "KAFKA_PUBLISHED_PORT": str(self.kafka_port),
-                "IMAGE_ALLOW_PRIVATE_NETWORKS": "true", "PROCESSOR_REPLICAS": "3"}
+                "IMAGE_ALLOW_PRIVATE_NETWORKS": "true", "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+                "PROCESSOR_REPLICAS": "3"}
 
     def compose(self, *args: str, timeout_s: float = 900) -> str:
         command = ["docker", "compose", "-p", self.project, "--profile", "demo", *args]

@@ -4,26 +4,14 @@ nothing; any order and any batching of the same events gives the same view)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.status.domain import COMPLETED, FAILED, ONGOING, SCHEDULED
 from tests.support.fold import ScratchView
 from tests.support.jobs import JobEvents
-from tests.support.stack import Infra
-
-
-@pytest.fixture(scope="module")
-def scratch(infra: Infra) -> Iterator[ScratchView]:
-    view = ScratchView(infra.pg.url)
-    try:
-        yield view
-    finally:
-        view.drop()
 
 
 def summary_of(scratch: ScratchView, job: JobEvents, *events: Any, batch_size: int | None = None) -> tuple[Any, ...]:

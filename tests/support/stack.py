@@ -100,6 +100,19 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def refused_at_start(infra: Infra, service: str, settings: dict[str, str]) -> str:
+    """What `service` printed when started with `settings` it cannot read (and only the
+    infrastructure besides): it must stop at once with exit code 2 and one line, no traceback."""
+    env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": infra.kafka.bootstrap, "DATABASE_URL": infra.pg.url,
+           "INGEST_PORT": "1", "STATUS_PORT": "1", **settings}
+    ran = subprocess.run([sys.executable, "-m", f"services.{service}"], cwd=PROJECT_ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 2 and "Traceback" not in output, output
+    assert len(output.strip().splitlines()) == 1, output
+    return output
+
+
 MODULE = {"sample_images": "shared.devstack.sample_images"}  # development tooling; the rest are services.<name>
 PORT_SETTING = {"ingest": "INGEST_PORT", "status": "STATUS_PORT", "scheduler": "SCHEDULER_PORT",
                 "processor": "PROCESSOR_PORT", "sample_images": "SAMPLE_IMAGES_PORT", "storestats": "STORESTATS_PORT"}
@@ -139,9 +152,11 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "KAFKA_TOPIC_PREFIX": self.prefix,
             "IMAGE_ALLOW_PRIVATE_NETWORKS": "true",
+            "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",  # the tests' receivers are on loopback too
             "PROCESSOR_GPU_DELAY_MS": "0",
             "IMAGE_RETRY_BASE_S": "0.05",
             "PYTHONUNBUFFERED": "1",
+            "STATUS_STREAM_HEARTBEAT_S": "0.5",  # progress streams' heartbeats are seen within a test
             "STORESTATS_DATA_DIR": str(self.infra.root / f"{self.prefix}-storestats"),
             **self.env,
         }

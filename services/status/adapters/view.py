@@ -18,9 +18,10 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 
-from services.status.domain import Effects, derive_status, effects_of
+from services.status.domain import FINAL, Effects, derive_status, effects_of
 from shared.db import columns
 from shared.events import ImageFailed, ImageSucceeded
+from shared.webhooks import webhook_id_for
 
 T = TypeVar("T")
 CONSUMER = "status"  # the name its offsets are stored under in consumer_offsets
@@ -45,18 +46,19 @@ class JobRow:
         return min(self.total, max(self.dispatched, self.succeeded + self.failed))
 
 
-async def fold(conn: AsyncConnection[Any], events: list[Any]) -> None:
-    """Apply a batch of events to the view and recompute the status of the jobs it touched."""
+async def fold(conn: AsyncConnection[Any], events: list[Any]) -> int:
+    """Apply a batch of events to the view and recompute the status of the jobs it touched;
+    returns how many webhook deliveries that created (see `refresh_status`)."""
     effects = effects_of(events)
     await write_effects(conn, effects)
-    await refresh_status(conn, effects.touched())
+    return await refresh_status(conn, effects.touched())
 
 
 async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
     async with conn.cursor() as cur:
         if effects.submitted:
             await cur.execute(UPSERT_SUBMITTED, columns(
-                (e.job_id, e.owner, e.scheduled_time, e.total_images, e.occurred_at, e.priority)
+                (e.job_id, e.owner, e.scheduled_time, e.total_images, e.occurred_at, e.priority, e.callback_url)
                 for e in effects.submitted.values()))
         for column, job_ids in (("released", effects.released), ("cancelled", effects.cancelled),
                                 ("withdrawn", effects.withdrawn)):
@@ -85,10 +87,12 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
 
 
 UPSERT_SUBMITTED = (
-    "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images, submitted_at, priority)"
-    " SELECT j, true, o, t, n, a, p FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[],"
-    " %s::timestamptz[], %s::smallint[]) AS u(j, o, t, n, a, p)"
+    "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images, submitted_at, priority,"
+    " callback_url)"
+    " SELECT j, true, o, t, n, a, p, c FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[],"
+    " %s::timestamptz[], %s::smallint[], %s::text[]) AS u(j, o, t, n, a, p, c)"
     " ON CONFLICT (job_id) DO UPDATE SET submitted = true, owner = EXCLUDED.owner, priority = EXCLUDED.priority,"
+    " callback_url = EXCLUDED.callback_url,"
     # a submit re-published by an Idempotency-Key retry must not undo a reschedule
     " scheduled_time = CASE WHEN status_jobs.submitted THEN status_jobs.scheduled_time"
     " ELSE EXCLUDED.scheduled_time END, total_images = EXCLUDED.total_images,"
@@ -114,25 +118,38 @@ def _outcome_row(e: ImageSucceeded | ImageFailed) -> tuple[Any, ...]:
             None if ok else e.reason)  # type: ignore[union-attr]
 
 
-async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> None:
+async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
     """Recompute the status of `job_ids` from their counters (rows locked in a fixed order, so a
-    second status instance folding the same jobs waits instead of writing a stale status)."""
+    second status instance folding the same jobs waits instead of writing a stale status).
+
+    A job that has just become final and has a callback_url gets its webhook delivery here, in
+    the same transaction as the status: the fold is the only writer of final statuses, so the
+    delivery is created exactly once (a replay finds it there) and is never missed or lost.
+    Returns how many were created. A withdrawn job (answered 503, hidden) gets none."""
     if not job_ids:
-        return
+        return 0
     rows = await (await conn.execute(
-        "SELECT job_id, total_images, released, cancelled, succeeded, failed, status, withdrawn"
+        "SELECT job_id, total_images, released, cancelled, succeeded, failed, status, withdrawn, callback_url"
         " FROM status_jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE", (list(job_ids),))).fetchall()
-    updates = []
-    for job_id, total, released, cancelled, succeeded, failed, current, withdrawn in rows:
+    updates, webhooks = [], []
+    for job_id, total, released, cancelled, succeeded, failed, current, withdrawn, callback_url in rows:
         status = derive_status(total=total, released=released, cancelled=cancelled,
                                succeeded=succeeded, failed=failed, withdrawn=withdrawn)
         if status != current:
             updates.append((job_id, status))
+            if status in FINAL and callback_url is not None and not withdrawn:
+                webhooks.append((job_id, webhook_id_for(job_id), callback_url))
     if updates:
         await conn.execute(
             "UPDATE status_jobs AS s SET status = u.status, updated_at = now()"
             " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
             columns(updates))
+    if webhooks:
+        await conn.execute(
+            "INSERT INTO webhook_deliveries (job_id, webhook_id, url, next_attempt_at)"
+            " SELECT j, w, u, now() FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS x(j, w, u)"
+            " ON CONFLICT (job_id) DO NOTHING", columns(webhooks))
+    return len(webhooks)
 
 
 async def store_offsets(conn: AsyncConnection[Any], offsets: list[tuple[str, int, int]]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
@@ -31,9 +32,12 @@ JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a
 
 
 class Projector(ConsumerRebalanceListener):
-    def __init__(self, settings: StatusSettings, runtime: Runtime) -> None:
+    def __init__(self, settings: StatusSettings, runtime: Runtime,
+                 webhooks_due: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.runtime = runtime
+        # called when a fold made webhook deliveries (handlers/webhooks.py), so they go out now
+        self._webhooks_due = webhooks_due
         topics = settings.topics
         # offsets are stored with the view (by_handler), never committed to Kafka
         self.loop = ConsumerLoop(settings, runtime, view.CONSUMER, [topics.jobs, topics.results], self._fold,
@@ -58,11 +62,13 @@ class Projector(ConsumerRebalanceListener):
         offsets = [(tp.topic, tp.partition, offset) for tp, offset in batch.next_offsets().items()]
         events = batch.events
 
-        async def apply() -> None:
+        async def apply() -> int:
             async with transaction(self.runtime.pool) as conn:
-                await view.fold(conn, events)
+                webhooks = await view.fold(conn, events)
                 await view.store_offsets(conn, offsets)
-        await retry_record_work("folding events", apply)
+            return webhooks
+        if await retry_record_work("folding events", apply):
+            self._webhooks_due()
         self._observe_folded(batch)
         self._relay_wakeup.set()
 

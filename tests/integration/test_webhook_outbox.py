@@ -1,0 +1,73 @@
+"""The webhook outbox in the status fold (services/status/adapters/view.py::refresh_status), on a
+scratch database: a job with a callback_url gets exactly one delivery, made by the fold that
+makes it final, whatever the order, batching or repeats of its events, and a replay of the
+topics (a dropped view) makes no second one; jobs without a callback_url, jobs not final and
+withdrawn jobs get none."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.events import JobCancelled, JobSubmitted, JobWithdrawn
+from tests.support.fold import ScratchView
+from tests.support.jobs import JobEvents
+
+HOOK = "https://hooks.example.com/imagejobs"
+
+
+def hooked(job: JobEvents) -> JobSubmitted:
+    return job.submitted().model_copy(update={"callback_url": HOOK})
+
+
+def deliveries(scratch: ScratchView, job_id: UUID) -> list[tuple[Any, ...]]:
+    with psycopg.connect(scratch.url) as conn:
+        return conn.execute("SELECT webhook_id, url, state, attempts, created_at FROM webhook_deliveries"
+                            " WHERE job_id = %s", (job_id,)).fetchall()
+
+
+def test_the_fold_that_makes_a_job_final_makes_its_one_delivery(scratch: ScratchView) -> None:
+    job = JobEvents.new(("S1", 2))
+    scratch.fold([hooked(job), job.released(), job.ok("S1", 0, 0)])
+    assert deliveries(scratch, job.job_id) == []  # ongoing: nothing to send yet
+    scratch.fold([job.bad("S1", 0, 1)])
+    [(webhook_id, url, state, attempts, made)] = deliveries(scratch, job.job_id)
+    assert (webhook_id, url, state, attempts) == (f"msg_{job.job_id}", HOOK, "pending", 0)
+    scratch.fold([hooked(job), job.ok("S1", 0, 0), job.bad("S1", 0, 1)])  # redelivered events
+    assert deliveries(scratch, job.job_id)[0][4] == made
+
+
+def test_no_callback_url_no_delivery_and_a_cancelled_job_gets_one(scratch: ScratchView) -> None:
+    plain, cancelled = JobEvents.new(("S1", 1)), JobEvents.new(("S1", 1))
+    scratch.fold([plain.submitted(), plain.released(), plain.ok("S1", 0, 0)])
+    scratch.fold([hooked(cancelled), JobCancelled(job_id=cancelled.job_id)])
+    assert deliveries(scratch, plain.job_id) == []
+    assert [row[2] for row in deliveries(scratch, cancelled.job_id)] == ["pending"]
+
+
+def test_a_withdrawn_job_gets_none(scratch: ScratchView) -> None:
+    job = JobEvents.new(("S1", 1))
+    scratch.fold([hooked(job), JobWithdrawn(job_id=job.job_id)])
+    assert deliveries(scratch, job.job_id) == []
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.randoms(use_true_random=False), st.integers(1, 6), st.booleans())
+def test_any_order_batching_and_repeats_make_exactly_one_delivery(scratch: ScratchView, rng: random.Random,
+                                                                  batch_size: int, replay: bool) -> None:
+    job = JobEvents.new(("S1", 2), ("S2", 1))
+    events: list[Any] = [hooked(job), job.released(), job.ok("S1", 0, 0), job.bad("S1", 0, 1), job.ok("S2", 1, 0)]
+    events += rng.sample(events, 2)
+    rng.shuffle(events)
+    scratch.fold(events, batch_size)
+    if replay:  # the view dropped and rebuilt from the topics: the outbox row is already there
+        with psycopg.connect(scratch.url) as conn:
+            conn.execute("DELETE FROM status_jobs WHERE job_id = %s", (job.job_id,))
+            conn.execute("DELETE FROM status_outcomes WHERE job_id = %s", (job.job_id,))
+        scratch.fold(events, batch_size)
+    assert [row[:4] for row in deliveries(scratch, job.job_id)] == [(f"msg_{job.job_id}", HOOK, "pending", 0)]
