@@ -87,6 +87,15 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
+class BatchStatusIn(BaseModel):
+    job_ids: list[str] = Field(min_length=1, max_length=1000, description="1 to 1,000 job ids (UUIDs)")
+
+
+class BatchStatus(BaseModel):
+    jobs: list[JobStatus] = Field(description="the statuses found, in the order asked (repeats once)")
+    not_found: list[str] = Field(description="ids of no job of yours: unknown, or another tenant's")
+
+
 class Result(BaseModel):
     task_id: str
     store_id: str

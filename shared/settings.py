@@ -37,7 +37,7 @@ class CommonSettings(BaseSettings):
     # Front door hygiene (every HTTP server: shared/serve.py): connections per process (a new
     # one past the cap gets a fast 503), the size of a request line plus headers (431 past it),
     # and deadlines for the headers and for the body (408 past them).
-    http_max_connections: int = 2048
+    http_max_connections: int = 4096  # the status service holds a connection per progress stream
     http_max_header_bytes: int = 32 * 1024
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0

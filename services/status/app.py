@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Gauge
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.status.adapters.kafka import CommandPublisher, EndOffsets
 from services.status.adapters.tenants import pending_by_owner
@@ -25,10 +26,11 @@ from services.status.adapters.view import ViewReader
 from services.status.adapters.webhooks import WebhookSender, WebhookStore
 from services.status.handlers.commands import Decisions, JobCommands
 from services.status.handlers.jobs import Caller, JobReader
+from services.status.handlers.progress import JobProgress, Opened, ProgressHub
 from services.status.handlers.projector import Projector
 from services.status.handlers.webhooks import MAX_IN_FLIGHT, RetryPolicy, WebhookDeliverer, WebhookReader
 from services.status.settings import StatusSettings
-from shared.api_docs import ErrorBody, JobList, JobStatus, Results, WebhookStatus, errors
+from shared.api_docs import BatchStatus, BatchStatusIn, ErrorBody, JobList, JobStatus, Results, WebhookStatus, errors
 from shared.auth import ApiKeys, parse_api_keys, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import tenant_label
@@ -49,6 +51,9 @@ class StatusUseCases:
     reader: JobReader
     commands: JobCommands
     keys: ApiKeys
+    progress: JobProgress
+    stream_heartbeat_s: float = 15.0
+    stream_send_timeout_s: float = 30.0
 
 
 class Unauthenticated(Exception):  # noqa: N818 - answered 401 by the app's handler
@@ -92,6 +97,76 @@ async def status_by_query(cases: UseCases, who: Who, jobid: Annotated[str | None
     return respond(await cases.reader.status(jobid, who))
 
 
+BATCH_MAX_BODY_BYTES = 128 * 1024  # 1,000 ids with room for spacing
+
+
+@router.post("/api/status", responses={200: {"model": BatchStatus}, **errors(400, 401, 503)},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": BatchStatusIn.model_json_schema(),
+                 "example": {"job_ids": ["3f1c2a9e-1b2c-4d5e-8f90-123456789abc"]}}}}})
+async def batch_status(request: Request, cases: UseCases, who: Who) -> JSONResponse:
+    """Up to 1,000 jobs' statuses in one request (one view query): each as `GET
+    /api/status/{id}` answers it, in the order asked; ids of no job of yours (unknown, or
+    another tenant's) are listed in `not_found`."""
+    body = await json_body(request, BATCH_MAX_BODY_BYTES, '{"job_ids": ["3f1c2a9e-1b2c-4d5e-8f90-123456789abc"]}')
+    return body if isinstance(body, JSONResponse) else respond(await cases.reader.statuses(body, who))
+
+
+async def json_body(request: Request, max_bytes: int, example: str) -> Any:
+    """The request's JSON body, or the 400 to answer (too large, or not JSON)."""
+    raw = await read_body_capped(request, max_bytes)
+    if raw is None:
+        return error(400, f"body: larger than {max_bytes} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return error(400, f"body: must be JSON, e.g. {example}")
+
+
+STREAM_EXAMPLE = (
+    'id: ongoing.1.0.2.2.2025-02-16T05:27:00Z\nevent: status\ndata: {"job_id": "3f1c2a9e-...", "status":'
+    ' "ongoing", "images": {"total": 2, "succeeded": 1, ...}}\n\n: ping\n\n'
+    'id: completed.2.0.2.2.2025-02-16T05:27:00Z\nevent: status\ndata: {"job_id": "3f1c2a9e-...", "status":'
+    ' "completed", ...}\n\n')
+
+
+@router.get("/api/jobs/{job_id}/events", response_class=Response, responses={
+    200: {"description": "Server-Sent Events: an `event: status` with the job's whole status (the JSON of"
+                         " `GET /api/status/{id}`) now and whenever it changes, the final one last, then the"
+                         " stream ends; a `: ping` comment every STATUS_STREAM_HEARTBEAT_S keeps idle"
+                         " proxies from closing it. Each event's `id` names what it showed: reconnect with"
+                         " `Last-Event-ID` and you are sent the status only if it changed.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}, "example": STREAM_EXAMPLE}}},
+    204: {"description": "`Last-Event-ID` is the job's final status: there is nothing more to send"},
+    **errors(400, 401, 404, 503)})
+async def job_events(job_id: str, cases: UseCases, who: Who,
+                     last_event_id: Annotated[str | None, Header(max_length=200)] = None) -> Response:
+    """Follow a job: its status as it changes, until final (Server-Sent Events)."""
+    opened = await cases.progress.open(job_id, who, last_event_id)
+    if not isinstance(opened, Opened):
+        return respond(opened) if opened.status != 204 else Response(status_code=204)
+    return EventSourceResponse(_as_sse(opened), ping=cases.stream_heartbeat_s,
+                               send_timeout=cases.stream_send_timeout_s, headers={"Cache-Control": "no-store"},
+                               shutdown_event=_OnShutdown(opened), shutdown_grace_period=1.0)  # type: ignore[arg-type]
+
+
+class _OnShutdown:
+    """What sse-starlette calls `set()` on when the server shuts down: the stream ends cleanly
+    (a complete response; the client reconnects with Last-Event-ID) instead of being cut."""
+
+    def __init__(self, opened: Opened) -> None:
+        self._opened = opened
+
+    def set(self) -> None:
+        self._opened.close()
+
+
+async def _as_sse(opened: Opened) -> AsyncIterator[ServerSentEvent]:
+    async for event_id, status in opened.events:
+        yield ServerSentEvent(data=json.dumps(status, separators=(",", ":")), event="status", id=event_id,
+                              retry=1000)
+
+
 @router.get("/api/jobs", responses={200: {"model": JobList}, **errors(400, 401, 503)})
 async def list_jobs(cases: UseCases, who: Who, status: Annotated[str | None, Query()] = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -118,9 +193,11 @@ def create_app(settings: StatusSettings) -> FastAPI:
     projector = Projector(settings, runtime, webhooks_due=webhooks.wake)
     offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs)
     reads = ViewReader(runtime)
+    hub = ProgressHub(reads, settings.status_stream_poll_s, settings.status_max_streams)
     decisions = Decisions(reads)
     reader = JobReader(reads, lambda job_id: offsets.end_of(runtime.producer, job_id),
-                       runtime.connected.is_set, settings.status_read_your_writes_wait_s)
+                       runtime.connected.is_set, settings.status_read_your_writes_wait_s,
+                       partition_ends=lambda job_ids: offsets.ends_of(runtime.producer, job_ids))
     commands = JobCommands(reader, CommandPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
                            decisions, ZoneInfo(settings.default_timezone), settings.ingest_max_schedule_days,
                            settings.status_command_wait_s, settings.status_read_your_writes_wait_s)
@@ -133,8 +210,10 @@ def create_app(settings: StatusSettings) -> FastAPI:
         await webhooks.start(runtime)
         background = [asyncio.create_task(_after_connected(runtime, offsets.start)),
                       asyncio.create_task(decisions.run()),
-                      asyncio.create_task(_export_tenant_pending(runtime, keys))]
+                      asyncio.create_task(_export_tenant_pending(runtime, keys)),
+                      asyncio.create_task(hub.run())]
         exit_if_it_dies(background[1], "the command decisions poller")
+        exit_if_it_dies(background[3], "the progress streams' poller")
         yield
         for task in background:
             task.cancel()
@@ -144,7 +223,8 @@ def create_app(settings: StatusSettings) -> FastAPI:
         await bounded(runtime.stop(), 10, "closing connections")
 
     app = new_app("imagejobs status", lifespan)
-    app.state.use_cases = StatusUseCases(reader, commands, keys)
+    app.state.use_cases = StatusUseCases(reader, commands, keys, JobProgress(reader, reads, hub),
+                                         settings.status_stream_heartbeat_s, settings.status_stream_send_timeout_s)
     app.add_exception_handler(Unauthenticated, _unauthenticated)
     app.include_router(ops_router(runtime))
     app.include_router(router)
@@ -219,14 +299,8 @@ async def reschedule(request: Request, job_id: str, cases: UseCases, who: Who) -
     """Move a job that has not been released to a new `scheduled_time` (the same rules as
     submit: offset honoured, naive in DEFAULT_TIMEZONE, past means now): 200 with the new
     time, or 409 naming the status the job is already in."""
-    raw = await read_body_capped(request, MAX_BODY_BYTES)
-    if raw is None:
-        return error(400, f"body: larger than {MAX_BODY_BYTES} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return error(400, 'body: must be JSON, e.g. {"scheduled_time": "2025-02-16T10:57:00+05:30"}')
-    return respond(await cases.commands.reschedule(job_id, who, body))
+    body = await json_body(request, MAX_BODY_BYTES, '{"scheduled_time": "2025-02-16T10:57:00+05:30"}')
+    return body if isinstance(body, JSONResponse) else respond(await cases.commands.reschedule(job_id, who, body))
 
 
 # -- completion webhooks (handlers/webhooks.py) -------------------------------------------

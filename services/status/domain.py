@@ -24,6 +24,7 @@ from shared.events import (
     JobWithdrawn,
     TasksDispatched,
 )
+from shared.schedule_time import InvalidInput
 
 SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED = "scheduled", "ongoing", "completed", "failed", "cancelled"
 FINAL = (COMPLETED, FAILED, CANCELLED)
@@ -113,3 +114,34 @@ def unstorable(outcome: ImageSucceeded | ImageFailed, reason: str) -> ImageFaile
     return ImageFailed(job_id=outcome.job_id, task_id=outcome.task_id, visit_index=outcome.visit_index,
                        image_index=outcome.image_index, store_id=outcome.store_id, image_url=outcome.image_url,
                        reason=f"outcome could not be stored: {reason}"[:1000])
+
+
+MAX_BATCH_IDS = 1000
+
+
+def parse_job_ids(body: Any) -> list[str]:
+    """The ids of a batch status request, `{"job_ids": [...]}`: 1 to MAX_BATCH_IDS strings,
+    each a UUID, in the order asked with repeats dropped. InvalidInput names the field."""
+    if not isinstance(body, dict) or not isinstance(body.get("job_ids"), list):
+        raise InvalidInput('job_ids: required, a list of job ids, e.g. {"job_ids": ["3f1c2a9e-..."]}')
+    raw = body["job_ids"]
+    if not 1 <= len(raw) <= MAX_BATCH_IDS:
+        raise InvalidInput(f"job_ids: from 1 to {MAX_BATCH_IDS} ids, got {len(raw)}")
+    ids: dict[str, None] = {}
+    for i, value in enumerate(raw):
+        try:
+            if not isinstance(value, str) or len(value) > 64:
+                raise ValueError(value)
+            ids.setdefault(str(UUID(value)), None)  # canonical form: as every answer spells ids
+        except ValueError:
+            raise InvalidInput(f"job_ids[{i}]: must be a UUID") from None
+    return list(ids)
+
+
+def progress_id(status: dict[str, Any]) -> str:
+    """The id of a progress event (Server-Sent Events' `id:`): changes whenever anything a
+    client sees in the job's status changes, so a client resuming with `Last-Event-ID` is sent
+    the current status only if it differs from the last one it got."""
+    images = status["images"]
+    return (f"{status['status']}.{images['succeeded']}.{images['failed']}.{images['started']}"
+            f".{images['total']}.{status['scheduled_time']}")

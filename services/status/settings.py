@@ -24,3 +24,11 @@ class StatusSettings(CommonSettings):
     # CPU priority (Unix niceness): folding a burst yields to ingest on a shared machine; status
     # reads are small and stay fast at this level
     status_nice: int = 5
+    # progress streams (GET /api/jobs/{id}/events): how often the shared poller reads the
+    # watched jobs (the stream's added latency), a comment line every heartbeat so proxies keep
+    # an idle stream open, a client that takes no data for the send timeout is cut off, and
+    # past the cap a new stream is answered 503 (HTTP_MAX_CONNECTIONS leaves room above it)
+    status_stream_poll_s: float = 0.1
+    status_stream_heartbeat_s: float = 15.0
+    status_stream_send_timeout_s: float = 30.0
+    status_max_streams: int = 3072

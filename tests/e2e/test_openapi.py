@@ -4,6 +4,7 @@ bearer scheme. And the example in the document is a job the API accepts."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.support.client import Client
@@ -47,3 +48,21 @@ def test_status_routes_document_their_answers(client: Client) -> None:
     assert {"400", "404", "503"} <= set(status)
     listing = spec["paths"]["/api/jobs"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert listing == {"$ref": "#/components/schemas/JobList"}
+
+
+def test_the_progress_stream_and_batch_status_are_documented_and_answer_as_documented(client: Client) -> None:
+    spec = client.http.get(f"{client.status_url}/openapi.json").json()
+    stream = spec["paths"]["/api/jobs/{job_id}/events"]["get"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
+    assert {"204", "400", "404", "503"} <= set(stream["responses"])
+    assert any(p["name"] == "last-event-id" and p["in"] == "header" for p in stream["parameters"])
+    batch = spec["paths"]["/api/status"]["post"]
+    assert batch["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BatchStatus"}
+    documented = set(spec["components"]["schemas"]["BatchStatus"]["properties"])
+    later = (datetime.now(UTC) + timedelta(days=300)).isoformat()
+    job_id = client.submit_ok({"count": 1, "scheduled_time": later, "visits": [
+        {"store_id": "S00339218", "image_url": [client.image(3, 4)], "visit_time": "10:00"}]})
+    answer = client.http.post(f"{client.status_url}/api/status", json={"job_ids": [job_id]}).json()
+    assert set(answer) == documented
+    assert set(answer["jobs"][0]) <= set(spec["components"]["schemas"]["JobStatus"]["properties"])

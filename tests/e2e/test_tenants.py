@@ -75,6 +75,12 @@ class Api:
     def cancel(self, job_id: str) -> httpx.Response:
         return self.http.delete(f"{self.url}/api/jobs/{job_id}", headers=self.headers)
 
+    def events(self, job_id: str) -> httpx.Response:
+        return self.http.get(f"{self.url}/api/jobs/{job_id}/events", headers=self.headers)
+
+    def batch(self, *job_ids: str) -> httpx.Response:
+        return self.http.post(f"{self.url}/api/status", json={"job_ids": list(job_ids)}, headers=self.headers)
+
     def reschedule(self, job_id: str) -> httpx.Response:
         return self.http.patch(f"{self.url}/api/jobs/{job_id}", json={"scheduled_time": later()}, headers=self.headers)
 
@@ -114,10 +120,11 @@ def test_another_tenant_gets_404_on_every_route_and_an_empty_list(tenants: Clien
     for outsider in (other, solo):
         for job_id in (waiting, done):
             for route in (outsider.status, outsider.status_by_query, outsider.results, outsider.cancel,
-                          outsider.reschedule):
+                          outsider.reschedule, outsider.events):
                 answer = route(job_id)
                 assert (answer.status_code, answer.json()) == (404, {"error": "job not found"}), route.__name__
         assert not {waiting, done} & outsider.listed()
+        assert outsider.batch(waiting, done).json() == {"jobs": [], "not_found": [waiting, done]}
     assert Api(client, A1).status(waiting).json()["status"] == "scheduled"  # the refused commands changed nothing
     mine = submit(client, SOLO)
     assert solo.status(mine).status_code == 200 and mine in solo.listed() and mine not in Api(client, A1).listed()
@@ -198,3 +205,12 @@ def test_the_view_records_tenant_names_only(tenants: Client) -> None:
     assert Api(tenants, B1).status(job_id).status_code == 200
     with psycopg.connect(tenants.stack.database_url) as conn:
         assert conn.execute("SELECT owner FROM status_jobs WHERE job_id = %s", (job_id,)).fetchone() == ("team-b",)
+
+
+def test_batch_status_lists_another_tenants_job_as_not_found(tenants: Client) -> None:
+    client, one, two = tenants, Api(tenants, A1), Api(tenants, A2)
+    mine, theirs = submit(client, A1, scheduled_time=later()), submit(client, B1, scheduled_time=later())
+    answer = two.batch(theirs, mine)  # another key of team-a
+    assert answer.status_code == 200
+    assert answer.json() == {"jobs": [one.status(mine).json()], "not_found": [theirs]}
+    assert client.http.post(f"{client.status_url}/api/status", json={"job_ids": [mine]}).status_code == 401

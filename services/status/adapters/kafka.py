@@ -33,11 +33,17 @@ class EndOffsets:
 
     async def end_of(self, producer: AIOKafkaProducer, job_id: UUID) -> tuple[str, int, int]:
         """(topic, partition, end offset) of the partition the job's events are on."""
+        return (await self.ends_of(producer, [job_id]))[job_id]
+
+    async def ends_of(self, producer: AIOKafkaProducer, job_ids: list[UUID]) -> dict[UUID, tuple[str, int, int]]:
+        """The same for many jobs, in one offsets request."""
         parts = sorted(await producer.partitions_for(self._topic))
-        tp = TopicPartition(self._topic, self._partitioner(str(job_id).encode(), parts, parts))
+        where = {job_id: TopicPartition(self._topic, self._partitioner(str(job_id).encode(), parts, parts))
+                 for job_id in job_ids}
         if self._client is None:
             raise TimeoutError("the offsets client is not started yet")
-        return tp.topic, tp.partition, (await self._client.end_offsets([tp]))[tp]
+        ends = await self._client.end_offsets(list(set(where.values())))
+        return {job_id: (tp.topic, tp.partition, ends[tp]) for job_id, tp in where.items()}
 
 
 class CommandPublisher:

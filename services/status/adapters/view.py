@@ -46,6 +46,10 @@ class JobRow:
         return min(self.total, max(self.dispatched, self.succeeded + self.failed))
 
 
+# the columns a JobRow is read from, in its field order
+JOB_COLUMNS = "job_id, status, scheduled_time, total_images, succeeded, failed, owner, priority, dispatched"
+
+
 async def fold(conn: AsyncConnection[Any], events: list[Any]) -> int:
     """Apply a batch of events to the view and recompute the status of the jobs it touched;
     returns how many webhook deliveries that created (see `refresh_status`)."""
@@ -176,9 +180,28 @@ async def folded_offset(conn: AsyncConnection[Any], topic: str, partition: int) 
 
 async def load_job(conn: AsyncConnection[Any], job_id: UUID) -> JobRow | None:
     row = await (await conn.execute(
-        "SELECT job_id, status, scheduled_time, total_images, succeeded, failed, owner, priority, dispatched"
-        " FROM status_jobs WHERE job_id = %s AND submitted AND NOT withdrawn", (job_id,))).fetchone()
+        f"SELECT {JOB_COLUMNS} FROM status_jobs WHERE job_id = %s AND submitted AND NOT withdrawn",
+        (job_id,))).fetchone()
     return JobRow(*row) if row else None
+
+
+async def load_jobs(conn: AsyncConnection[Any], job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]:
+    """Many jobs in one query, each with its per-store failures when failed: the first failed
+    image of each store as (store_id, visit_index, image_index, error) rows (what
+    `domain.first_error_per_store` orders); jobs not in the view are absent."""
+    rows = await (await conn.execute(
+        f"SELECT {JOB_COLUMNS}, CASE WHEN j.status = 'failed' THEN (SELECT json_agg(json_build_array("
+        " f.store_id, f.visit_index, f.image_index, f.error)) FROM (SELECT DISTINCT ON (store_id)"
+        " store_id, visit_index, image_index, error FROM status_outcomes o WHERE o.job_id = j.job_id AND NOT o.ok"
+        " ORDER BY store_id, visit_index, image_index) AS f) END"
+        " FROM status_jobs AS j WHERE job_id = ANY(%s) AND submitted AND NOT withdrawn", (job_ids,))).fetchall()
+    return [(JobRow(*row[:9]), row[9]) for row in rows]
+
+
+async def folded_offsets(conn: AsyncConnection[Any], partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """How far the fold has read each partition (absent: nothing yet)."""
+    stored = await stored_offsets(conn)
+    return {tp: stored.get(tp, 0) for tp in partitions}
 
 
 async def list_jobs(conn: AsyncConnection[Any], owners: list[str], keys_on: bool, status: str | None,
@@ -262,6 +285,12 @@ class ViewReader:
 
     async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
         return await self._on_connection(results_page, job_id, limit, offset)
+
+    async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]:
+        return await self._on_connection(load_jobs, job_ids)
+
+    async def folded_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return await self._on_connection(folded_offsets, partitions)
 
     async def decisions(self, command_ids: list[UUID]) -> dict[UUID, tuple[bool, str]]:
         return await self._on_connection(decisions, command_ids)

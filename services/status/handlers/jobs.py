@@ -12,15 +12,16 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 from services.status.adapters.view import JobRow
-from services.status.domain import FAILED, STATUSES, first_error_per_store
+from services.status.domain import FAILED, STATUSES, first_error_per_store, parse_job_ids
 from shared.http import RETRY_SHORTLY, Reply
+from shared.schedule_time import InvalidInput
 
 NOT_FOUND = "job not found"
 
@@ -34,10 +35,16 @@ class ViewReads(Protocol):
     async def folded_offset(self, topic: str, partition: int) -> int: ...
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]: ...
     async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]: ...
+    async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]: ...
+    async def folded_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]: ...
 
 
 class PartitionEnds(Protocol):
     async def __call__(self, job_id: UUID) -> tuple[str, int, int]: ...
+
+
+class ManyPartitionEnds(Protocol):
+    async def __call__(self, job_ids: list[UUID]) -> dict[UUID, tuple[str, int, int]]: ...
 
 
 @dataclass(frozen=True)
@@ -60,17 +67,17 @@ class Caller:
 
 class JobReader:
     def __init__(self, reads: ViewReads, partition_end: PartitionEnds, connected: Callable[[], bool],
-                 wait_s: float) -> None:
+                 wait_s: float, partition_ends: ManyPartitionEnds | None = None) -> None:
         self.reads, self._partition_end, self._connected, self._wait_s = reads, partition_end, connected, wait_s
+        self._partition_ends = partition_ends or self._ends_one_by_one
 
     async def status(self, raw_id: str | None, caller: Caller) -> Reply:
         found = await self.find(raw_id, caller)
         if isinstance(found, Reply):
             return found
-        body = status_body(found)
-        if found.status == FAILED:  # the per-store errors: only a status answer needs them
-            body["error"] = first_error_per_store(await self.reads.failures(found.job_id))
-        return Reply(200, body)
+        # the per-store errors: only a failed job's status answer needs them
+        failures = await self.reads.failures(found.job_id) if found.status == FAILED else None
+        return Reply(200, full_status(found, failures))
 
     async def current(self, raw_id: str, caller: Caller) -> Reply:
         """The job's status and time without its error list (what a command decides on)."""
@@ -96,6 +103,50 @@ class JobReader:
         jobs = [{**status_body(row), "submitted_at": iso(at)} for row, at in rows]
         following = encode_cursor(rows[-1][1], rows[-1][0].job_id) if len(rows) == limit else None
         return Reply(200, {"jobs": jobs, "next_cursor": following})
+
+    async def statuses(self, body: Any, caller: Caller) -> Reply:
+        """Many jobs' statuses in one view query: `{"jobs": [...], "not_found": [...]}`, in the
+        order asked. Another tenant's job is listed as not found, like an unknown one; ids not
+        in the view yet wait (bounded) for the fold, as a single status read does."""
+        try:
+            ids = [UUID(job_id) for job_id in parse_job_ids(body)]
+        except InvalidInput as exc:
+            return Reply.error(400, str(exc))
+        if not self._connected():
+            return Reply.error(503, "not connected yet; retry shortly", RETRY_SHORTLY)
+        found = {row.job_id: (row, errors) for row, errors in await self.reads.load_jobs(ids)}
+        missing = [job_id for job_id in ids if job_id not in found]
+        if missing:
+            try:
+                async with asyncio.timeout(self._wait_s + 1):
+                    found |= await self._wait_for_folds(missing)
+            except TimeoutError:
+                return Reply.error(503, "status not available yet; retry shortly", RETRY_SHORTLY)
+        jobs, not_found = [], []
+        for job_id in ids:
+            row, errors = found.get(job_id, (None, None))
+            if row is None or not caller.may_see(row):
+                not_found.append(str(job_id))
+                continue
+            jobs.append(full_status(row, errors))
+        return Reply(200, {"jobs": jobs, "not_found": not_found})
+
+    async def _wait_for_folds(self, job_ids: list[UUID]) -> dict[UUID, tuple[JobRow, list[Any] | None]]:
+        """`_wait_for_fold` for many jobs: one offsets request, then the view polled until it
+        has folded every partition they live on up to its end (or holds them all)."""
+        ends = await self._partition_ends(job_ids)
+        partitions = sorted({(topic, partition) for topic, partition, _ in ends.values()})
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            folded = await self.reads.folded_offsets(partitions)
+            rows = {row.job_id: (row, errors) for row, errors in await self.reads.load_jobs(job_ids)}
+            caught_up = all(folded.get((topic, partition), 0) >= end for topic, partition, end in ends.values())
+            if len(rows) == len(job_ids) or caught_up or time.monotonic() >= deadline:
+                return rows
+            await asyncio.sleep(0.02)
+
+    async def _ends_one_by_one(self, job_ids: list[UUID]) -> dict[UUID, tuple[str, int, int]]:
+        return {job_id: await self._partition_end(job_id) for job_id in job_ids}
 
     async def find(self, raw_id: str | None, caller: Caller) -> JobRow | Reply:
         """The caller's job, or the error to answer (400, 404, 503)."""
@@ -152,6 +203,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     if moment.tzinfo is None:
         raise ValueError("bad cursor")
     return moment, UUID(job_id)
+
+
+def full_status(row: JobRow, failures: Iterable[Sequence[Any]] | None) -> dict[str, Any]:
+    """The answer of `GET /api/status/{id}` (and of a progress event, a batch entry and a
+    webhook): `status_body`, plus the first error per store when the job failed, from its
+    failed images' (store_id, visit_index, image_index, error)."""
+    body = status_body(row)
+    if row.status == FAILED:
+        body["error"] = first_error_per_store(failures or [])
+    return body
 
 
 def status_body(row: JobRow) -> dict[str, Any]:

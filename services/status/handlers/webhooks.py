@@ -36,8 +36,7 @@ from standardwebhooks import Webhook
 from services.status.adapters.view import JobRow
 from services.status.adapters.webhooks import DELIVERED, FAILED, PENDING, Decision, Due, Recorded, Sent, WebhookView
 from services.status.domain import FAILED as JOB_FAILED
-from services.status.domain import first_error_per_store
-from services.status.handlers.jobs import Caller, JobReader, iso, status_body
+from services.status.handlers.jobs import Caller, JobReader, full_status, iso
 from shared.http import Reply
 
 log = logging.getLogger(__name__)
@@ -200,10 +199,7 @@ class WebhookDeliverer:
         row = await self.reads.load_job(job_id)
         if row is None:
             return None
-        body = status_body(row)
-        if row.status == JOB_FAILED:
-            body["error"] = first_error_per_store(await self.reads.failures(job_id))
-        return body
+        return full_status(row, await self.reads.failures(job_id) if row.status == JOB_FAILED else None)
 
     async def _refresh_gauge(self) -> None:
         try:

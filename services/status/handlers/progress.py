@@ -1,0 +1,166 @@
+"""Progress streams: `GET /api/jobs/{job_id}/events` follows a job until it is final.
+
+Every open stream of a process shares one `ProgressHub`: a poller that reads all the watched
+jobs from the view in one query per tick (STATUS_STREAM_POLL_S) and wakes the streams whose
+job changed. A stream costs no database connection while it waits, and holds one status (the
+latest: a slow reader skips intermediate ones, never queues them), so memory per stream is
+bounded; the query is one per tick however many streams are open. The view is shared by every
+status instance, so any instance can serve any job's stream.
+
+Events carry the whole status (the JSON of `GET /api/status/{id}`), so a client that missed
+some has lost nothing; each event's id says what it showed (`domain.progress_id`), and a
+client resuming with `Last-Event-ID` is sent the current status only if it differs. One that
+already has the final status is answered 204 (Server-Sent Events' "do not reconnect").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+from prometheus_client import Gauge
+
+from services.status.adapters.view import JobRow
+from services.status.domain import FINAL, progress_id
+from services.status.handlers.jobs import Caller, JobReader, full_status, status_body
+from shared.http import RETRY_SHORTLY, Reply
+
+log = logging.getLogger(__name__)
+OPEN_STREAMS = Gauge("imagejobs_status_open_streams", "Progress streams open on this status process")
+QUERY_CHUNK = 5000  # ids per view query: one tick of a very busy process is a few queries
+
+
+class ManyJobReads(Protocol):
+    async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]: ...
+
+
+@dataclass(eq=False)
+class Watch:
+    """One stream's mailbox: the latest status of its job, and a flag that it changed."""
+
+    job_id: UUID
+    latest: dict[str, Any] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, status: dict[str, Any]) -> None:
+        self.latest = status
+        self.changed.set()
+
+
+class ProgressHub:
+    def __init__(self, reads: ManyJobReads, every_s: float, max_streams: int) -> None:
+        self._reads, self._every_s, self.max_streams = reads, every_s, max_streams
+        self._watches: dict[UUID, set[Watch]] = {}
+        self._seen: dict[UUID, tuple[Any, ...]] = {}  # job -> what its watchers were last offered
+        self.open_streams = 0
+        self._wakeup = asyncio.Event()
+
+    @property
+    def full(self) -> bool:
+        return self.open_streams >= self.max_streams
+
+    def subscribe(self, job_id: UUID) -> Watch:
+        watch = Watch(job_id)
+        self._watches.setdefault(job_id, set()).add(watch)
+        self.open_streams += 1
+        OPEN_STREAMS.inc()
+        self._seen.pop(job_id, None)  # the next tick offers the newcomer the job's current status
+        self._wakeup.set()
+        return watch
+
+    def unsubscribe(self, watch: Watch) -> None:
+        self.open_streams -= 1
+        OPEN_STREAMS.dec()
+        watchers = self._watches[watch.job_id]
+        watchers.discard(watch)
+        if not watchers:
+            del self._watches[watch.job_id]
+            self._seen.pop(watch.job_id, None)
+
+    async def run(self) -> None:
+        """Poll while anyone watches; a failed tick is logged and tried again on the next."""
+        while True:
+            if not self._watches:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            try:
+                await self.tick()
+            except Exception as exc:  # noqa: BLE001 - the view is briefly unreachable: next tick
+                log.warning("reading the watched jobs failed (%s); retrying", exc)
+            await asyncio.sleep(self._every_s)
+
+    async def tick(self) -> None:
+        ids = list(self._watches)
+        for start in range(0, len(ids), QUERY_CHUNK):
+            for row, errors in await self._reads.load_jobs(ids[start:start + QUERY_CHUNK]):
+                seen = (row.status, row.succeeded, row.failed, row.started, row.total, row.scheduled_time)
+                if self._seen.get(row.job_id) == seen or row.job_id not in self._watches:
+                    continue
+                self._seen[row.job_id] = seen
+                status = full_status(row, errors)
+                for watch in self._watches[row.job_id]:
+                    watch.offer(status)
+
+
+class Opened:
+    """A stream to serve: `events` yields (id, status) pairs, the final one last; `close()`
+    ends it early and cleanly (the server is shutting down: the client reconnects elsewhere)."""
+
+    def __init__(self, hub: ProgressHub, job_id: UUID, current: dict[str, Any], last_sent: str | None) -> None:
+        self._hub, self._job_id, self._current, self._last_sent = hub, job_id, current, last_sent
+        self._watch: Watch | None = None
+        self._closed = False
+        self.events = self._follow()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._watch is not None:
+            self._watch.changed.set()
+
+    async def _follow(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The status now (unless the client has it), then each change, until final. The
+        subscription is made here, when the response starts: a client gone before that holds
+        nothing."""
+        self._watch = watch = self._hub.subscribe(self._job_id)
+        watch.offer(self._current)
+        last_sent = self._last_sent
+        try:
+            while not self._closed:
+                await watch.changed.wait()
+                watch.changed.clear()
+                status = watch.latest
+                if self._closed or status is None:
+                    return
+                event_id = progress_id(status)
+                if event_id != last_sent:
+                    last_sent = event_id
+                    yield event_id, status
+                if status["status"] in FINAL:
+                    return
+        finally:
+            self._hub.unsubscribe(watch)
+
+
+class JobProgress:
+    """The use case: check the caller may see the job (the same 400/401/404/503 as a status
+    read), then follow it through the hub."""
+
+    def __init__(self, reader: JobReader, reads: ManyJobReads, hub: ProgressHub) -> None:
+        self._reader, self._reads, self._hub = reader, reads, hub
+
+    async def open(self, raw_id: str, caller: Caller, last_event_id: str | None) -> Opened | Reply:
+        found = await self._reader.find(raw_id, caller)
+        if isinstance(found, Reply):
+            return found
+        if self._hub.full:
+            return Reply.error(503, f"{self._hub.max_streams} progress streams are open on this process"
+                                    " (STATUS_MAX_STREAMS); retry shortly", RETRY_SHORTLY)
+        loaded = await self._reads.load_jobs([found.job_id])
+        current = full_status(*loaded[0]) if loaded else status_body(found)
+        if current["status"] in FINAL and progress_id(current) == last_event_id:
+            return Reply(204, {})  # it has the final status already: nothing more will come
+        return Opened(self._hub, found.job_id, current, last_event_id)
