@@ -18,7 +18,7 @@ import asyncio
 import csv
 import json
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.client import ApiError, ImagejobsClient
+from shared.client import FINAL, ApiError, ImagejobsClient
 from shared.dlq_tools import DeadLetter, dead_letters, describe, replay, summary
 from shared.settings import CommonSettings
 
@@ -35,7 +35,6 @@ app = typer.Typer(help="Submit image jobs and follow them.", no_args_is_help=Tru
 dlq = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
 out, err = Console(), Console(stderr=True)
-FINAL = ("completed", "failed", "cancelled")
 State: dict[str, ImagejobsClient] = {}
 
 
@@ -111,19 +110,21 @@ def webhook(job_id: str) -> None:
 
 
 @app.command()
-def watch(job_id: str, every: Annotated[float, typer.Option(help="seconds between polls")] = 0.5) -> None:
-    """Follow the job until it is final; exit 1 if it failed, 2 if cancelled."""
-    body = _api(lambda c: c.status(job_id))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as progress:
-        bar = progress.add_task(body["status"], total=body["images"]["total"] or None)
-        while True:
-            done = body["images"]["succeeded"] + body["images"]["failed"]
-            progress.update(bar, completed=done, total=body["images"]["total"] or None, description=body["status"])
-            if body["status"] in FINAL:
-                break
-            time.sleep(every)
-            body = _api(lambda c: c.status(job_id))
+def watch(job_id: str, every: Annotated[float, typer.Option(
+        help="seconds between polls, when the server has no progress stream")] = 0.5) -> None:
+    """Follow the job until it is final (its progress stream; polling when there is none);
+    exit 1 if it failed, 2 if cancelled."""
+    first = body = _api(lambda c: c.status(job_id))
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=False) as progress:
+            bar = progress.add_task(first["status"], total=first["images"]["total"] or None)
+            for body in _until_final(client().follow(job_id, every), first):
+                done = body["images"]["succeeded"] + body["images"]["failed"]
+                progress.update(bar, completed=done, total=body["images"]["total"] or None,
+                                description=body["status"])
+    except ApiError as exc:
+        fail(str(exc), exc.exit_code)
     for failure in body.get("error", []):
         err.print(f"  {failure['store_id']}: {failure['error']}", highlight=False)
     out.print(body["status"], highlight=False)
@@ -218,6 +219,13 @@ def _letter(offset: int) -> DeadLetter:
     if not found:
         fail(f"no dead letter at offset {offset}")
     return found[0]
+
+
+def _until_final(statuses: Iterator[dict[str, Any]], first: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The statuses to show: the one read first, then the stream's (lazily)."""
+    yield first
+    if first["status"] not in FINAL:
+        yield from statuses
 
 
 def _api(call: Any) -> Any:

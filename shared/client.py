@@ -3,16 +3,21 @@ becomes one `ApiError` with a clear message, never a stack trace."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 SUBMIT_RETRY_FOR_S = 60.0
+FINAL = ("completed", "failed", "cancelled")
+STREAM_ATTEMPTS = 8  # fruitless connections in a row before `follow` falls back to polling
+STREAM_IDLE_S = 60.0  # no byte for this long (heartbeats come every 15 s): the stream is dead
 
 
 class ApiError(Exception):
@@ -101,3 +106,80 @@ class ImagejobsClient:
         if cursor:
             params["cursor"] = cursor
         return self._call("GET", f"{self.status_url}/api/jobs", params=params)  # type: ignore[no-any-return]
+
+    def follow(self, job_id: str, every_s: float = 0.5) -> Iterator[dict[str, Any]]:
+        """The job's status each time it changes, the final one last: over its progress stream
+        (Server-Sent Events), reconnecting with `Last-Event-ID` when a connection drops, so
+        nothing already seen is sent again; by polling every `every_s` when the server has no
+        stream (an older release) or the stream keeps failing (a proxy that buffers it)."""
+        url = f"{self.status_url}/api/jobs/{job_id}/events"
+        last_id: str | None = None
+        failures = 0  # connections in a row that brought nothing
+        while failures < STREAM_ATTEMPTS:
+            headers = {"Accept": "text/event-stream", **self._auth()}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            try:
+                with httpx.stream("GET", url, headers=headers,
+                                  timeout=httpx.Timeout(self.timeout_s, read=STREAM_IDLE_S)) as response:
+                    if response.status_code == 204:  # we have the final status already
+                        return
+                    if response.status_code in (404, 405) and last_id is None:
+                        break  # no stream on this server (the job exists: the caller read it)
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise_for(response, url)
+                    for event_id, status in _sse_statuses(response.iter_lines()):
+                        last_id, failures = event_id, 0
+                        yield status
+                        if status.get("status") in FINAL:
+                            return
+            except httpx.HTTPError:
+                pass  # dropped: reconnect where we were
+            time.sleep(min(5.0, 0.2 * 2 ** failures) * random.uniform(0.5, 1.0))
+            failures += 1
+        yield from self._poll(job_id, every_s)
+
+    def _poll(self, job_id: str, every_s: float) -> Iterator[dict[str, Any]]:
+        seen = None
+        while True:
+            body = self.status(job_id)
+            if body != seen:
+                seen = body
+                yield body
+            if body.get("status") in FINAL:
+                return
+            time.sleep(every_s)
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    @staticmethod
+    def _raise_for(response: httpx.Response, url: str) -> None:
+        try:
+            message = response.json().get("error")
+        except ValueError:
+            message = None
+        raise ApiError(f"{response.status_code}: {message or response.reason_phrase} ({url})",
+                       retriable=response.status_code == 503)
+
+
+def _sse_statuses(lines: Iterator[str]) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """(id, status) of each `status` event in a Server-Sent Events stream; comments (the
+    heartbeats) and other fields are skipped."""
+    event_id: str | None = None
+    kind, data = "message", []
+    for line in lines:
+        if not line:
+            if data and kind == "status":
+                yield event_id, json.loads("\n".join(data))
+            kind, data = "message", []
+            continue
+        field_name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field_name == "data":
+            data.append(value)
+        elif field_name == "id":
+            event_id = value
+        elif field_name == "event":
+            kind = value
