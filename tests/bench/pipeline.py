@@ -14,6 +14,8 @@ Scenarios, in order (the stack under test runs with its defaults, GPU off unless
   fairness   issue 18, two tenants on a stack as `make run` starts it: B's small jobs behind A's
              backlog (GPU off and on), priority, weights 3:1, BullMQ on the same shape
   slow clients  issue 19: submits while 1,500 connections trickle and 20 send 64 MiB headers
+  observers  issue 20: the burst on a stack as `make run` starts it, observed by per-job polling,
+             progress streams and webhooks; CPU seconds per 1,000 images of every process
   before/after  burst, one job and front door on this tree and on the commit before issues 19
              and 18, alternated (tests/bench/compare.py)
   scale      1,000,000 jobs pending: scheduler restart to first release, its RSS, status lookups
@@ -36,6 +38,7 @@ from tests.bench.burst import run_burst
 from tests.bench.compare import compare
 from tests.bench.fairness import measure_fairness
 from tests.bench.frontdoor import overload
+from tests.bench.observe import measure_observers
 from tests.bench.report import write_report
 from tests.bench.scale import measure_scale
 from tests.bench.slowclients import measure_slow_clients
@@ -141,6 +144,7 @@ def main() -> int:
         report["gpu"] = measure_gpu(infra, base)
         report["fairness"] = measure_fairness(infra, base, QUICK)
         report["slow_clients"] = measure_slow_clients(infra, f"{base}/img/1.jpg", QUICK)
+        report["observers"] = measure_observers(infra, base, QUICK)
         report["before_after"] = compare(infra, base, quick=QUICK)
         scale_stack = Stack(infra, env={"LOG_LEVEL": "WARNING"})
         try:

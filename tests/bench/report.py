@@ -11,6 +11,7 @@ from typing import Any
 from shared.devstack.paths import PROJECT_ROOT
 from tests.bench.compare import lines as compare_lines
 from tests.bench.fairness import fairness_lines
+from tests.bench.observe import observer_lines
 from tests.bench.slowclients import slow_client_lines
 
 DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
@@ -115,6 +116,9 @@ def write_report(r: dict[str, Any]) -> Path:
     lines += [f"| {g['processors']} | {g['bound_images_per_s']:.0f} | {g['images_per_s']} | {g['share_of_bound']} | "
               f"{g['scaling']}× |" for g in r["gpu"]]
     lines += [""] + fairness_lines(r) + slow_client_lines(r)
+    if r.get("observers"):
+        lines += observer_lines(r["observers"], _peer(r, "bullmq", "burst", "images_per_s"),
+                                r["peers"]["limit_images_per_s"])
     if r.get("before_after"):
         lines += ["## Before and after issues 19 and 18 (the same run)", ""] + compare_lines(r["before_after"]) + [""]
     front = r["front_door"]

@@ -1,0 +1,318 @@
+"""Issue 20: the burst as users run it. A stack as `make run` starts it (every service, two
+processors, the store statistics consumer, default settings, INFO logs), one warm-up burst,
+then the same 10,000-image burst three times, each observed the way a client would:
+
+  polling   every pending job's status, round and round, over 16 keep-alive connections
+  streams   one progress stream per job (GET /api/jobs/{id}/events), plus idle streams on
+            far-future jobs so one status process holds STREAM_TARGET open streams
+  webhooks  a `callback_url` on every job, to a receiver in this process that verifies each
+            signature (Standard Webhooks)
+
+For each: images/s from the due time until the client has seen every job final; the delay
+from the view's final status (its row's `updated_at`) to the client seeing it; and CPU seconds
+per 1,000 images of every process (services, Kafka, PostgreSQL, this client), so the next
+bottleneck is visible."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import psycopg
+import uvloop
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from tests.bench.burst import burst_bodies, run_burst, submit_all
+from tests.bench.images import fresh_images
+
+CONNECTIONS = 16
+STREAM_TARGET = 2000
+SECRET = "whsec_" + base64.b64encode(b"imagejobs bench webhook secret!!").decode()
+FINAL = ("completed", "failed", "cancelled")
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return found
+
+
+def processes(stack: Any, infra: Any) -> dict[str, list[int]]:
+    """name -> pids of every process the burst costs (PostgreSQL: the server and its backends,
+    looked up again at each reading)."""
+    named: dict[str, list[int]] = {}
+    counts: dict[str, int] = {}
+    for service in stack.processes:
+        if service.process.poll() is None and service.name != "sample_images":
+            counts[service.name] = counts.get(service.name, 0) + 1
+            label = service.name if service.name != "processor" else f"processor {counts[service.name]}"
+            named[label] = [service.process.pid]
+    named["kafka"] = [infra.kafka.process.pid]
+    pg = infra.pg.process.pid
+    named["postgresql"] = [pg, *children(pg)]
+    named["bench client"] = [os.getpid()]
+    return named
+
+
+def cpu_reading(stack: Any, infra: Any) -> dict[str, int]:
+    return {name: sum(cpu_ticks(p) for p in pids) for name, pids in processes(stack, infra).items()}
+
+
+def cpu_per_thousand(before: dict[str, int], after: dict[str, int], images: int) -> dict[str, float]:
+    return {name: round((after[name] - before.get(name, 0)) / HZ / images * 1000, 3) for name in after}
+
+
+async def poll_until_final(status_url: str, job_ids: list[str], seen_at: dict[str, float]) -> None:
+    """16 keep-alive connections, each taking the next pending job in turn (round and round)."""
+    pending = deque(job_ids)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while pending:
+            job_id = pending.popleft()
+            async with session.get(f"{status_url}/api/status/{job_id}") as response:
+                body = await response.json()
+            if body.get("status") in FINAL:
+                seen_at[job_id] = time.time()
+            else:
+                pending.append(job_id)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(CONNECTIONS)))
+
+
+async def follow_stream(session: aiohttp.ClientSession, status_url: str, job_id: str,
+                        seen_at: dict[str, float] | None, opened: Callable[[], None]) -> None:
+    """Read a job's progress stream; record when the final status arrives."""
+    async with session.get(f"{status_url}/api/jobs/{job_id}/events",
+                           timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as response:
+        if response.status != 200:
+            raise RuntimeError(f"stream of {job_id}: {response.status} {await response.text()}")
+        opened()
+        async for raw in response.content:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("data:") and seen_at is not None and '"status":"' in line:
+                status = line.split('"status":"', 1)[1].split('"', 1)[0]
+                if status in FINAL:
+                    seen_at[job_id] = time.time()
+                    return
+
+
+class Receiver:
+    """Webhooks on loopback: each verified, the first arrival per job timed."""
+
+    def __init__(self) -> None:
+        self.seen_at: dict[str, float] = {}
+        self.deliveries = 0
+        self.bad_signatures = 0
+        self._verifier = Webhook(SECRET)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/hook"
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.text()
+        self.deliveries += 1
+        try:
+            status = self._verifier.verify(body, dict(request.headers))
+        except Exception:  # noqa: BLE001 - counted and reported
+            self.bad_signatures += 1
+            return web.Response(status=400)
+        self.seen_at.setdefault(status["job_id"], time.time())
+        return web.Response(status=204)
+
+
+async def observed_burst(database_url: str, ingest: str, status_url: str, image_base: str, how: str,
+                         jobs: int, lead_s: float = 10.0) -> dict[str, Any]:
+    due = datetime.now(UTC) + timedelta(seconds=lead_s)
+    bodies = burst_bodies(image_base, jobs, 10, due, first_image=fresh_images(jobs * 10))
+    seen_at: dict[str, float] = {}
+    receiver = Receiver()
+    idle: list[asyncio.Task[None]] = []
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    try:
+        if how == "webhooks":
+            await receiver.start()
+            for body in bodies:
+                body["callback_url"] = receiver.url
+        job_ids = await submit_all(ingest, bodies)
+        follow: list[asyncio.Task[None]] = []
+        if how == "streams":
+            opened = [0]
+
+            def count() -> None:
+                opened[0] += 1
+            later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+            idle_jobs = await submit_all(ingest, [{**b, "scheduled_time": later} for b in
+                                                  burst_bodies(image_base, STREAM_TARGET - jobs, 1, due)])
+            idle = [asyncio.create_task(follow_stream(session, status_url, j, None, count)) for j in idle_jobs]
+            follow = [asyncio.create_task(follow_stream(session, status_url, j, seen_at, count)) for j in job_ids]
+            deadline = time.monotonic() + lead_s
+            while opened[0] < STREAM_TARGET and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            streams_open = opened[0]
+        due_wall = due.timestamp()
+        if time.time() > due_wall:
+            raise RuntimeError(f"{how}: set-up ran past the due time: raise lead_s")
+        await asyncio.sleep(due_wall - time.time())
+        if how == "polling":
+            await poll_until_final(status_url, job_ids, seen_at)
+        elif how == "streams":
+            await asyncio.gather(*follow)
+        else:
+            while len(receiver.seen_at) < len(job_ids):
+                await asyncio.sleep(0.02)
+            seen_at = receiver.seen_at
+        last = max(seen_at.values())
+        final_at = await final_times(database_url, job_ids)
+        delays = sorted(max(0.0, seen_at[j] - final_at[j]) * 1000 for j in job_ids)
+        result: dict[str, Any] = {
+            "images": jobs * 10, "seconds": round(last - due_wall, 2),
+            "images_per_s": round(jobs * 10 / (last - due_wall), 1),
+            "delay_p50_ms": round(statistics.median(delays), 1),
+            "delay_p99_ms": round(delays[int(0.99 * (len(delays) - 1))], 1), "delay_max_ms": round(delays[-1], 1)}
+        if how == "streams":
+            result["streams_open"] = streams_open
+        if how == "webhooks":
+            result["deliveries"], result["bad_signatures"] = receiver.deliveries, receiver.bad_signatures
+        return result
+    finally:
+        for task in idle:
+            task.cancel()
+        await asyncio.gather(*idle, return_exceptions=True)
+        await session.close()
+        await receiver.stop()
+
+
+async def final_times(database_url: str, job_ids: list[str]) -> dict[str, float]:
+    """When the view made each job final (the fold stamps `updated_at` on a status change)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        rows = await (await conn.execute("SELECT job_id::text, updated_at FROM status_jobs WHERE job_id = ANY(%s)"
+                                         " AND status IN ('completed', 'failed', 'cancelled')",
+                                         (job_ids,))).fetchall()
+    return {j: at.timestamp() for j, at in rows}
+
+
+def measure_observers(infra: Any, image_base: str, quick: bool = False) -> dict[str, Any]:
+    from tests.support.stack import Stack
+
+    stack = Stack(infra, env={"WEBHOOK_SECRET": SECRET, "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+                              "STATUS_STREAM_HEARTBEAT_S": "15"})
+    jobs = 200 if quick else 1000
+    out: dict[str, Any] = {"jobs": jobs, "images": jobs * 10}
+    try:
+        services = stack.start_all(processors=2)
+        stack.wait_ready(stack.start_service("storestats"))
+        stack.wait_partitions_shared()
+        ingest, status = services["ingest"].url, services["status"].url
+        uvloop.run(run_burst(ingest, status, image_base, jobs=jobs // 2, lead_s=5))  # warm-up
+        for how in ("polling", "streams", "webhooks"):
+            before = cpu_reading(stack, infra)
+            result = uvloop.run(observed_burst(stack.database_url, ingest, status, image_base, how, jobs))
+            result["cpu_s_per_1000_images"] = cpu_per_thousand(before, cpu_reading(stack, infra), jobs * 10)
+            out[how] = result
+    finally:
+        stack.stop()
+    return out
+
+
+def observer_lines(r: dict[str, Any], bullmq: float | None, limit: float | None) -> list[str]:
+    """The report's section (docs/benchmarks.md)."""
+    def ratio(rate: float, of: float | None) -> str:
+        return f"{rate / of:.2f}×" if of else "n/a"
+    goals = {"polling": (2.0, None), "streams": (2.5, 250), "webhooks": (2.5, 1000)}
+    lines = ["## Observing completion on the `make run` stack (issue 20)", "",
+             f"The same burst ({r['images']:,} images in {r['jobs']:,} jobs due at once) on a stack as `make run`"
+             " starts it (every service, two processors, store statistics, default settings, INFO logs), after one"
+             " warm-up burst; BullMQ's burst and the limit loop from earlier in this run.", "",
+             "| observed by | images/s | × BullMQ | × limit | final status → client sees it p50 / p99 / max ms |"
+             " goal |", "|---|---|---|---|---|---|"]
+    for how in ("polling", "streams", "webhooks"):
+        row = r[how]
+        need, delay = goals[how]
+        met = bool(bullmq) and row["images_per_s"] >= need * bullmq and (
+            delay is None or row["delay_p99_ms"] <= delay)
+        goal = f"≥ {need}× BullMQ" + (f", p99 ≤ {delay} ms" if delay else "") + (": met" if met else ": **not met**")
+        lines.append(f"| {how} | {row['images_per_s']:,} | {ratio(row['images_per_s'], bullmq)} | "
+                     f"{ratio(row['images_per_s'], limit)} | {row['delay_p50_ms']:,} / {row['delay_p99_ms']:,} / "
+                     f"{row['delay_max_ms']:,} | {goal} |")
+    names = list(r["polling"]["cpu_s_per_1000_images"])
+    lines += ["", "CPU seconds per 1,000 images, by process:", "",
+              "| process | " + " | ".join(("polling", "streams", "webhooks")) + " |", "|---|---|---|---|"]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(str(r[how]["cpu_s_per_1000_images"].get(name, "")) for how in
+                                                 ("polling", "streams", "webhooks")) + " |")
+    lines += ["", f"Streams open on the status process during the streams burst: {r['streams'].get('streams_open')}"
+              f" (one per job plus idle ones on far-future jobs). Webhooks: {r['webhooks'].get('deliveries')}"
+              f" deliveries, {r['webhooks'].get('bad_signatures')} with a bad signature.", ""]
+    return lines
+
+
+def main() -> None:
+    """`python -m tests.bench.observe`: this section alone, with BullMQ's burst in the same run."""
+    import json
+
+    from shared.devstack.net import free_port
+    from tests.bench import peers as peer_tools
+    from tests.support.stack import Infra
+
+    quick = os.environ.get("BENCH_QUICK") == "1"
+    infra = Infra.start()
+    port = free_port()
+    images = peer_tools.start_image_server(port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        limit = max(peer_tools.run_limit(base, 10_000, 64) for _ in range(2))
+        server = infra.pg.url.rsplit("/", 1)[0]
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS peers")
+            conn.execute("CREATE DATABASE peers")
+        with peer_tools.PeerRunner(base, f"{server}/peers") as runner:
+            bull, _ = runner.bullmq(2000 if quick else 10_000, lead=10)
+        result = measure_observers(infra, base, quick)
+    finally:
+        peer_tools.stop(images)
+        infra.stop()
+    print(json.dumps(result, indent=2))
+    print("\n".join(observer_lines(result, (bull or {}).get("images_per_s"), limit)))
+
+
+if __name__ == "__main__":
+    main()
