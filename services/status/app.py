@@ -190,10 +190,10 @@ def create_app(settings: StatusSettings) -> FastAPI:
     keys = parse_api_keys(settings.api_keys)
     runtime = Runtime(settings, "status")
     webhooks = CompletionWebhooks(settings, runtime)
-    projector = Projector(settings, runtime, webhooks_due=webhooks.wake)
-    offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs)
     reads = ViewReader(runtime)
     hub = ProgressHub(reads, settings.status_stream_poll_s, settings.status_max_streams)
+    projector = Projector(settings, runtime, webhooks_due=webhooks.wake, jobs_folded=hub.nudge)
+    offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs)
     decisions = Decisions(reads)
     reader = JobReader(reads, lambda job_id: offsets.end_of(runtime.producer, job_id),
                        runtime.connected.is_set, settings.status_read_your_writes_wait_s,

@@ -175,3 +175,25 @@ def test_many_streams_cost_one_query_per_tick() -> None:
             hub.unsubscribe(w)
         return view.queries - before
     assert asyncio.run(run()) == 1
+
+
+def test_a_fold_nudge_moves_a_stream_before_the_next_poll() -> None:
+    async def run() -> list[str]:
+        view = FakeView()
+        job = view.add()
+        hub = ProgressHub(view, every_s=60, max_streams=10)  # the poll would come only after a minute
+        poller = asyncio.create_task(hub.run())
+        try:
+            opened = await JobProgress(reader(view), view, hub).open(str(job), ANYONE, None)
+            assert isinstance(opened, Opened)
+            seen = []
+            async with asyncio.timeout(5):
+                async for _, status in opened.events:
+                    seen.append(status["status"])
+                    if status["status"] == "scheduled":
+                        view.move(job, "completed", 2)
+                        hub.nudge({job, uuid4()})  # a job nobody watches is ignored
+            return seen
+        finally:
+            poller.cancel()
+    assert asyncio.run(run()) == ["scheduled", "completed"]

@@ -1,8 +1,9 @@
 """Progress streams: `GET /api/jobs/{job_id}/events` follows a job until it is final.
 
-Every open stream of a process shares one `ProgressHub`: a poller that reads all the watched
-jobs from the view in one query per tick (STATUS_STREAM_POLL_S) and wakes the streams whose
-job changed. A stream costs no database connection while it waits, and holds one status (the
+Every open stream of a process shares one `ProgressHub`: it reads all the watched jobs from
+the view in one query per tick (STATUS_STREAM_POLL_S) and wakes the streams whose job changed;
+between ticks, this process's fold nudges it with the jobs each committed batch touched, so
+those streams move at once (the tick is for jobs other status instances fold). A stream costs no database connection while it waits, and holds one status (the
 latest: a slow reader skips intermediate ones, never queues them), so memory per stream is
 bounded; the query is one per tick however many streams are open. The view is shared by every
 status instance, so any instance can serve any job's stream.
@@ -16,6 +17,7 @@ already has the final status is answered 204 (Server-Sent Events' "do not reconn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -58,6 +60,8 @@ class ProgressHub:
         self._seen: dict[UUID, tuple[Any, ...]] = {}  # job -> what its watchers were last offered
         self.open_streams = 0
         self._wakeup = asyncio.Event()
+        self._nudged: set[UUID] = set()  # watched jobs this process's fold just changed
+        self._nudge = asyncio.Event()
 
     @property
     def full(self) -> bool:
@@ -81,20 +85,41 @@ class ProgressHub:
             del self._watches[watch.job_id]
             self._seen.pop(watch.job_id, None)
 
+    def nudge(self, job_ids: set[UUID]) -> None:
+        """This process's fold just committed changes to `job_ids`: their watchers are told at
+        once (a read of those jobs only) instead of at the next poll. The poll stays, for the
+        jobs other status instances fold."""
+        touched = job_ids & self._watches.keys()
+        if touched:
+            self._nudged |= touched
+            self._nudge.set()
+
     async def run(self) -> None:
-        """Poll while anyone watches; a failed tick is logged and tried again on the next."""
+        """Poll while anyone watches, and read nudged jobs between polls; a failed read is
+        logged and tried again on the next."""
+        next_poll = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             if not self._watches:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             try:
-                await self.tick()
+                if loop.time() >= next_poll:
+                    next_poll = loop.time() + self._every_s
+                    self._nudged.clear()
+                    await self.tick()
+                elif self._nudged:
+                    nudged, self._nudged = self._nudged, set()
+                    await self.tick(list(nudged))
             except Exception as exc:  # noqa: BLE001 - the view is briefly unreachable: next tick
                 log.warning("reading the watched jobs failed (%s); retrying", exc)
-            await asyncio.sleep(self._every_s)
+            self._nudge.clear()
+            if not self._nudged:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudge.wait(), max(0.0, next_poll - loop.time()))
 
-    async def tick(self) -> None:
-        ids = list(self._watches)
+    async def tick(self, only: list[UUID] | None = None) -> None:
+        ids = list(self._watches) if only is None else [j for j in only if j in self._watches]
         for start in range(0, len(ids), QUERY_CHUNK):
             for row, errors in await self._reads.load_jobs(ids[start:start + QUERY_CHUNK]):
                 seen = (row.status, row.succeeded, row.failed, row.started, row.total, row.scheduled_time)

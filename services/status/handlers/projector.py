@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from uuid import UUID
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
@@ -33,11 +34,14 @@ JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a
 
 class Projector(ConsumerRebalanceListener):
     def __init__(self, settings: StatusSettings, runtime: Runtime,
-                 webhooks_due: Callable[[], None] = lambda: None) -> None:
+                 webhooks_due: Callable[[], None] = lambda: None,
+                 jobs_folded: Callable[[set[UUID]], None] = lambda _: None) -> None:
         self.settings = settings
         self.runtime = runtime
         # called when a fold made webhook deliveries (handlers/webhooks.py), so they go out now
         self._webhooks_due = webhooks_due
+        # told the jobs each committed fold touched (handlers/progress.py: their streams move now)
+        self._jobs_folded = jobs_folded
         topics = settings.topics
         # offsets are stored with the view (by_handler), never committed to Kafka
         self.loop = ConsumerLoop(settings, runtime, view.CONSUMER, [topics.jobs, topics.results], self._fold,
@@ -69,6 +73,7 @@ class Projector(ConsumerRebalanceListener):
             return webhooks
         if await retry_record_work("folding events", apply):
             self._webhooks_due()
+        self._jobs_folded({e.job_id for e in events})
         self._observe_folded(batch)
         self._relay_wakeup.set()
 
