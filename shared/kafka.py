@@ -25,6 +25,10 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # A dead letter is the original record whole plus its context headers (shared/dlq.py), so the
 # DLQ topic, and every service's producer, allow the largest core record and room for those.
 DLQ_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES + 64 * 1024
+# On the compacted status topic a tombstone (an expired job: shared/retention.py) lets compaction
+# drop the job's records, and is itself dropped this long after: consumers that read within a
+# day see it, and the topic keeps nothing of the job after that.
+TOMBSTONE_RETENTION_MS = 86_400_000
 
 
 def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
@@ -85,16 +89,24 @@ def fetch_wait(consumer: AIOKafkaConsumer) -> tuple[int, int]:
 def topic_specs(settings: CommonSettings) -> list[NewTopic]:
     """Every topic; with replication factor 3 or more, a write needs two in-sync replicas
     (`min.insync.replicas=2` with acks=all): one broker may die without losing an acknowledged
-    record or stopping writes."""
+    record or stopping writes. Retention: the core topics keep the broker's default unless
+    KAFKA_TOPIC_RETENTION_S says otherwise; dead letters are kept DLQ_RETENTION_S."""
     t, rf, n = settings.topics, settings.kafka_replication_factor, settings.kafka_partitions
     durable = durable_configs(settings)
+    kept = {**durable, **_retention(settings.kafka_topic_retention_s)}
     return [
-        NewTopic(t.jobs, n, rf, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES), **durable}),
-        NewTopic(t.tasks, settings.kafka_tasks_partitions, rf, topic_configs=durable),
-        NewTopic(t.results, n, rf, topic_configs=durable),
-        NewTopic(t.status, n, rf, topic_configs={"cleanup.policy": "compact", **durable}),
-        NewTopic(t.dlq, 1, rf, topic_configs={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES), **durable}),
+        NewTopic(t.jobs, n, rf, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES), **kept}),
+        NewTopic(t.tasks, settings.kafka_tasks_partitions, rf, topic_configs=kept),
+        NewTopic(t.results, n, rf, topic_configs=kept),
+        NewTopic(t.status, n, rf, topic_configs={"cleanup.policy": "compact",
+                                                 "delete.retention.ms": str(TOMBSTONE_RETENTION_MS), **durable}),
+        NewTopic(t.dlq, 1, rf, topic_configs={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES), **durable,
+                                              **_retention(settings.dlq_retention_s)}),
     ]
+
+
+def _retention(seconds: float | None) -> dict[str, str]:
+    return {} if seconds is None else {"retention.ms": str(round(seconds * 1000))}
 
 
 def durable_configs(settings: CommonSettings) -> dict[str, str]:
@@ -118,14 +130,15 @@ async def existing_topics(settings: CommonSettings) -> set[str]:
 
 async def ensure_topics(settings: CommonSettings, specs: list[NewTopic] | None = None) -> None:
     """Create the topics that do not exist yet (any service may do it first): the core's,
-    or `specs`; and raise an existing DLQ topic's `max.message.bytes` to what it needs now."""
+    or `specs`; and bring existing ones' configs up to `specs` (a DLQ topic's
+    `max.message.bytes`, a retention set since they were made)."""
     wanted = specs if specs is not None else topic_specs(settings)
     async with admin_client(settings) as admin:
         existing = set(await admin.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]
         for spec in wanted:
-            if spec.name == settings.topics.dlq and spec.name in existing:
-                await _upgrade_dlq(admin, spec)
+            if spec.name in existing and spec.topic_configs:
+                await _bring_up_to_date(admin, spec)
         if missing:
             try:
                 await admin.create_topics(missing)
@@ -139,23 +152,40 @@ async def ensure_topics(settings: CommonSettings, specs: list[NewTopic] | None =
             await asyncio.sleep(0.1)
 
 
-async def _upgrade_dlq(admin: AIOKafkaAdminClient, spec: NewTopic) -> None:
-    """Bring a DLQ topic created before dead letters kept records whole (with the broker's
-    default, 1 MB) up to `spec`'s `max.message.bytes`; one already large enough is left alone.
+async def _bring_up_to_date(admin: AIOKafkaAdminClient, spec: NewTopic) -> None:
+    """Set an existing topic's configs to `spec`'s when any differs (a DLQ topic created before
+    dead letters kept records whole, with the broker's default 1 MB limit; a retention set since
+    the topic was made); a topic already as specified is left alone.
 
     AlterConfigs (aiokafka has no IncrementalAlterConfigs) replaces every dynamic config of the
-    topic, so this sets the DLQ's complete intended config: `spec.topic_configs`."""
-    wanted = int(spec.topic_configs["max.message.bytes"])
-    resource = ConfigResource(ConfigResourceType.TOPIC, spec.name, {"max.message.bytes": None})
-    current = _config_values(await admin.describe_configs([resource])).get("max.message.bytes")
-    if current is not None and int(current) >= wanted:
+    topic, so this sets the topic's complete intended config: `spec.topic_configs`."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, spec.name, dict.fromkeys(spec.topic_configs))
+    current = _config_values(await admin.describe_configs([resource]))
+    stale = stale_configs(current, spec.topic_configs)
+    if not stale:
         return
-    altered = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, spec.topic_configs)])
+    configs = dict(spec.topic_configs)
+    if "max.message.bytes" not in stale and "max.message.bytes" in configs:  # larger already: kept
+        configs["max.message.bytes"] = str(current["max.message.bytes"])
+    altered = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs)])
     for response in altered:
         for error_code, message, *_ in response.resources:
             if error_code:
-                raise for_code(error_code)(f"setting {spec.name}'s configs {spec.topic_configs}: {message}")
-    log.info("raised %s's max.message.bytes from %s to %d", spec.name, current, wanted)
+                raise for_code(error_code)(f"setting {spec.name}'s configs {configs}: {message}")
+    log.info("set %s's configs %s (were %s)", spec.name, {k: spec.topic_configs[k] for k in stale},
+             {k: current.get(k) for k in stale})
+
+
+def stale_configs(current: dict[str, str | None], wanted: dict[str, str]) -> list[str]:
+    """The configs of `wanted` a topic does not have yet. A size limit already larger is kept."""
+    def ok(name: str, value: str) -> bool:
+        now = current.get(name)
+        if now is None:
+            return False
+        if name == "max.message.bytes":
+            return int(now) >= int(value)
+        return now == value
+    return [name for name, value in wanted.items() if not ok(name, value)]
 
 
 def _config_values(responses: list[Any]) -> dict[str, str | None]:

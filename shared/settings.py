@@ -6,6 +6,7 @@ and passed down, never read from `os.environ` deep inside.
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +46,18 @@ class CommonSettings(BaseSettings):
     stall_s: float = 60.0
     # Shares of the processors between tenants with work, `tenant=weight,...`; unlisted: 1.
     tenant_weights: str = ""
+    # Retention (shared/retention.py): a job is forgotten this long after its final status; each
+    # service's maintenance loop looks this often and deletes at most this many rows per
+    # transaction. Scheduler and processor rows are kept the slack longer (a released job's
+    # images are final long before its job is), so nothing the view still shows loses its source.
+    job_retention_s: float = Field(30 * 86_400, gt=0)
+    retention_every_s: float = Field(60.0, gt=0)
+    retention_batch: int = Field(500, gt=0)
+    retention_slack_s: float = Field(86_400, ge=0)
+    # Kafka's own retention, per topic (shared/kafka.py): the core topics keep the broker's default
+    # (7 days) unless this is set; dead letters are kept longer, to be read and replayed.
+    kafka_topic_retention_s: float | None = Field(None, gt=0)
+    dlq_retention_s: float = Field(30 * 86_400, gt=0)
 
     @property
     def topics(self) -> Topics:

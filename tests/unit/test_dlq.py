@@ -125,9 +125,11 @@ def test_a_record_that_is_no_dead_letter_is_listed_without_an_origin() -> None:
 
 def test_the_dlq_topic_takes_the_largest_core_record_and_its_context() -> None:
     specs = {spec.name: spec for spec in topic_specs(CommonSettings(kafka_topic_prefix="p"))}
-    assert specs["p.dlq"].topic_configs == {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+    thirty_days_ms = str(30 * 86_400_000)
+    assert specs["p.dlq"].topic_configs == {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES),
+                                            "retention.ms": thirty_days_ms}
     assert DLQ_MAX_MESSAGE_BYTES == MAX_MESSAGE_BYTES + 64 * 1024
     assert "max.message.bytes" not in specs["p.tasks"].topic_configs
     replicated = {s.name: s for s in topic_specs(CommonSettings(kafka_topic_prefix="p", kafka_replication_factor=3))}
     assert replicated["p.dlq"].topic_configs == {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES),
-                                                 "min.insync.replicas": "2"}
+                                                 "min.insync.replicas": "2", "retention.ms": thirty_days_ms}
