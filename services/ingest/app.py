@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from starlette.routing import Route
 
-from services.ingest.adapters.admissions import JobAdmissions
-from services.ingest.adapters.idempotency import IdempotencyKeys
+from services.ingest.adapters.admissions import EXPIRE_ADMISSIONS, JobAdmissions
+from services.ingest.adapters.idempotency import EXPIRE_KEYS, IdempotencyKeys
 from services.ingest.adapters.kafka import JobPublisher
 from services.ingest.adapters.pending import PendingReader
 from services.ingest.domain import Limits
@@ -26,6 +26,7 @@ from shared.auth import ApiKeys, Unauthorized, parse_api_keys, request_tenant, w
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import latency_histogram
 from shared.ops import ops_router
+from shared.retention import start_retention, statement_expiry
 from shared.runtime import Runtime, bounded
 from shared.webhooks import parse_webhook_secret
 
@@ -99,7 +100,11 @@ def create_app(settings: IngestSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         warn_if_open(keys, "ingest")
         await runtime.start()
+        retention = start_retention(runtime, [
+            statement_expiry(runtime, "ingest_idempotency_keys", EXPIRE_KEYS, settings.job_retention_s),
+            statement_expiry(runtime, "admissions", EXPIRE_ADMISSIONS, settings.job_retention_s)])
         yield
+        retention.cancel()
         await bounded(runtime.stop(), 10, "closing connections")
 
     app = new_app("imagejobs ingest", lifespan)

@@ -21,6 +21,7 @@ from prometheus_client import Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.status.adapters.kafka import CommandPublisher, EndOffsets
+from services.status.adapters.retention import expired_jobs
 from services.status.adapters.tenants import pending_by_owner
 from services.status.adapters.view import ViewReader
 from services.status.adapters.webhooks import WebhookSender, WebhookStore
@@ -35,6 +36,7 @@ from shared.auth import ApiKeys, parse_api_keys, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import tenant_label
 from shared.ops import ops_router
+from shared.retention import start_retention
 from shared.runtime import Runtime, bounded, exit_if_it_dies
 from shared.webhooks import parse_webhook_secret
 
@@ -193,6 +195,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
     reads = ViewReader(runtime)
     hub = ProgressHub(reads, settings.status_stream_poll_s, settings.status_max_streams)
     projector = Projector(settings, runtime, webhooks_due=webhooks.wake, jobs_folded=hub.nudge)
+    expiries = [expired_jobs(runtime, settings.topics.status, settings.job_retention_s)]
     offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs)
     decisions = Decisions(reads)
     reader = JobReader(reads, lambda job_id: offsets.end_of(runtime.producer, job_id),
@@ -211,7 +214,8 @@ def create_app(settings: StatusSettings) -> FastAPI:
         background = [asyncio.create_task(_after_connected(runtime, offsets.start)),
                       asyncio.create_task(decisions.run()),
                       asyncio.create_task(_export_tenant_pending(runtime, keys)),
-                      asyncio.create_task(hub.run())]
+                      asyncio.create_task(hub.run()),
+                      start_retention(runtime, expiries)]
         exit_if_it_dies(background[1], "the command decisions poller")
         exit_if_it_dies(background[3], "the progress streams' poller")
         yield

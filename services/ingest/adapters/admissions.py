@@ -12,6 +12,13 @@ from services.ingest.adapters.idempotency import scoped_key
 from shared.admissions import admit, withdraw_on
 from shared.db import transaction
 
+# Retention (shared/retention.py): a decision is needed only while its record may still arrive
+# (seconds after a missed deadline); kept as long as the jobs themselves.
+EXPIRE_ADMISSIONS = (
+    "DELETE FROM admissions WHERE id = ANY(ARRAY(SELECT id FROM admissions"
+    " WHERE decided_at < now() - make_interval(secs => %(older_than_s)s::float8)"
+    " LIMIT %(batch)s FOR UPDATE SKIP LOCKED))")
+
 
 class JobAdmissions:
     def __init__(self, runtime: Any) -> None:

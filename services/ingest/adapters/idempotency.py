@@ -9,6 +9,13 @@ from typing import Any
 
 from shared.events import JobSubmitted
 
+# Retention (shared/retention.py): a key is forgotten `older_than_s` after it was first used; the
+# same key then makes a new job.
+EXPIRE_KEYS = (
+    "DELETE FROM ingest_idempotency_keys WHERE key = ANY(ARRAY(SELECT key FROM ingest_idempotency_keys"
+    " WHERE created_at < now() - make_interval(secs => %(older_than_s)s::float8)"
+    " LIMIT %(batch)s FOR UPDATE SKIP LOCKED))")
+
 
 class KeyReused(Exception):  # noqa: N818 - a client error, answered 409
     """The key was first used with a different body."""
@@ -38,7 +45,8 @@ class IdempotencyKeys:
                 return event
             stored = await (await conn.execute(
                 "SELECT event FROM ingest_idempotency_keys WHERE key = %s", (scoped,))).fetchone()
-        assert stored is not None
+        if stored is None:  # expired between the two statements: the key is free again
+            return await self.remember(key, owner, raw, event)
         if stored[0]["body_sha256"] != digest:
             raise KeyReused()
         return JobSubmitted.model_validate(stored[0]["event"])

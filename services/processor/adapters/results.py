@@ -36,6 +36,12 @@ INSERT = (f"INSERT INTO processor_results ({COLUMNS})"
           " %s::int[], %s::int[], %s::int[], %s::text[])"
           " ON CONFLICT (task_id) DO NOTHING RETURNING task_id")
 STORED = "SELECT task_id, width, height, error FROM processor_results WHERE task_id = ANY(%s)"
+# Retention (shared/retention.py): result rows `older_than_s` after they were written, a batch
+# at a time (SKIP LOCKED: processors sharing the table never wait for each other).
+EXPIRE_RESULTS = (
+    "DELETE FROM processor_results WHERE ctid = ANY(ARRAY(SELECT ctid FROM processor_results"
+    " WHERE processed_at < now() - make_interval(secs => %(older_than_s)s::float8)"
+    " LIMIT %(batch)s FOR UPDATE SKIP LOCKED))")
 
 
 def _rows(outcomes: list[Outcome]) -> list[tuple[Any, ...]]:

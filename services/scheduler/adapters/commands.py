@@ -65,7 +65,7 @@ async def _store_effects(conn: Any, decisions: list[Decision]) -> None:
         return
     cancelled = [d.job_id for d in decisions if d.accepted and d.command == "cancel"]
     if cancelled:
-        await conn.execute("UPDATE scheduler_jobs SET state = 'cancelled'"
+        await conn.execute("UPDATE scheduler_jobs SET state = 'cancelled', finished_at = now()"
                            " WHERE job_id = ANY(%s) AND state = 'pending'", (cancelled,))
     moved = {d.job_id: d.scheduled_time for d in decisions if d.accepted and d.command == "reschedule"}
     if moved:  # the stored event carries the new time too: the tasks are released with it

@@ -3,7 +3,8 @@
 A job's row moves `pending` -> `dispatching` (its `JobReleased` acknowledged; its tasks are
 handed out as the processors take work, `dispatched` counting those acknowledged) -> `released`
 (all of them), or `pending` -> `cancelled` (a cancel accepted by its release owner). A job
-whose tasks all went before its release was marked goes straight to `released`.
+whose tasks all went before its release was marked goes straight to `released`. `finished_at`
+is when a row became `released` or `cancelled`: retention counts from it (`EXPIRE_FINISHED`).
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ async def record_dispatched(pool: AsyncConnectionPool, cursors: dict[UUID, int])
         await conn.execute(
             "UPDATE scheduler_jobs AS j SET dispatched = GREATEST(j.dispatched, u.n),"
             " state = CASE WHEN j.state = 'dispatching' AND GREATEST(j.dispatched, u.n) >= j.total_images"
-            " THEN 'released' ELSE j.state END"
+            " THEN 'released' ELSE j.state END,"
+            " finished_at = CASE WHEN j.state = 'dispatching' AND GREATEST(j.dispatched, u.n) >= j.total_images"
+            " THEN now() ELSE j.finished_at END"
             " FROM unnest(%s::uuid[], %s::int[]) AS u(job_id, n) WHERE j.job_id = u.job_id",
             columns(cursors.items()))
 
@@ -121,7 +124,28 @@ async def mark_released(pool: AsyncConnectionPool, jobs: Sequence[JobSubmitted])
         await conn.execute(
             "UPDATE scheduler_jobs AS j SET released_at = %s,"
             " state = CASE WHEN j.dispatched >= u.total THEN 'released' ELSE 'dispatching' END,"
+            " finished_at = CASE WHEN j.dispatched >= u.total THEN now() END,"
             " total_images = COALESCE(j.total_images, u.total), tenant = COALESCE(j.tenant, u.tenant)"
             " FROM unnest(%s::uuid[], %s::int[], %s::text[]) AS u(job_id, total, tenant)"
             " WHERE j.job_id = u.job_id AND j.state = 'pending'",
             (datetime.now(UTC), *columns((e.job_id, e.total_images, e.owner) for e in jobs)))
+
+
+# Retention (shared/retention.py): a released or cancelled job's row and its commands' decisions,
+# `older_than_s` after it finished; never a pending or dispatching one. SKIP LOCKED: another
+# scheduler instance, or this one's release path, is never waited for.
+EXPIRE_FINISHED = (
+    "WITH gone AS (DELETE FROM scheduler_jobs WHERE job_id = ANY(ARRAY("
+    "SELECT job_id FROM scheduler_jobs WHERE finished_at < now() - make_interval(secs => %(older_than_s)s::float8)"
+    " AND state IN ('released', 'cancelled') ORDER BY finished_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED))"
+    " RETURNING job_id),"
+    " commands AS (DELETE FROM scheduler_commands WHERE job_id IN (SELECT job_id FROM gone) RETURNING 1)"
+    " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM commands)")
+
+
+async def expire_finished(pool: AsyncConnectionPool, older_than_s: float, batch: int) -> dict[str, int]:
+    """One batch of finished jobs forgotten, with their decisions (one statement: one transaction)."""
+    async with pool.connection() as conn:
+        row = await (await conn.execute(EXPIRE_FINISHED, {"older_than_s": older_than_s, "batch": batch})).fetchone()
+    jobs, commands = row if row else (0, 0)
+    return {"scheduler_jobs": jobs, "scheduler_commands": commands}

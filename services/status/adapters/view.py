@@ -145,9 +145,11 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
                 webhooks.append((job_id, webhook_id_for(job_id), callback_url))
     if updates:
         await conn.execute(
-            "UPDATE status_jobs AS s SET status = u.status, updated_at = now()"
+            "UPDATE status_jobs AS s SET status = u.status, updated_at = now(),"
+            # when it became final: what retention counts from (shared/retention.py)
+            " final_at = CASE WHEN u.status = ANY(%s::text[]) THEN COALESCE(s.final_at, now()) END"
             " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
-            columns(updates))
+            (list(FINAL), *columns(updates)))
     if webhooks:
         await conn.execute(
             "INSERT INTO webhook_deliveries (job_id, webhook_id, url, next_attempt_at)"
