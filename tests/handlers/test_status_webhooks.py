@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 from standardwebhooks import Webhook
@@ -59,11 +60,10 @@ class FakeView:
                                    1 if status == "failed" else 0, None, dispatched=2)
         return job_id
 
-    async def load_job(self, job_id: UUID) -> JobRow | None:
-        return self.jobs.get(job_id)
-
-    async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
-        return [("S2", 0, 1, "HTTP 404"), ("S1", 0, 0, "HTTP 500")]
+    async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]:
+        failures = [("S2", 0, 1, "HTTP 404"), ("S1", 0, 0, "HTTP 500")]
+        return [(self.jobs[j], failures if self.jobs[j].status == "failed" else None)
+                for j in job_ids if j in self.jobs]
 
 
 class FakeReceiver:

@@ -35,7 +35,6 @@ from standardwebhooks import Webhook
 
 from services.status.adapters.view import JobRow
 from services.status.adapters.webhooks import DELIVERED, FAILED, PENDING, Decision, Due, Recorded, Sent, WebhookView
-from services.status.domain import FAILED as JOB_FAILED
 from services.status.handlers.jobs import Caller, JobReader, full_status, iso
 from shared.http import Reply
 
@@ -102,8 +101,7 @@ class Deliveries(Protocol):
 
 
 class StatusReads(Protocol):
-    async def load_job(self, job_id: UUID) -> JobRow | None: ...
-    async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]: ...
+    async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]: ...
 
 
 class Poster(Protocol):
@@ -156,8 +154,16 @@ class WebhookDeliverer:
             log.warning("claiming webhook deliveries failed: %s", exc)
             return
         self._more_due = len(claimed) == free  # a slot freed then looks again at once
+        if not claimed:
+            return
+        try:  # every claimed job's status in one query (their errors too, when failed)
+            bodies = {row.job_id: full_status(row, failures)
+                      for row, failures in await self.reads.load_jobs([due.job_id for due in claimed])}
+        except Exception as exc:  # noqa: BLE001 - not sent: claimed again when the leases run out
+            log.warning("reading the statuses of %d webhooks failed: %s", len(claimed), exc)
+            return
         for due in claimed:
-            task = asyncio.create_task(self._deliver(due))
+            task = asyncio.create_task(self._deliver(due, bodies.get(due.job_id)))
             self._sending.add(task)
             task.add_done_callback(self._finished)
 
@@ -166,18 +172,17 @@ class WebhookDeliverer:
         if self._more_due:
             self._wakeup.set()
 
-    async def _deliver(self, due: Due) -> None:
+    async def _deliver(self, due: Due, body: dict[str, Any] | None) -> None:
         try:
-            await self._attempt(due)
+            await self._attempt(due, body)
         except Exception as exc:  # noqa: BLE001 - not recorded: claimed again when its lease runs out
             log.warning("webhook %s to %s: %s: %s; tried again when its lease runs out",
                         due.webhook_id, due.url, type(exc).__name__, exc)
 
-    async def _attempt(self, due: Due) -> None:
-        """One attempt: the body read now (serialized once, signed, sent), then recorded with
-        what follows it."""
+    async def _attempt(self, due: Due, body: dict[str, Any] | None) -> None:
+        """One attempt: the status read at the claim (serialized once, signed, sent), then
+        recorded with what follows it."""
         at = self.clock()
-        body = await self._status_body(due.job_id)
         if body is None:
             sent = Sent(None, NO_JOB, 0)
         else:
@@ -193,13 +198,6 @@ class WebhookDeliverer:
         if decision.state == FAILED:
             log.warning("webhook %s to %s failed after %d attempts: %s", due.webhook_id, due.url,
                         due.attempts + 1, sent.error)
-
-    async def _status_body(self, job_id: UUID) -> dict[str, Any] | None:
-        """What `GET /api/status/{id}` answers for the job (its per-store errors when failed)."""
-        row = await self.reads.load_job(job_id)
-        if row is None:
-            return None
-        return full_status(row, await self.reads.failures(job_id) if row.status == JOB_FAILED else None)
 
     async def _refresh_gauge(self) -> None:
         try:
