@@ -108,6 +108,15 @@ def test_a_finished_job_is_forgotten_a_pending_one_kept_and_its_key_makes_a_new_
     assert client.wait_final(again.json()["job_id"])["status"] == "completed"
 
 
+def test_a_cancelled_job_is_forgotten_too(retained: Client) -> None:
+    far = (datetime.now(UTC) + timedelta(days=300)).isoformat()
+    job_id = retained.submit_ok(example_job(retained, scheduled_time=far))
+    cancelled = retained.http.delete(f"{retained.status_url}/api/jobs/{job_id}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    wait_for(lambda: retained.status(job_id).status_code == 404, 30, "the cancelled job to expire")
+    wait_for(lambda: not any(rows_of(retained, job_id).values()), 30, "the cancelled job's rows to go")
+
+
 def test_the_retention_metric_counts_what_each_service_deleted(retained: Client) -> None:
     job_id = retained.submit_ok(example_job(retained))
     retained.wait_final(job_id)
