@@ -60,3 +60,13 @@ def test_jobs_already_due_when_loaded_are_not_held_until_released_again(monkeypa
     assert not timer.holds(overdue) and timer.holds(future)
     asyncio.run(timer.forget({0}))
     assert not timer.holds(future) and len(timer.schedule) == 0
+
+
+def test_a_submit_republished_while_its_release_is_being_marked_is_not_held_again() -> None:
+    """The table still says pending until the release is marked: the timer itself remembers."""
+    timer, now = releaser(), datetime.now(UTC)
+    due = job(now - timedelta(seconds=1))
+    timer.add_submitted([(0, due)], owned={0})
+    assert timer.take_due(now) == {due.job_id: 0}
+    timer.add_submitted([(0, due)], owned={0})  # an Idempotency-Key retry read the row as pending
+    assert not timer.holds(due.job_id) and timer.take_due(now) == {}

@@ -37,6 +37,7 @@ HOT_HORIZON_S = 5.0
 PREFETCH_S = 1.0  # how far ahead of their due time jobs' events are read into memory
 PREFETCH_EVERY_S = 0.25
 HOT_MAX = 20_000
+RELEASED_LATELY_MAX = 100_000  # ids; a release is marked in the table within seconds
 MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
 PENDING = Gauge("imagejobs_scheduler_pending_jobs", "Jobs waiting for their time (this instance)")
@@ -64,6 +65,11 @@ class Releaser:
         # release was begun by the process that died): dispatched on from there when released
         self._resume: dict[UUID, int] = {}
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
+        # jobs this instance released lately: a re-published submit (an Idempotency-Key retry,
+        # or a redelivery) stored while a release was still being marked read the row as
+        # pending, and must not be held again (it released the job twice). Older ones are
+        # caught by the row's state; the bound keeps this small.
+        self._released_lately: dict[UUID, None] = {}
 
     # -- the schedule in memory ------------------------------------------------------------
     def add_submitted(self, submitted: Submitted, owned: set[int]) -> None:
@@ -72,7 +78,8 @@ class Releaser:
         earliest = self.schedule.next_due_at()
         horizon = datetime.now(UTC) + timedelta(seconds=HOT_HORIZON_S)
         for partition, event in submitted:
-            if partition not in owned or not self.schedule.add(event.job_id, event.scheduled_time, partition):
+            if (partition not in owned or event.job_id in self._released_lately
+                    or not self.schedule.add(event.job_id, event.scheduled_time, partition)):
                 continue
             if event.scheduled_time <= horizon and len(self._hot) < HOT_MAX:
                 self._hot[event.job_id] = (partition, event)
@@ -134,9 +141,7 @@ class Releaser:
                     pass
                 continue
             async with self.lock:
-                due = dict(self.schedule.pop_due_entries(datetime.now(UTC), self.settings.scheduler_release_batch))
-                for job_id in due:
-                    self._maybe_released.pop(job_id, None)
+                due = self.take_due(datetime.now(UTC))
                 jobs = await retry_record_work("loading due jobs", lambda d=list(due): self._load_events(d)) \
                     if due else []
                 if jobs:
@@ -192,6 +197,17 @@ class Releaser:
             return hot
         rows = await pending_events(self.runtime.pool, cold)
         return hot + [JobSubmitted.model_validate_json(raw) for raw in rows]
+
+    def take_due(self, now: datetime) -> dict[UUID, int]:
+        """The next due jobs (job_id -> partition), out of the timer for good: from here on a
+        re-published submit of one of them is not held again."""
+        due = dict(self.schedule.pop_due_entries(now, self.settings.scheduler_release_batch))
+        for job_id in due:
+            self._maybe_released.pop(job_id, None)
+            self._released_lately[job_id] = None
+        while len(self._released_lately) > RELEASED_LATELY_MAX:
+            del self._released_lately[next(iter(self._released_lately))]
+        return due
 
     async def _announce(self, jobs: list[JobSubmitted]) -> Acks:
         """Hand each job's `JobReleased` to the producer; returns the acknowledgements to wait
