@@ -145,15 +145,18 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
                 webhooks.append((job_id, webhook_id_for(job_id), callback_url))
     if updates:
         await conn.execute(
-            "UPDATE status_jobs AS s SET status = u.status, updated_at = now(),"
+            # clock_timestamp(), not now() (the transaction's start): a large fold takes a while,
+            # and the status is visible from its commit, a moment after this statement
+            "UPDATE status_jobs AS s SET status = u.status, updated_at = clock_timestamp(),"
             # when it became final: what retention counts from (shared/retention.py)
-            " final_at = CASE WHEN u.status = ANY(%s::text[]) THEN COALESCE(s.final_at, now()) END"
+            " final_at = CASE WHEN u.status = ANY(%s::text[]) THEN COALESCE(s.final_at, clock_timestamp()) END"
             " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
             (list(FINAL), *columns(updates)))
     if webhooks:
         await conn.execute(
-            "INSERT INTO webhook_deliveries (job_id, webhook_id, url, next_attempt_at)"
-            " SELECT j, w, u, now() FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS x(j, w, u)"
+            "INSERT INTO webhook_deliveries (job_id, webhook_id, url, next_attempt_at, created_at)"
+            " SELECT j, w, u, clock_timestamp(), clock_timestamp()"
+            " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS x(j, w, u)"
             " ON CONFLICT (job_id) DO NOTHING", columns(webhooks))
     return len(webhooks)
 
