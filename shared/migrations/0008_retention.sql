@@ -20,7 +20,10 @@ UPDATE scheduler_jobs SET finished_at = COALESCE(released_at, now())
 CREATE INDEX IF NOT EXISTS scheduler_jobs_finished ON scheduler_jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS scheduler_commands_job ON scheduler_commands (job_id);
 
--- processor, ingest: by the time each row was written.
-CREATE INDEX IF NOT EXISTS processor_results_processed ON processor_results (processed_at);
-CREATE INDEX IF NOT EXISTS ingest_idempotency_keys_created ON ingest_idempotency_keys (created_at);
-CREATE INDEX IF NOT EXISTS admissions_decided ON admissions (decided_at);
+-- processor, ingest: by the time each row was written. BRIN, not B-tree: these rows are written
+-- in time order, so a summary per block range finds the old ones, and a write costs next to
+-- nothing (a B-tree on processor_results.processed_at cost ~10% of a burst's throughput:
+-- 1,663 against 1,832 images/s, three alternated pairs on one stack).
+CREATE INDEX IF NOT EXISTS processor_results_processed ON processor_results USING brin (processed_at);
+CREATE INDEX IF NOT EXISTS ingest_idempotency_keys_created ON ingest_idempotency_keys USING brin (created_at);
+CREATE INDEX IF NOT EXISTS admissions_decided ON admissions USING brin (decided_at);
