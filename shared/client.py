@@ -46,17 +46,12 @@ class ImagejobsClient:
             response = httpx.request(method, url, headers=headers, timeout=self.timeout_s, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach {url}: {exc}", retriable=True) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": response.text[:200] or response.reason_phrase}
         if response.status_code >= 400:
-            message = body.get("error") if isinstance(body, dict) else None
-            after = response.headers.get("retry-after", "")
-            raise ApiError(f"{response.status_code}: {message or response.reason_phrase}",
-                           retriable=response.status_code == 503,
-                           retry_after_s=float(after) if after.isdigit() else None)
-        return body
+            raise _api_error(response)
+        try:
+            return response.json()
+        except ValueError:
+            return {"error": response.text[:200] or response.reason_phrase}
 
     def submit(self, job: dict[str, Any], idempotency_key: str | None = None,
                retry_for_s: float = SUBMIT_RETRY_FOR_S) -> dict[str, Any]:
@@ -128,7 +123,7 @@ class ImagejobsClient:
                         break  # no stream on this server (the job exists: the caller read it)
                     if response.status_code >= 400:
                         response.read()
-                        self._raise_for(response, url)
+                        raise _api_error(response, f" ({url})")
                     for event_id, status in _sse_statuses(response.iter_lines()):
                         last_id, failures = event_id, 0
                         yield status
@@ -154,14 +149,19 @@ class ImagejobsClient:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    @staticmethod
-    def _raise_for(response: httpx.Response, url: str) -> None:
-        try:
-            message = response.json().get("error")
-        except ValueError:
-            message = None
-        raise ApiError(f"{response.status_code}: {message or response.reason_phrase} ({url})",
-                       retriable=response.status_code == 503)
+
+
+def _api_error(response: httpx.Response, where: str = "") -> ApiError:
+    """An error answer as one ApiError: its `{"error"}` (or the start of its text), retriable on
+    503, with the wait its Retry-After asks."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text[:200]}
+    message = body.get("error") if isinstance(body, dict) else None
+    after = response.headers.get("retry-after", "")
+    return ApiError(f"{response.status_code}: {message or response.reason_phrase}{where}",
+                    retriable=response.status_code == 503, retry_after_s=float(after) if after.isdigit() else None)
 
 
 def _sse_statuses(lines: Iterator[str]) -> Iterator[tuple[str | None, dict[str, Any]]]:
