@@ -3,10 +3,11 @@
 Every open stream of a process shares one `ProgressHub`: it reads all the watched jobs from
 the view in one query per tick (STATUS_STREAM_POLL_S) and wakes the streams whose job changed;
 between ticks, this process's fold nudges it with the jobs each committed batch touched, so
-those streams move at once (the tick is for jobs other status instances fold). A stream costs no database connection while it waits, and holds one status (the
-latest: a slow reader skips intermediate ones, never queues them), so memory per stream is
-bounded; the query is one per tick however many streams are open. The view is shared by every
-status instance, so any instance can serve any job's stream.
+those streams move at once (the tick is for jobs other status instances fold). A stream costs
+no database connection while it waits, and holds one status (the latest: a slow reader skips
+intermediate ones, never queues them), so memory per stream is bounded; the query is one per
+tick however many streams are open. The view is shared by every status instance, so any
+instance can serve any job's stream.
 
 Events carry the whole status (the JSON of `GET /api/status/{id}`), so a client that missed
 some has lost nothing; each event's id says what it showed (`domain.progress_id`), and a
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -85,11 +86,13 @@ class ProgressHub:
             del self._watches[watch.job_id]
             self._seen.pop(watch.job_id, None)
 
-    def nudge(self, job_ids: set[UUID]) -> None:
+    def nudge(self, job_ids: Iterable[UUID]) -> None:
         """This process's fold just committed changes to `job_ids`: their watchers are told at
         once (a read of those jobs only) instead of at the next poll. The poll stays, for the
-        jobs other status instances fold."""
-        touched = job_ids & self._watches.keys()
+        jobs other status instances fold. With no stream open, `job_ids` is not even read."""
+        if not self._watches:
+            return
+        touched = {job_id for job_id in job_ids if job_id in self._watches}
         if touched:
             self._nudged |= touched
             self._nudge.set()

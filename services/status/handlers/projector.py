@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from uuid import UUID
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -35,7 +35,7 @@ JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a
 class Projector(ConsumerRebalanceListener):
     def __init__(self, settings: StatusSettings, runtime: Runtime,
                  webhooks_due: Callable[[], None] = lambda: None,
-                 jobs_folded: Callable[[set[UUID]], None] = lambda _: None) -> None:
+                 jobs_folded: Callable[[Iterable[UUID]], None] = lambda _: None) -> None:
         self.settings = settings
         self.runtime = runtime
         # called when a fold made webhook deliveries (handlers/webhooks.py), so they go out now
@@ -73,7 +73,7 @@ class Projector(ConsumerRebalanceListener):
             return webhooks
         if await retry_record_work("folding events", apply):
             self._webhooks_due()
-        self._jobs_folded({e.job_id for e in events})
+        self._jobs_folded(e.job_id for e in events)  # read only while a progress stream is open
         self._observe_folded(batch)
         self._relay_wakeup.set()
 
