@@ -29,6 +29,7 @@ from rich.table import Table
 
 from shared.client import FINAL, ApiError, ImagejobsClient
 from shared.dlq_tools import DeadLetter, dead_letters, describe, replay, summary
+from shared.kafka import kafka_security
 from shared.settings import CommonSettings
 
 app = typer.Typer(help="Submit image jobs and follow them.", no_args_is_help=True, add_completion=False)
@@ -197,9 +198,10 @@ def dlq_replay(offset: int, topic: Annotated[str | None, typer.Option(
         err.print(f"imagejobs: warning: dead letter {offset} is in the old format and its value was cut at "
                   "100,000 bytes or was not UTF-8: the replayed record may be incomplete",
                   markup=False, highlight=False, soft_wrap=True)
-    bootstrap = CommonSettings().kafka_bootstrap_servers
+    settings = CommonSettings()
+    bootstrap = settings.kafka_bootstrap_servers
     try:
-        target = asyncio.run(asyncio.wait_for(replay(bootstrap, letter, topic), 60))
+        target = asyncio.run(asyncio.wait_for(replay(bootstrap, letter, topic, kafka_security(settings)), 60))
     except Exception as exc:  # noqa: BLE001 - one line for any Kafka failure
         fail(f"cannot replay to {topic or letter.topic} at {bootstrap}: {type(exc).__name__} {exc}")
     out.print(f"replayed to {target}", highlight=False)
@@ -208,7 +210,8 @@ def dlq_replay(offset: int, topic: Annotated[str | None, typer.Option(
 def _letters() -> list[DeadLetter]:
     settings = CommonSettings()
     try:
-        return asyncio.run(asyncio.wait_for(dead_letters(settings.kafka_bootstrap_servers, settings.topics.dlq), 30))
+        return asyncio.run(asyncio.wait_for(
+            dead_letters(settings.kafka_bootstrap_servers, settings.topics.dlq, kafka_security(settings)), 30))
     except Exception as exc:  # noqa: BLE001 - one line for any Kafka failure
         fail(f"cannot read the DLQ at {settings.kafka_bootstrap_servers}: {type(exc).__name__} {exc}")
     return []

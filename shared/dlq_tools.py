@@ -132,10 +132,10 @@ def describe(letter: DeadLetter) -> dict[str, Any]:
             "value_encoding": value_encoding, "value": value, "notes": notes}
 
 
-async def dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
-    """Every record now on the DLQ topic, by its own offset."""
+async def dead_letters(bootstrap: str, topic: str, security: dict[str, Any] | None = None) -> list[DeadLetter]:
+    """Every record now on the DLQ topic, by its own offset (`security`: shared.kafka.kafka_security)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=DLQ_MAX_MESSAGE_BYTES)
+                                max_partition_fetch_bytes=DLQ_MAX_MESSAGE_BYTES, **(security or {}))
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
@@ -163,7 +163,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return set()
 
 
-async def replay(bootstrap: str, letter: DeadLetter, topic: str | None = None) -> str:
+async def replay(bootstrap: str, letter: DeadLetter, topic: str | None = None,
+                 security: dict[str, Any] | None = None) -> str:
     """Publish the dead letter's original key, value and headers (acks=all) to `topic`, or to its
     original topic and partition; returns the topic. The record gets a new timestamp (the
     original's could put it past retention at once)."""
@@ -171,7 +172,7 @@ async def replay(bootstrap: str, letter: DeadLetter, topic: str | None = None) -
     if not target:
         raise ValueError(f"the record at DLQ offset {letter.dlq_offset} names no original topic: give a topic")
     partition = letter.partition if target == letter.topic else None  # elsewhere: by key, as any producer
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **(security or {}),
                                 max_request_size=DLQ_MAX_MESSAGE_BYTES)
     await producer.start()
     try:

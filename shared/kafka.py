@@ -1,7 +1,9 @@
-"""Kafka helpers: the idempotent producer, topic creation, and consumer settings.
+"""Kafka helpers: how clients authenticate, the idempotent producer, topic creation, and
+consumer settings.
 
 Producers use `acks=all` and idempotence; consumers never auto-commit: each service commits
-(or stores) offsets only after its effect is durable.
+(or stores) offsets only after its effect is durable. Every aiokafka client of every service is
+made with `kafka_security(settings)`, so KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_* reach them all.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
 
 from shared.settings import CommonSettings
 
@@ -31,9 +34,43 @@ DLQ_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES + 64 * 1024
 TOMBSTONE_RETENTION_MS = 86_400_000
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def kafka_security(settings: CommonSettings) -> dict[str, Any]:
+    """The connection keyword arguments of every aiokafka client (producer, consumer, admin,
+    AIOKafkaClient) for KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_CAFILE.
+
+    A ValueError names what is wrong (an unknown protocol or mechanism, SASL without a username
+    or password), never the password: services call this while they are built, so a bad
+    setting stops them at start with one line."""
+    protocol = settings.kafka_security_protocol.strip().upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ValueError(f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol!r} is not one of "
+                         + ", ".join(SECURITY_PROTOCOLS))
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        mechanism = settings.kafka_sasl_mechanism.strip().upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism!r} is not one of "
+                             + ", ".join(SASL_MECHANISMS))
+        password = settings.kafka_sasl_password.get_secret_value()
+        missing = [name for name, value in (("KAFKA_SASL_USERNAME", settings.kafka_sasl_username),
+                                            ("KAFKA_SASL_PASSWORD", password)) if not value]
+        if missing:
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+        options |= {"sasl_mechanism": mechanism, "sasl_plain_username": settings.kafka_sasl_username,
+                    "sasl_plain_password": password}
+    if protocol.endswith("SSL"):
+        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+    return options
+
+
 def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_security(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -49,6 +86,7 @@ def consumer_options(settings: CommonSettings, service: str) -> dict[str, object
     """Manual-commit consumer settings for `service`, in the group `<prefix>.<service>`."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **kafka_security(settings),
         "group_id": settings.consumer_group(service),
         "client_id": service,
         "enable_auto_commit": False,
@@ -115,7 +153,8 @@ def durable_configs(settings: CommonSettings) -> dict[str, str]:
 
 @asynccontextmanager
 async def admin_client(settings: CommonSettings) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10000,
+                                **kafka_security(settings))
     await admin.start()
     try:
         yield admin

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from shared.db import apply_migrations, make_pool
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import ensure_topics, kafka_security, make_producer
 from shared.metrics import CONSUMER_LAG, SERVICE_READY
 from shared.retry import set_health_probe
 from shared.settings import CommonSettings
@@ -105,6 +105,7 @@ class Runtime:
     """Connections of one service process and the state of their readiness."""
 
     def __init__(self, settings: CommonSettings, service: str) -> None:
+        kafka_security(settings)  # a ValueError now, while the service is built: one line at start
         self.settings = settings
         self.service = service
         self.connected = asyncio.Event()

@@ -6,7 +6,7 @@ and passed down, never read from `os.environ` deep inside.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +16,16 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # How every Kafka client of the service authenticates (shared/kafka.py `kafka_security`):
+    # PLAINTEXT (the local stack, on loopback), SASL_PLAINTEXT, SASL_SSL or SSL. With SASL the
+    # username and password are required (the service stops at start without them); the
+    # password is a SecretStr, never logged. KAFKA_SSL_CAFILE: the authority of the brokers'
+    # certificates (empty: the system's).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = ""
     kafka_topic_prefix: str = "imagejobs"
     kafka_replication_factor: int = 1
     kafka_tasks_partitions: int = 12

@@ -34,6 +34,7 @@ from services.status.settings import StatusSettings
 from shared.api_docs import BatchStatus, BatchStatusIn, ErrorBody, JobList, JobStatus, Results, WebhookStatus, errors
 from shared.auth import ApiKeys, parse_api_keys, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
+from shared.kafka import kafka_security
 from shared.metrics import tenant_label
 from shared.ops import ops_router
 from shared.retention import start_retention
@@ -196,7 +197,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
     hub = ProgressHub(reads, settings.status_stream_poll_s, settings.status_max_streams)
     projector = Projector(settings, runtime, webhooks_due=webhooks.wake, jobs_folded=hub.nudge)
     expiries = [expired_jobs(runtime, settings.topics.status, settings.job_retention_s)]
-    offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs)
+    offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs, kafka_security(settings))
     decisions = Decisions(reads)
     reader = JobReader(reads, lambda job_id: offsets.end_of(runtime.producer, job_id),
                        runtime.connected.is_set, settings.status_read_your_writes_wait_s,

@@ -1,12 +1,14 @@
 """`python -m services.storestats`: live per-store statistics from the results topic (faust)."""
 
 import asyncio
+import logging
+import sys
 
 import faust
 
 from services.storestats.adapters.topics import prepare_topics
 from services.storestats.adapters.web import add_pages
-from services.storestats.app import build
+from services.storestats.app import broker_credentials, build
 from services.storestats.handlers import add_agents
 from services.storestats.settings import StoreStatsSettings
 from shared.logging import configure_logging
@@ -16,6 +18,11 @@ if __name__ == "__main__":
     settings = StoreStatsSettings()
     configure_logging(settings.log_level, settings.log_json)
     set_priority(settings.storestats_nice)
+    try:
+        broker_credentials(settings)
+    except ValueError as exc:  # one line and exit code 2, as the other services (shared/serve.py)
+        logging.getLogger("services.storestats").critical("cannot start: %s", exc)
+        sys.exit(2)
     asyncio.run(prepare_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())
     stats = build(settings)

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.storestats.domain import StoreTotals
 from services.storestats.settings import StoreStatsSettings
 from shared.db import make_pool
+from shared.kafka import kafka_security
 from shared.stall import StallWatch
 
 
@@ -35,10 +36,25 @@ class StatsApp:
     stall: StallWatch = field(default_factory=lambda: StallWatch(60.0))  # batches written
 
 
+def broker_credentials(settings: StoreStatsSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_* in faust's terms (the same checks as every other
+    service's clients: shared.kafka.kafka_security raises a ValueError naming what is missing)."""
+    security = kafka_security(settings)
+    protocol, ssl_context = security["security_protocol"], security.get("ssl_context")
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=security["sasl_plain_username"],
+                                     password=security["sasl_plain_password"],
+                                     mechanism=security["sasl_mechanism"], ssl_context=ssl_context)
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
 def new_faust_app(settings: StoreStatsSettings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
         store="memory://",  # no faust tables: the state is in PostgreSQL
         topic_replication_factor=settings.kafka_replication_factor,
         consumer_auto_offset_reset="earliest",

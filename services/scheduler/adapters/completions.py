@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared.kafka import kafka_security
 from shared.runtime import Runtime, fetch_batch, retry_forever
 from shared.settings import CommonSettings
 
@@ -47,6 +48,7 @@ class CompletionWatcher:
         # outcomes in a burst (measured: a seventh of the scheduler's CPU); a few ms of gathering
         # costs nothing here, the window is thousands of tasks deep.
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+                                         **kafka_security(self.settings),
                                          client_id="scheduler-completions", enable_auto_commit=False,
                                          isolation_level="read_committed", fetch_min_bytes=FETCH_MIN_BYTES,
                                          fetch_max_wait_ms=FETCH_MAX_WAIT_MS)

@@ -16,14 +16,15 @@ from shared.runtime import retry_forever
 
 
 class EndOffsets:
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, security: dict[str, Any] | None = None) -> None:
         self._topic = topic
+        self._security = security or {}  # shared.kafka.kafka_security
         self._partitioner = DefaultPartitioner()
         self._bootstrap = bootstrap_servers
         self._client: AIOKafkaConsumer | None = None  # made inside the event loop, in start()
 
     async def start(self) -> None:
-        self._client = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
+        self._client = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, **self._security,
                                         client_id="status-offsets", request_timeout_ms=5000)
         await retry_forever("starting the offsets client", self._client.start)
 
