@@ -2,17 +2,19 @@
 them, chosen fairly (shared/fairness.py: tenants by weight, a tenant's jobs by priority, then in
 turn), so the tasks topic stays shallow and a small job never waits for someone else's backlog.
 
-At most `DISPATCH_WINDOW` tasks are out (handed to Kafka, no outcome seen yet); a completion
-watcher reads the outcomes' `task_id` header off the results topic and frees their places. A
+At most `DISPATCH_WINDOW` tasks are out (handed to Kafka, not yet done); a task is done once the
+processors' committed offset on its partition is past the offset its acknowledgement gave it
+(adapters/completions.py polls those offsets while tasks are out), which frees its place. A
 round takes as many tasks as there is room for, hands them to the idempotent producer
 (`tasks_for` order within a job, each to the partition `task_partition` gives it, as before)
-together with each touched job's running total (`TasksDispatched`), and a confirmation task
-waits for the acknowledgements and stores each job's cursor. A crash in between dispatches
-again from the stored cursor: the same task ids, which the processors and the status fold
-ignore as repeats. Nothing is lost or doubled in effect.
+together with each touched job's running total (`TasksDispatched`: one record per round and
+partition of the jobs topic), and a confirmation task waits for the acknowledgements, notes
+each task's offset and stores each job's cursor. A crash in between dispatches again from the
+stored cursor: the same task ids, which the processors and the status fold ignore as repeats.
+Nothing is lost or doubled in effect.
 
-The window is a throughput bound, not a correctness one: a task whose outcome is never seen
-(its outcome is on a partition added after start, say) frees its place after LEASE_S.
+The window is a throughput bound, not a correctness one: a task whose offset is never passed
+(the processors' group was reset, say) frees its place after LEASE_S.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +34,8 @@ from prometheus_client import Gauge
 from services.scheduler.adapters.store import DispatchRow, job_events, record_dispatched
 from services.scheduler.domain import image_positions, task_at, task_partition
 from services.scheduler.settings import SchedulerSettings
-from shared.events import JobSubmitted, TasksDispatched, encode_event, envelope, utcnow
+from services.scheduler.window import TasksOut
+from shared.events import MAX_JOBS_PER_DISPATCH_EVENT, JobSubmitted, TasksDispatched, encode_event, envelope, utcnow
 from shared.fairness import CursorLane, FairQueue, parse_weights
 from shared.metrics import STAGE, latency_histogram, tenant_label
 from shared.retry import retry_record_work
@@ -65,8 +69,7 @@ class Dispatcher:
         self._jobs: dict[UUID, tuple[int, str]] = {}  # job -> (partition, tenant label), while queued or unconfirmed
         self._events: dict[UUID, JobSubmitted] = {}
         self._positions: dict[UUID, list[tuple[int, int]]] = {}  # job -> its images' (visit, image)
-        self._out: dict[str, tuple[str, float]] = {}  # task_id -> (tenant label, when dispatched)
-        self._out_by_tenant: Counter[str] = Counter()  # the same, counted (kept as tasks come and go)
+        self.out = TasksOut()
         self._reported: dict[UUID, float] = {}  # job -> when its cursor was last published and stored
         self._acked: dict[UUID, int] = {}  # job -> tasks dispatched and acknowledged (stored or not)
         self._confirms: set[asyncio.Task[None]] = set()
@@ -90,11 +93,14 @@ class Dispatcher:
         self.queue.add(tenant or "", priority, job_id, CursorLane(total, dispatched))
         self.wakeup.set()
 
-    def completed(self, task_ids: list[str]) -> None:
-        """Outcomes seen: their places in the window are free."""
-        freed = [self._out.pop(t) for t in task_ids if t in self._out]
-        if freed:
-            self._out_by_tenant.subtract(tenant for tenant, _ in freed)
+    def busy(self) -> bool:
+        """Tasks are out: the processors' progress is worth asking for."""
+        return len(self.out) > 0
+
+    def processed(self, committed: dict[int, int]) -> None:
+        """The processors' committed offsets per tasks partition: the tasks below them are
+        done, and their places in the window free."""
+        if self.out.processed(committed):
             self._gauge_in_flight()
             self.wakeup.set()
 
@@ -109,7 +115,7 @@ class Dispatcher:
 
     # -- dispatching ------------------------------------------------------------------------
     def room(self) -> int:
-        return max(0, round(self.settings.dispatch_window * self.owned_share()) - len(self._out))
+        return max(0, round(self.settings.dispatch_window * self.owned_share()) - len(self.out))
 
     def worth_a_round(self, room: int) -> bool:
         """Room for everything queued, or for a good part of the window: a round has a fixed cost
@@ -150,18 +156,14 @@ class Dispatcher:
             task = task_at(job, positions[ordinal], stamp)
             sends.append((self.settings.topics.tasks, encode_event(task), task.task_id.encode(),
                           task_partition(job_id, ordinal, partitions)))
-            self._out[task.task_id] = (self._jobs[job_id][1], now)
-            self._out_by_tenant[self._jobs[job_id][1]] += 1
+            self.out.dispatched(task.task_id, self._jobs[job_id][1], now)
             cursors[job_id] = max(cursors.get(job_id, 0), ordinal + 1)
             if ordinal == 0:
                 late = max(0.0, (stamp - job.scheduled_time).total_seconds())
                 LATENESS.observe(late)
                 STAGE["released"].observe(late)
         milestones = self._milestones(cursors, events, now)
-        for job_id, cursor in milestones.items():
-            progress = TasksDispatched.model_construct(**envelope(TasksDispatched, stamp), job_id=job_id,
-                                                       dispatched=cursor)
-            sends.append((self.settings.topics.jobs, encode_event(progress), str(job_id).encode(), None))
+        sends.extend(self._progress_records(milestones, stamp))
         acks = await self._send(sends)
         self._count(picks, events)
         await self._confirming.acquire()
@@ -187,6 +189,22 @@ class Dispatcher:
                 self._reported.pop(job_id, None)
         return out
 
+    def _progress_records(self, milestones: dict[UUID, int], stamp: datetime) -> list[tuple[str, bytes, bytes, int]]:
+        """The round's running totals (`TasksDispatched`): one record per partition of the jobs
+        topic (each job's own, so its events stay in order), carrying up to
+        MAX_JOBS_PER_DISPATCH_EVENT jobs, keyed by the first."""
+        by_partition: dict[int, list[tuple[UUID, int]]] = {}
+        for job_id, cursor in milestones.items():
+            by_partition.setdefault(self._jobs[job_id][0], []).append((job_id, cursor))
+        records = []
+        for partition, totals in by_partition.items():
+            for start in range(0, len(totals), MAX_JOBS_PER_DISPATCH_EVENT):
+                (job_id, cursor), *others = totals[start:start + MAX_JOBS_PER_DISPATCH_EVENT]
+                progress = TasksDispatched.model_construct(**envelope(TasksDispatched, stamp), job_id=job_id,
+                                                           dispatched=cursor, others=dict(others))
+                records.append((self.settings.topics.jobs, encode_event(progress), str(job_id).encode(), partition))
+        return records
+
     async def _send(self, sends: list[tuple[str, bytes, bytes, int | None]]) -> Acks:
         producer = self.runtime.producer
         return [await producer.send(topic, value, key=key, partition=partition)
@@ -196,6 +214,7 @@ class Dispatcher:
                        cursors: dict[UUID, int], milestones: dict[UUID, int]) -> None:
         try:
             await retry_record_work("dispatching tasks", lambda: wait_or_resend(acks, lambda: self._send(sends)))
+            self._note_offsets(sends, acks)
             for job_id, cursor in cursors.items():
                 self._acked[job_id] = max(cursor, self._acked.get(job_id, 0))
             if milestones:
@@ -206,6 +225,15 @@ class Dispatcher:
                     self._drop(job_id)
         finally:
             self._confirming.release()
+
+    def _note_offsets(self, sends: list[tuple[str, bytes, bytes, int | None]], acks: Acks) -> None:
+        """Where each task of an acknowledged round landed: it is done once the processors'
+        committed offset there passes it."""
+        tasks_topic = self.settings.topics.tasks
+        for (topic, _, key, _), ack in zip(sends, acks, strict=True):
+            if topic == tasks_topic:
+                landed: Any = ack.result()
+                self.out.landed(key.decode(), landed.partition, landed.offset)
 
     async def store_cursors(self, partitions: set[int] | None = None) -> None:
         """Store every acknowledged cursor (of `partitions`; None: all): before a revocation or a
@@ -250,21 +278,21 @@ class Dispatcher:
             BACKLOG.labels(tenant_label(tenant)).set(units)
 
     def _gauge_in_flight(self) -> None:
-        for tenant, n in list(self._out_by_tenant.items()):
+        for tenant, n in list(self.out.by_tenant.items()):
             IN_FLIGHT.labels(tenant).set(n)
             if not n:
-                del self._out_by_tenant[tenant]
+                del self.out.by_tenant[tenant]
 
     def _expire(self) -> None:
-        """Places held longer than LEASE_S are freed (their outcome was not seen)."""
-        cutoff = time.monotonic() - LEASE_S
-        stale = [task_id for task_id, (_, at) in self._out.items() if at < cutoff]
+        """Places held longer than LEASE_S are freed (the processors' offset never passed them)."""
+        stale = self.out.expire(time.monotonic() - LEASE_S)
         if stale:
-            log.warning("%d dispatched tasks had no outcome in %.0fs; freeing their places", len(stale), LEASE_S)
-            self.completed(stale)
+            log.warning("%d dispatched tasks were not done in %.0fs; freeing their places", len(stale), LEASE_S)
+            self._gauge_in_flight()
+            self.wakeup.set()
 
     def details(self) -> dict[str, object]:
-        return {"tasks_out": len(self._out), "tasks_waiting": len(self.queue), "jobs_dispatching": len(self._jobs)}
+        return {"tasks_out": len(self.out), "tasks_waiting": len(self.queue), "jobs_dispatching": len(self._jobs)}
 
 
 async def wait_or_resend(acks: Acks, resend: Callable[[], Any]) -> None:

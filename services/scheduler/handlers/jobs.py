@@ -42,7 +42,8 @@ class SchedulerWorker(ConsumerRebalanceListener):
     def __init__(self, settings: SchedulerSettings, runtime: Runtime) -> None:
         self.settings = settings
         self.runtime = runtime
-        self.completions = CompletionWatcher(settings, runtime, lambda done: self.dispatcher.completed(done))
+        self.completions = CompletionWatcher(settings, runtime, lambda offsets: self.dispatcher.processed(offsets),
+                                             lambda: self.dispatcher.busy())
         self.dispatcher = Dispatcher(settings, runtime, self._owned_share, self.completions.watching)
         self.releaser = Releaser(settings, runtime, self.dispatcher)
         self.loop = ConsumerLoop(settings, runtime, "scheduler", [settings.topics.jobs], self._on_batch,
@@ -69,7 +70,6 @@ class SchedulerWorker(ConsumerRebalanceListener):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.releaser.wait_confirmed()  # releases handed to the producer get marked (bounded by the caller)
         await self.dispatcher.store_cursors()  # and dispatched tasks' cursors stored
-        await self.completions.close()
         await self.loop.close()
 
     def _owned(self) -> set[int]:
