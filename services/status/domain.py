@@ -94,7 +94,8 @@ def _add(effects: Effects, event: Any) -> None:
     elif isinstance(event, JobWithdrawn):
         effects.withdrawn.add(event.job_id)
     elif isinstance(event, TasksDispatched):
-        effects.dispatched[event.job_id] = max(event.dispatched, effects.dispatched.get(event.job_id, 0))
+        for job_id, dispatched in event.totals().items():
+            effects.dispatched[job_id] = max(dispatched, effects.dispatched.get(job_id, 0))
     elif isinstance(event, JobCancelled):
         effects.cancelled.add(event.job_id)
         if event.command_id is not None:
