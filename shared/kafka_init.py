@@ -77,7 +77,7 @@ def acl_plan(settings: CommonSettings) -> list[Acl]:
     t, prefix = settings.topics, settings.kafka_topic_prefix
     stats_topic = f"{prefix}.store-stats"
     core = [t.jobs, t.tasks, t.results, t.status, t.dlq]
-    reads = {"scheduler": [t.jobs, t.results], "processor": [t.tasks], "status": [t.jobs, t.results],
+    reads = {"scheduler": [t.jobs], "processor": [t.tasks], "status": [t.jobs, t.results],
              "storestats": [t.results]}
     writes = {"ingest": [t.jobs], "scheduler": [t.jobs, t.tasks, t.results, t.dlq],
               "processor": [t.results, t.dlq], "status": [t.jobs, t.status, t.dlq],
@@ -90,6 +90,8 @@ def acl_plan(settings: CommonSettings) -> list[Acl]:
         plan += [Acl(user, Resource.TOPIC, topic, Op.WRITE) for topic in writes.get(user, [])]
         if user in reads:  # a consumer group of its own: <prefix>.<service>
             plan.append(Acl(user, Resource.GROUP, settings.consumer_group(user), Op.READ))
+    # the scheduler's dispatch window reads the processors' committed offsets (OffsetFetch)
+    plan.append(Acl("scheduler", Resource.GROUP, settings.consumer_group("processor"), Op.DESCRIBE))
     # the store statistics make their own output topic, and faust its own (`<app id>-…`)
     plan += [Acl("storestats", Resource.TOPIC, stats_topic, op)
              for op in (Op.CREATE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS)]

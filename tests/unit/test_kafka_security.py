@@ -104,11 +104,14 @@ def test_each_service_reads_and_writes_only_its_own_topics() -> None:
         "status": {"imagejobs.jobs", "imagejobs.status", "imagejobs.dlq"},
         "storestats": {"imagejobs.store-stats", "imagejobs.dlq", "imagejobs.storestats-*"}}
     assert {u: grants(plan, u, Op.READ) for u in ("ingest", "scheduler", "processor", "status", "storestats")} == {
-        "ingest": set(), "scheduler": {"imagejobs.jobs", "imagejobs.results"}, "processor": {"imagejobs.tasks"},
+        "ingest": set(), "scheduler": {"imagejobs.jobs"}, "processor": {"imagejobs.tasks"},
         "status": {"imagejobs.jobs", "imagejobs.results"},
         "storestats": {"imagejobs.results", "imagejobs.storestats-*"}}
     assert grants(plan, "processor", Op.READ, Resource.GROUP) == {"imagejobs.processor"}
     assert grants(plan, "ingest", Op.READ, Resource.GROUP) == set()
+    # the scheduler's dispatch window asks for the processors' committed offsets, nothing more
+    assert grants(plan, "scheduler", Op.DESCRIBE, Resource.GROUP) == {"imagejobs.processor"}
+    assert grants(plan, "scheduler", Op.READ, Resource.GROUP) == {"imagejobs.scheduler"}
     assert not [a for a in plan if a.op == Op.CREATE and a.user != "storestats"]
 
 
