@@ -199,9 +199,8 @@ def create_app(settings: StatusSettings) -> FastAPI:
     expiries = [expired_jobs(runtime, settings.topics.status, settings.job_retention_s)]
     offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs, kafka_security(settings))
     decisions = Decisions(reads)
-    reader = JobReader(reads, lambda job_id: offsets.end_of(runtime.producer, job_id),
-                       runtime.connected.is_set, settings.status_read_your_writes_wait_s,
-                       partition_ends=lambda job_ids: offsets.ends_of(runtime.producer, job_ids))
+    reader = JobReader(reads, lambda job_ids: offsets.ends_of(runtime.producer, job_ids),
+                       runtime.connected.is_set, settings.status_read_your_writes_wait_s)
     commands = JobCommands(reader, CommandPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
                            decisions, ZoneInfo(settings.default_timezone), settings.ingest_max_schedule_days,
                            settings.status_command_wait_s, settings.status_read_your_writes_wait_s)

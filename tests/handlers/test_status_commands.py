@@ -33,8 +33,11 @@ class FakeView:
     async def load_job(self, job_id: UUID) -> JobRow | None:
         return self.jobs.get(job_id)
 
-    async def folded_offset(self, topic: str, partition: int) -> int:
-        return 10  # folded past every end: a missing job is unknown
+    async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]:
+        return [(self.jobs[j], None) for j in job_ids if j in self.jobs]
+
+    async def folded_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: 10 for tp in partitions}  # folded past every end: a missing job is unknown
 
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
         return []
@@ -51,8 +54,8 @@ def use_cases(view: FakeView, decide: Any = None) -> JobCommands:
         if decide is not None:
             decide(view, command)
 
-    async def ends(job_id: UUID) -> tuple[str, int, int]:
-        return "jobs", 0, 10
+    async def ends(job_ids: list[UUID]) -> dict[UUID, tuple[str, int, int]]:
+        return {job_id: ("jobs", 0, 10) for job_id in job_ids}
     reader = JobReader(view, ends, lambda: True, wait_s=0.2)
     return JobCommands(reader, publish, Decisions(view), ZoneInfo("Asia/Kolkata"), 366, wait_s=0.3, view_wait_s=0.2)
 

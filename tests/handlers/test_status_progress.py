@@ -45,17 +45,14 @@ class FakeView:
         self.queries += 1
         return [(self.rows[j], self.errors.get(j)) for j in job_ids if j in self.rows]
 
-    async def folded_offset(self, topic: str, partition: int) -> int:
-        return self.folded
-
     async def folded_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return {tp: self.folded for tp in partitions}
 
 
 def reader(view: FakeView) -> JobReader:
-    async def end(job_id: UUID) -> tuple[str, int, int]:
-        return "jobs", 0, 10
-    return JobReader(view, end, lambda: True, wait_s=0.3)  # type: ignore[arg-type]
+    async def ends(job_ids: list[UUID]) -> dict[UUID, tuple[str, int, int]]:
+        return {job_id: ("jobs", 0, 10) for job_id in job_ids}
+    return JobReader(view, ends, lambda: True, wait_s=0.3)  # type: ignore[arg-type]
 
 
 # -- batch status ---------------------------------------------------------------------------

@@ -32,12 +32,9 @@ class EndOffsets:
         if self._client is not None:
             await self._client.stop()
 
-    async def end_of(self, producer: AIOKafkaProducer, job_id: UUID) -> tuple[str, int, int]:
-        """(topic, partition, end offset) of the partition the job's events are on."""
-        return (await self.ends_of(producer, [job_id]))[job_id]
-
     async def ends_of(self, producer: AIOKafkaProducer, job_ids: list[UUID]) -> dict[UUID, tuple[str, int, int]]:
-        """The same for many jobs, in one offsets request."""
+        """(topic, partition, end offset) of the partition each job's events are on, in one
+        offsets request."""
         parts = sorted(await producer.partitions_for(self._topic))
         where = {job_id: TopicPartition(self._topic, self._partitioner(str(job_id).encode(), parts, parts))
                  for job_id in job_ids}

@@ -175,14 +175,6 @@ async def stored_offsets(conn: AsyncConnection[Any]) -> dict[tuple[str, int], in
     return {(t, p): o for t, p, o in rows}
 
 
-async def folded_offset(conn: AsyncConnection[Any], topic: str, partition: int) -> int:
-    """How far the fold has read a partition (0: nothing yet)."""
-    row = await (await conn.execute(
-        "SELECT next_offset FROM consumer_offsets WHERE consumer = %s AND topic = %s AND partition = %s",
-        (CONSUMER, topic, partition))).fetchone()
-    return int(row[0]) if row else 0
-
-
 async def load_job(conn: AsyncConnection[Any], job_id: UUID) -> JobRow | None:
     row = await (await conn.execute(
         f"SELECT {JOB_COLUMNS} FROM status_jobs WHERE job_id = %s AND submitted AND NOT withdrawn",
@@ -277,9 +269,6 @@ class ViewReader:
 
     async def load_job(self, job_id: UUID) -> JobRow | None:
         return await self._on_connection(load_job, job_id)
-
-    async def folded_offset(self, topic: str, partition: int) -> int:
-        return await self._on_connection(folded_offset, topic, partition)
 
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
         return await self._on_connection(failures, job_id)

@@ -32,7 +32,6 @@ class ViewReads(Protocol):
     async def load_job(self, job_id: UUID) -> JobRow | None: ...
     async def list_jobs(self, owners: list[str], keys_on: bool, status: str | None, limit: int,
                         after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]: ...
-    async def folded_offset(self, topic: str, partition: int) -> int: ...
     async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]: ...
     async def results_page(self, job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]: ...
     async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]: ...
@@ -40,10 +39,8 @@ class ViewReads(Protocol):
 
 
 class PartitionEnds(Protocol):
-    async def __call__(self, job_id: UUID) -> tuple[str, int, int]: ...
+    """Each job's partition of the jobs topic and that partition's end offset now."""
 
-
-class ManyPartitionEnds(Protocol):
     async def __call__(self, job_ids: list[UUID]) -> dict[UUID, tuple[str, int, int]]: ...
 
 
@@ -66,10 +63,9 @@ class Caller:
 
 
 class JobReader:
-    def __init__(self, reads: ViewReads, partition_end: PartitionEnds, connected: Callable[[], bool],
-                 wait_s: float, partition_ends: ManyPartitionEnds | None = None) -> None:
-        self.reads, self._partition_end, self._connected, self._wait_s = reads, partition_end, connected, wait_s
-        self._partition_ends = partition_ends or self._ends_one_by_one
+    def __init__(self, reads: ViewReads, partition_ends: PartitionEnds, connected: Callable[[], bool],
+                 wait_s: float) -> None:
+        self.reads, self._partition_ends, self._connected, self._wait_s = reads, partition_ends, connected, wait_s
 
     async def status(self, raw_id: str | None, caller: Caller) -> Reply:
         found = await self.find(raw_id, caller)
@@ -132,8 +128,9 @@ class JobReader:
         return Reply(200, {"jobs": jobs, "not_found": not_found})
 
     async def _wait_for_folds(self, job_ids: list[UUID]) -> dict[UUID, tuple[JobRow, list[Any] | None]]:
-        """`_wait_for_fold` for many jobs: one offsets request, then the view polled until it
-        has folded every partition they live on up to its end (or holds them all)."""
+        """The jobs not in the view yet: one offsets request, then the view polled until it holds
+        them all or has folded every partition they live on up to its end (the rest are
+        unknown), for at most `wait_s`."""
         ends = await self._partition_ends(job_ids)
         partitions = sorted({(topic, partition) for topic, partition, _ in ends.values()})
         deadline = time.monotonic() + self._wait_s
@@ -144,9 +141,6 @@ class JobReader:
             if len(rows) == len(job_ids) or caught_up or time.monotonic() >= deadline:
                 return rows
             await asyncio.sleep(0.02)
-
-    async def _ends_one_by_one(self, job_ids: list[UUID]) -> dict[UUID, tuple[str, int, int]]:
-        return {job_id: await self._partition_end(job_id) for job_id in job_ids}
 
     async def find(self, raw_id: str | None, caller: Caller) -> JobRow | Reply:
         """The caller's job, or the error to answer (400, 404, 503)."""
@@ -162,25 +156,12 @@ class JobReader:
         if row is None:
             try:
                 async with asyncio.timeout(self._wait_s + 1):
-                    row = await self._wait_for_fold(job_id)
+                    row = (await self._wait_for_folds([job_id])).get(job_id, (None, None))[0]
             except TimeoutError:  # Kafka did not answer the offset lookup: we cannot tell yet
                 return Reply.error(503, "status not available yet; retry shortly", RETRY_SHORTLY)
         if row is None or not caller.may_see(row):  # another tenant's job: as if it did not exist
             return Reply.error(404, NOT_FOUND)
         return row
-
-    async def _wait_for_fold(self, job_id: UUID) -> JobRow | None:
-        """Wait until the projector has folded the job's partition up to its current end."""
-        topic, partition, end = await self._partition_end(job_id)
-        deadline = time.monotonic() + self._wait_s
-        while time.monotonic() < deadline:
-            row = await self.reads.load_job(job_id)
-            if row is not None:
-                return row
-            if await self.reads.folded_offset(topic, partition) >= end:  # folded past it: unknown
-                return await self.reads.load_job(job_id)
-            await asyncio.sleep(0.02)
-        return None
 
 
 def iso(moment: datetime) -> str:
