@@ -21,6 +21,7 @@ FROM jre
 COPY --from=jars /build/lib /opt/kafka/libs
 COPY deploy/docker/kafka-log4j2.xml /opt/kafka/config/log4j2.xml
 COPY deploy/docker/kafka-entrypoint.sh /usr/local/bin/kafka-entrypoint
+COPY deploy/docker/kafka-scram-users.sh /usr/local/bin/kafka-scram-users
 RUN useradd --system --home-dir /var/lib/kafka kafka \
     && mkdir -p /var/lib/kafka/data /opt/kafka/run && chown -R kafka /var/lib/kafka /opt/kafka/run
 USER kafka

@@ -6,6 +6,7 @@ RUN apt-get update -q && apt-get install -y -q --no-install-recommends postgresq
     && mkdir -p /var/lib/postgresql/data /var/run/postgresql \
     && chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql
 COPY deploy/docker/postgres-entrypoint.sh /usr/local/bin/postgres-entrypoint
+COPY deploy/docker/postgres-init.sh /usr/local/bin/postgres-init
 # the cluster is a directory inside the volume, so its first set-up can be renamed into place
 ENV PATH=/usr/lib/postgresql/15/bin:$PATH PGDATA=/var/lib/postgresql/data/pgdata
 USER postgres

@@ -4,7 +4,10 @@
 #   2. Docker Compose v2: built from the Go module proxy when no `docker compose` answers;
 #   3. the base image debian:bookworm-slim: made from Debian's packages with debootstrap when
 #      there is none (no image registry is needed; `docker pull` one first to use Docker's);
-#   4. copies the host's locally added certificate authorities into deploy/docker/extra-ca.
+#   4. copies the host's locally added certificate authorities into deploy/docker/extra-ca;
+#   5. writes `.env` beside docker-compose.yml with a random value for every secret the compose
+#      file requires, when there is no `.env` (an existing one is never changed: add a secret
+#      that a newer compose file requires by hand; docs/operations.md).
 # Downloads are cached under IMAGEJOBS_CACHE (~/.cache/imagejobs): the Compose binary and the
 # base image's tarball, so a second machine set-up is seconds. Exit 3: no engine can run here;
 # any other failure is a failure.
@@ -81,10 +84,29 @@ extra_authorities() {
   find "$from" -maxdepth 1 -name '*.crt' -exec cp {} "$here/" \;
 }
 
+# The compose file's secrets (each `${NAME:?…}` in docker-compose.yml): 32 random bytes, in hex.
+SECRETS=(KAFKA_ADMIN_PASSWORD KAFKA_INGEST_PASSWORD KAFKA_SCHEDULER_PASSWORD KAFKA_PROCESSOR_PASSWORD
+         KAFKA_STATUS_PASSWORD KAFKA_STORESTATS_PASSWORD KAFKA_DOWNSTREAM_PASSWORD
+         POSTGRES_PASSWORD POSTGRES_APP_PASSWORD GRAFANA_ADMIN_PASSWORD)
+secrets_file() {
+  local env_file; env_file="$(cd "$(dirname "$0")/../.." && pwd)/.env"
+  if [ -e "$env_file" ]; then say "keeping $env_file (an existing .env is never changed)"; return 0; fi
+  ( umask 077
+    { echo "# Secrets of docker-compose.yml, written by deploy/docker/prepare.sh on $(date -u +%FT%TZ)."
+      echo "# Keep this file out of version control; rotating a secret: docs/operations.md."
+      for name in "${SECRETS[@]}"; do
+        echo "$name=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+      done
+    } >"$env_file.part"
+    mv "$env_file.part" "$env_file" )
+  say "wrote $env_file: ${#SECRETS[@]} random secrets"
+}
+
 go_is_new_enough() {  # Compose v2.29's go.mod needs Go 1.21 (Debian bookworm's golang-go is 1.19)
   command -v go >/dev/null 2>&1 && go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9])'
 }
 
+secrets_file
 engine || exit 3
 # what the two parallel steps need from apt, one apt-get at a time (apt's list lock is not waited for)
 if ! docker compose version >/dev/null 2>&1 && [ ! -x "$CACHE/docker-compose-$COMPOSE_VERSION" ] \

@@ -1,11 +1,13 @@
 """One `docker compose` project of this repository's docker-compose.yml, driven through the CLI:
 a unique project name (its own containers, network and volumes), published ports picked free on
-127.0.0.1, and the `demo` profile's sample image server that processors reach as `samples`."""
+127.0.0.1, the `demo` profile's sample image server that processors reach as `samples`, and its
+own random secrets (passed in the environment, which wins over a developer's `.env`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 import uuid
@@ -15,6 +17,10 @@ from pathlib import Path
 from shared.devstack.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# every `${NAME:?…}` of docker-compose.yml (deploy/docker/prepare.sh writes the same into .env)
+SECRETS = ("KAFKA_ADMIN_PASSWORD", "KAFKA_INGEST_PASSWORD", "KAFKA_SCHEDULER_PASSWORD", "KAFKA_PROCESSOR_PASSWORD",
+           "KAFKA_STATUS_PASSWORD", "KAFKA_STORESTATS_PASSWORD", "KAFKA_DOWNSTREAM_PASSWORD",
+           "POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
 @dataclass
@@ -24,6 +30,7 @@ class Deployment:
     status_port: int = field(default_factory=free_port)
     kafka_port: int = field(default_factory=free_port)
     figures: dict[str, object] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=lambda: {name: secrets.token_hex(16) for name in SECRETS})
 
     @property
     def ingest(self) -> str:
@@ -37,8 +44,13 @@ class Deployment:
     def kafka(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 
+    def kafka_user(self, user: str) -> dict[str, str]:
+        """aiokafka's connection arguments for one of the compose file's Kafka users."""
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": user, "sasl_plain_password": self.secrets[f"KAFKA_{user.upper()}_PASSWORD"]}
+
     def env(self) -> dict[str, str]:
-        return {**os.environ, "INGEST_PUBLISHED_PORT": str(self.ingest_port),
+        return {**os.environ, **self.secrets, "INGEST_PUBLISHED_PORT": str(self.ingest_port),
                 "STATUS_PUBLISHED_PORT": str(self.status_port), "KAFKA_PUBLISHED_PORT": str(self.kafka_port),
                 "IMAGE_ALLOW_PRIVATE_NETWORKS": "true", "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
                 "PROCESSOR_REPLICAS": "3"}

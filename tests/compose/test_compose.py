@@ -89,7 +89,8 @@ def test_killing_a_processor_mid_job_loses_nothing(deployment: Deployment) -> No
 def released_at(deployment: Deployment, job_id: str) -> list[datetime]:
     async def read() -> list[datetime]:
         out = []
-        async for _, timestamp, value in read_topics(deployment.kafka, ["imagejobs.jobs"]):
+        admin = deployment.kafka_user("admin")  # the jobs topic is no downstream user's
+        async for _, timestamp, value in read_topics(deployment.kafka, ["imagejobs.jobs"], admin):
             event = decode_event(value)
             if isinstance(event, JobReleased) and str(event.job_id) == job_id:
                 out.append(datetime.fromtimestamp(timestamp / 1000, UTC))

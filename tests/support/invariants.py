@@ -112,9 +112,12 @@ async def _read_all(bootstrap: str, prefix: str, topics: list[str]) -> dict[str,
     return out
 
 
-async def read_topics(bootstrap: str, topics: list[str]) -> AsyncIterator[tuple[str, int, bytes]]:
-    """Every record now on `topics` (all partitions, explicitly assigned), then stop."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+async def read_topics(bootstrap: str, topics: list[str],
+                      security: dict[str, Any] | None = None) -> AsyncIterator[tuple[str, int, bytes]]:
+    """Every record now on `topics` (all partitions, explicitly assigned), then stop.
+    `security`: aiokafka's SASL arguments, for a secured cluster."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **(security or {}))
     await consumer.start()
     try:
         parts: list[TopicPartition] = []
