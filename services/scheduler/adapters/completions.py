@@ -10,8 +10,9 @@ dispatcher; with nothing out it asks nothing.
 It replaced reading every outcome's `task_id` header off the results topic: that consumer cost
 the scheduler and the broker about a second of CPU per 10,000 images, a tenth of a burst on a
 two-core machine. The price is latency: a place in the window is freed up to the processors'
-commit interval (0.2 s) plus POLL_S after the outcome, well inside what a window of thousands
-of tasks covers. Offsets committed before this process dispatched anything concern tasks it
+commit interval (0.05 s) plus POLL_S after the outcome; that matters when the window is full
+(a newcomer tenant's task waits for a place), so both are short: a few small requests a
+second, and none while nothing is out. Offsets committed before this process dispatched anything concern tasks it
 does not know and free nothing.
 """
 
@@ -29,8 +30,8 @@ from shared.runtime import Runtime
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
-POLL_S = 0.2
-RECONNECT_AFTER = 50  # failed polls in a row (5 s): the admin client is made again
+POLL_S = 0.05
+RECONNECT_AFTER = 100  # failed polls in a row (5 s): the admin client is made again
 PROCESSOR_SERVICE = "processor"
 
 

@@ -66,10 +66,12 @@ class Dispatcher:
         self.watching = watching
         self.queue: FairQueue[int] = FairQueue(parse_weights(settings.tenant_weights))
         self.wakeup = asyncio.Event()
-        self._jobs: dict[UUID, tuple[int, str]] = {}  # job -> (partition, tenant label), while queued or unconfirmed
+        # job -> (partition, tenant label, tenant as queued), while queued or unconfirmed
+        self._jobs: dict[UUID, tuple[int, str, str]] = {}
         self._events: dict[UUID, JobSubmitted] = {}
         self._positions: dict[UUID, list[tuple[int, int]]] = {}  # job -> its images' (visit, image)
-        self.out = TasksOut()
+        self.out = TasksOut()  # by tenant as queued; the metrics by its label
+        self._labels_in_flight: set[str] = set()
         self._reported: dict[UUID, float] = {}  # job -> when its cursor was last published and stored
         self._acked: dict[UUID, int] = {}  # job -> tasks dispatched and acknowledged (stored or not)
         self._confirms: set[asyncio.Task[None]] = set()
@@ -89,7 +91,7 @@ class Dispatcher:
 
     def _queue_job(self, job_id: UUID, partition: int, tenant: str | None, priority: int, total: int,
                    dispatched: int) -> None:
-        self._jobs[job_id] = (partition, tenant_label(tenant))
+        self._jobs[job_id] = (partition, tenant_label(tenant), tenant or "")
         self.queue.add(tenant or "", priority, job_id, CursorLane(total, dispatched))
         self.wakeup.set()
 
@@ -120,9 +122,17 @@ class Dispatcher:
     def worth_a_round(self, room: int) -> bool:
         """Room for everything queued, or for a good part of the window: a round has a fixed cost
         (a produce round, a cursor update, running totals), so a backlog refills the window in
-        rounds of an eighth of it rather than a task per outcome seen."""
-        return room > 0 and len(self.queue) > 0 and (
-            room >= len(self.queue) or room * 8 >= round(self.settings.dispatch_window * self.owned_share()))
+        rounds of an eighth of it rather than a task per outcome seen. But a tenant with work
+        queued and nothing out gets a round at the first free place: waiting for an eighth of a
+        full window to drain cost its one-image job ~1 s with the GPU on (256 places free a
+        second)."""
+        if room <= 0 or not len(self.queue):
+            return False
+        return (room >= len(self.queue) or room * 8 >= round(self.settings.dispatch_window * self.owned_share())
+                or self._newcomer_waiting())
+
+    def _newcomer_waiting(self) -> bool:
+        return any(not self.out.by_tenant.get(tenant) for tenant in self.queue.units_by_tenant())
 
     async def run(self) -> None:
         if self.watching is not None:
@@ -156,7 +166,7 @@ class Dispatcher:
             task = task_at(job, positions[ordinal], stamp)
             sends.append((self.settings.topics.tasks, encode_event(task), task.task_id.encode(),
                           task_partition(job_id, ordinal, partitions)))
-            self.out.dispatched(task.task_id, self._jobs[job_id][1], now)
+            self.out.dispatched(task.task_id, self._jobs[job_id][2], now)
             cursors[job_id] = max(cursors.get(job_id, 0), ordinal + 1)
             if ordinal == 0:
                 late = max(0.0, (stamp - job.scheduled_time).total_seconds())
@@ -278,10 +288,16 @@ class Dispatcher:
             BACKLOG.labels(tenant_label(tenant)).set(units)
 
     def _gauge_in_flight(self) -> None:
+        by_label: Counter[str] = Counter()
         for tenant, n in list(self.out.by_tenant.items()):
-            IN_FLIGHT.labels(tenant).set(n)
+            by_label[tenant_label(tenant or None)] += n
             if not n:
                 del self.out.by_tenant[tenant]
+        for label in self._labels_in_flight - set(by_label):
+            IN_FLIGHT.labels(label).set(0)
+        for label, n in by_label.items():
+            IN_FLIGHT.labels(label).set(n)
+        self._labels_in_flight = set(by_label)
 
     def _expire(self) -> None:
         """Places held longer than LEASE_S are freed (the processors' offset never passed them)."""
