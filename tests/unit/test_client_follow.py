@@ -32,6 +32,15 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
+def reply_json(handler: BaseHTTPRequestHandler, answer: Any) -> None:
+    body = json.dumps(answer).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def test_a_dropped_stream_is_resumed_with_the_last_event_id() -> None:
     asked: list[str | None] = []
 
@@ -66,12 +75,7 @@ def test_a_server_without_streams_is_polled() -> None:
                 self.send_error(404)
                 return
             polls.append(1)
-            body = json.dumps(STATUSES[min(len(polls) - 1, 2)]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            reply_json(self, STATUSES[min(len(polls) - 1, 2)])
 
         def log_message(self, *_: Any) -> None:
             pass
