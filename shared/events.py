@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-# Every field is bounded so that whatever decodes can be stored (DESIGN §4, poison records):
+# Every field is bounded so that whatever decodes can be stored (issue 19, poison records):
 # PostgreSQL text holds no NUL, its `int` columns hold 32 bits, and a timestamp must convert to
 # UTC inside the range Python and PostgreSQL both hold. A record outside them fails decoding
 # and is dead-lettered instead of being retried for ever against the database. The limits are
@@ -126,7 +126,7 @@ class JobRescheduleRequested(CommandEvent):
 
 class JobCancelled(Event):
     """Decided by the release owner: the job will never be released (no task, no result).
-    `command_id` names the request; records written before schema 1.1 have none."""
+    `command_id` names the request; records written before commands carried ids have none."""
 
     type: Literal["JobCancelled"] = "JobCancelled"
     command_id: UUID | None = None

@@ -1,4 +1,4 @@
-"""One retry policy for work on records (DESIGN §4, "one retry policy").
+"""One retry policy for work on records (issue 19, item 2: "one retry policy").
 
 - A **transient infrastructure error** (a connection refused or reset, a timeout, the broker or
   the database unavailable, the store master not imported yet) is retried with exponential

@@ -1,4 +1,4 @@
-"""Settings shared by every service, read from environment variables (names fixed by DESIGN §5).
+"""Settings shared by every service, read from environment variables (the README's settings table lists them).
 
 Each service composes these with its own fields; settings are built once in `__main__`
 and passed down, never read from `os.environ` deep inside.

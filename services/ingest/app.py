@@ -39,7 +39,7 @@ router = APIRouter(tags=["jobs"])
 
 
 async def submit(request: Request) -> JSONResponse:
-    """Submit a job (the DESIGN §2 body): 200 with its id once Kafka has it; 400 naming the
+    """Submit a job (the body of docs/api.md): 200 with its id once Kafka has it; 400 naming the
     field; 413 over the size limit; 409 for an Idempotency-Key reused with another body; 429
     over a tenant quota (pending images, submit rate), with Retry-After."""
     started = time.perf_counter()

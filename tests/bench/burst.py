@@ -1,5 +1,5 @@
 """Burst: many jobs due at one instant, timed from the due time until the status API reports
-every job final (DESIGN §6, issue 7 goal 1), the way a client would observe it.
+every job final (issue 7, goal 1), the way a client would observe it.
 
 The jobs are submitted ahead of their shared `scheduled_time`, so submitting is not timed.
 Before the due time every job is confirmed known to the status view. From the due time,

@@ -1,4 +1,4 @@
-"""Every 400 rule of DESIGN §2, one test each; a rejected job publishes nothing."""
+"""Every 400 rule of the submit API (docs/api.md), one test each; a rejected job publishes nothing."""
 
 from __future__ import annotations
 

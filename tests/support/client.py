@@ -95,7 +95,7 @@ async def _topic_end(bootstrap: str, topic: str) -> int:
 
 
 def example_job(client: Client, **overrides: Any) -> dict[str, Any]:
-    """The DESIGN §2 example, its URLs rewritten to the local image server."""
+    """The example job of docs/api.md, its URLs rewritten to the local image server."""
     gallery = client.images + "/webp/gallery"
     body = {
         "count": 2,
