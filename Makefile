@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit compose-test demo bench soak lint clean
+.PHONY: setup run test test-unit compose-test demo bench soak soak-load lint clean
 
 $(STAMP): pyproject.toml
 	bash deploy/install-system-deps.sh
@@ -55,6 +55,10 @@ bench: setup  # the peers (Redis, BullMQ's node_modules, Celery's venv) are set 
 
 soak: setup  # the fault and fuzz suites with many more rounds and examples
 	SOAK_ROUNDS=20 FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/faults tests/security
+
+soak-load: setup  # 30 minutes of 5x the replaced system's load on the `make run` stack (docs/benchmarks.md)
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib
+	$(PY) -m tests.bench.soak --minutes 30 --docs
 
 lint: setup
 	$(PY) -m ruff check shared services tests

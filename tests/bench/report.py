@@ -13,6 +13,7 @@ from tests.bench.compare import lines as compare_lines
 from tests.bench.fairness import fairness_lines
 from tests.bench.observe import observer_lines
 from tests.bench.slowclients import slow_client_lines
+from tests.bench.soak_report import kept_section
 
 DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 PLOT = PROJECT_ROOT / "docs" / "benchmarks.png"
@@ -131,7 +132,8 @@ def write_report(r: dict[str, Any]) -> Path:
               "delays count against ingest: each request is timed from its due time).", "",
               f"Burst detail: {r['burst']}.", "", f"Lateness detail: { {k: v for k, v in r['lateness'].items()} }.",
               "", "![throughput and lateness](benchmarks.png)", ""]
-    DOC.write_text("\n".join(lines))
+    soak = kept_section(DOC.read_text()) if DOC.exists() else ""  # `make soak-load`'s, run on its own
+    DOC.write_text("\n".join(lines) + ("\n" + soak if soak else ""))
     _plot(r)
     return DOC
 
