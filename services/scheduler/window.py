@@ -44,6 +44,8 @@ class TasksOut:
             found = self._out.pop(task_id, None)
             if found is not None:
                 self.by_tenant[found[0]] -= 1
+                if not self.by_tenant[found[0]]:
+                    del self.by_tenant[found[0]]  # only tenants with tasks out are counted
                 freed.append(task_id)
         return freed
 

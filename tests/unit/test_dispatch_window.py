@@ -23,7 +23,7 @@ def test_a_task_is_done_once_the_committed_offset_passes_it() -> None:
     assert len(out) == 2 and out.by_tenant == {"t1": 1, "t2": 1}
     assert out.processed({0: 11}) == []  # the same offsets again change nothing
     assert sorted(out.processed({0: 12, 1: 6})) == ["b", "c"]
-    assert len(out) == 0 and +out.by_tenant == {}
+    assert len(out) == 0 and out.by_tenant == {}
 
 
 def test_a_task_not_acknowledged_yet_stays_out_until_it_lands_and_is_passed() -> None:

@@ -289,10 +289,8 @@ class Dispatcher:
 
     def _gauge_in_flight(self) -> None:
         by_label: Counter[str] = Counter()
-        for tenant, n in list(self.out.by_tenant.items()):
+        for tenant, n in self.out.by_tenant.items():
             by_label[tenant_label(tenant or None)] += n
-            if not n:
-                del self.out.by_tenant[tenant]
         for label in self._labels_in_flight - set(by_label):
             IN_FLIGHT.labels(label).set(0)
         for label, n in by_label.items():
