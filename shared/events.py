@@ -48,6 +48,11 @@ DEFAULT_PRIORITY = 3
 Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
 
 
+def iso(moment: datetime) -> str:
+    """A moment as the API and the events write it: UTC, ISO 8601, `Z` for the zone."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -122,6 +127,9 @@ class JobRescheduleRequested(CommandEvent):
 
     type: Literal["JobRescheduleRequested"] = "JobRescheduleRequested"
     scheduled_time: Timestamp
+
+
+JobCommand = JobCancelRequested | JobRescheduleRequested  # what a job's owner may ask of a pending job
 
 
 class JobCancelled(Event):
@@ -207,6 +215,9 @@ class ImageSucceeded(ImageOutcome):
 class ImageFailed(ImageOutcome):
     type: Literal["ImageFailed"] = "ImageFailed"
     reason: Reason
+
+
+FINAL_STATUSES = ("completed", "failed", "cancelled")  # a job in one of these never changes again
 
 
 class JobStatusChanged(Event):
