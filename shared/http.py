@@ -20,7 +20,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from shared.api_docs import use_house_openapi
+from shared.api import use_house_openapi
 from shared.docs_pages import add_docs_pages
 
 log = logging.getLogger(__name__)

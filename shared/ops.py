@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.api_docs import ErrorBody
+from shared.api import ErrorBody
 from shared.metrics import SERVICE_READY
 from shared.runtime import Runtime
 

@@ -21,7 +21,7 @@ from services.ingest.adapters.pending import PendingReader
 from services.ingest.domain import Limits
 from services.ingest.handlers import SubmitJob, quotas_for
 from services.ingest.settings import IngestSettings
-from shared.api_docs import EXAMPLE_JOB, Accepted, JobIn, errors, request_body, webhook_callbacks
+from shared.api import EXAMPLE_JOB, Accepted, JobIn, errors, request_body, webhook_callbacks
 from shared.auth import ApiKeys, Unauthorized, parse_api_keys, request_tenant, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
 from shared.metrics import latency_histogram

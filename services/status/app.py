@@ -31,7 +31,7 @@ from services.status.handlers.progress import JobProgress, Opened, ProgressHub
 from services.status.handlers.projector import Projector
 from services.status.handlers.webhooks import MAX_IN_FLIGHT, RetryPolicy, WebhookDeliverer, WebhookReader
 from services.status.settings import StatusSettings
-from shared.api_docs import BatchStatus, BatchStatusIn, ErrorBody, JobList, JobStatus, Results, WebhookStatus, errors
+from shared.api import BatchStatus, BatchStatusIn, ErrorBody, JobList, JobStatus, Results, WebhookStatus, errors
 from shared.auth import ApiKeys, parse_api_keys, warn_if_open
 from shared.http import error, new_app, read_body_capped, respond
 from shared.kafka import kafka_security
