@@ -8,12 +8,20 @@ every invalid input is a 400 naming the field)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Header
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.responses import Response
+
+from shared.api_fields import STORE_ID_RULE, URL_RULE, VISIT_TIME_RULE, HttpUrl, StoreId, VisitTime, field_rule
+from shared.events import DEFAULT_PRIORITY
+from shared.schedule_time import InvalidInput, resolve_scheduled_time
 
 EXAMPLE_JOB = {
     "count": 2,
@@ -33,9 +41,32 @@ class ErrorBody(BaseModel):
 
 
 class VisitIn(BaseModel):
-    store_id: str
-    image_url: list[str] = Field(min_length=1)
-    visit_time: str = Field(description="HH:MM[:SS] or an ISO-8601 date-time")
+    store_id: StoreId
+    image_url: list[HttpUrl] = Field(min_length=1)
+    visit_time: VisitTime = Field(description="HH:MM[:SS] or an ISO-8601 date-time")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a deployment allows in a job (ingest's settings)."""
+
+    max_images: int = 10_000
+    max_schedule_days: int = 366
+    webhooks: bool = False  # a callback_url is accepted only when WEBHOOK_SECRET is set
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The validation context of a submitted `JobIn`: the deployment's limits, the time zone of a
+    naive time and the moment of the submit. Without it, only the body's own rules apply."""
+
+    limits: Limits
+    tz: ZoneInfo
+    now: datetime
+
+
+def _deployment(info: ValidationInfo) -> Deployment | None:
+    return info.context if isinstance(info.context, Deployment) else None
 
 
 class JobIn(BaseModel):
@@ -43,15 +74,92 @@ class JobIn(BaseModel):
     DEFAULT_TIMEZONE; absent or past: now)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_JOB]})
-    count: int
+    count: int = Field(strict=True)  # 1.0 and true are not counts
     scheduled_time: str | None = None
     visits: list[VisitIn] = Field(min_length=1)
-    priority: int = Field(3, ge=1, le=5, description="1 (highest) to 5 (lowest): within its tenant's share of "
-                                                      "the processors, a job of higher priority goes first")
-    callback_url: str | None = Field(None, max_length=2048, description=(
+    priority: int = Field(3, ge=1, le=5, strict=True, description=(
+        "1 (highest) to 5 (lowest): within its tenant's share of the processors, a job of higher priority goes "
+        "first"))
+    callback_url: HttpUrl | None = Field(None, max_length=2048, description=(
         "an absolute http(s) URL: once the job is final, its status (the JSON of GET /api/status/{id}) is POSTed "
         "there, signed by the Standard Webhooks convention (see the callback), and retried until a 2xx. Accepted "
         "only when the deployment has a WEBHOOK_SECRET"))
+
+    @field_validator("visits", mode="before")
+    @classmethod
+    def _as_many_as_counted(cls, visits: Any, info: ValidationInfo) -> Any:
+        """A count that is an integer must match a list of visits (before the visits are read)."""
+        count = info.data.get("count")
+        if isinstance(visits, list) and visits and count is not None and count != len(visits):
+            raise named_error(f"count: {count} does not match the number of visits ({len(visits)})")
+        return visits
+
+    @field_validator("visits")
+    @classmethod
+    def _within_the_image_limit(cls, visits: list[VisitIn], info: ValidationInfo) -> list[VisitIn]:
+        deployment = _deployment(info)
+        total = sum(len(visit.image_url) for visit in visits)
+        if deployment is not None and total > deployment.limits.max_images:
+            raise field_rule(f"{total} images exceed the limit of {deployment.limits.max_images} per job")
+        return visits
+
+    @field_validator("scheduled_time")
+    @classmethod
+    def _schedulable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """An ISO-8601 date-time within the deployment's horizon (shared/schedule_time.py)."""
+        deployment = _deployment(info)
+        if value is not None and deployment is not None:
+            try:
+                resolve_scheduled_time(value, deployment.now, deployment.tz, deployment.limits.max_schedule_days)
+            except InvalidInput as exc:
+                raise named_error(str(exc)) from None
+        return value
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any) -> Any:
+        return DEFAULT_PRIORITY if value is None else value
+
+    @field_validator("callback_url", mode="before")
+    @classmethod
+    def _webhooks_on(cls, value: Any, info: ValidationInfo) -> Any:
+        deployment = _deployment(info)
+        if value is not None and deployment is not None and not deployment.limits.webhooks:
+            raise field_rule("webhooks are off on this deployment (WEBHOOK_SECRET is not set)")
+        return value
+
+
+def named_error(message: str) -> PydanticCustomError:
+    """A broken rule whose message names its field itself."""
+    return PydanticCustomError("named_rule", message)
+
+
+# The message of any other error in a field (a wrong type, a bound, missing), by the field's
+# name; `[]` is an element of the list of that name.
+FIELD_RULES = {"count": "must be an integer", "visits": "must be a non-empty list", "visits[]": "must be an object",
+               "store_id": STORE_ID_RULE, "image_url": "must be a non-empty list of URLs", "image_url[]": URL_RULE,
+               "visit_time": VISIT_TIME_RULE, "scheduled_time": "must be an ISO-8601 date-time string",
+               "priority": "must be an integer from 1 (highest) to 5 (lowest)", "callback_url": URL_RULE}
+REQUIRED = {"count", "visit_time"}  # missing: `required` (the other fields: their rule)
+# The order a body is read in: of several broken rules, the first is answered.
+READING_ORDER = ("count", "visits", "scheduled_time", "priority", "callback_url")
+
+
+def first_error(exc: ValidationError) -> str:
+    """The 400 message for a body `JobIn` refused: the first broken rule, naming its field
+    (`visits[0].store_id: must be a non-empty string`)."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    first = min(errors, key=lambda e: READING_ORDER.index(e["loc"][0]) if e["loc"] else -1)
+    loc, kind = first["loc"], first["type"]
+    if kind == "named_rule":
+        return first["msg"]
+    if not loc:
+        return "body is not valid JSON" if kind == "json_invalid" else "body must be a JSON object"
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    if kind == "field_rule":
+        return f"{path}: {first['msg']}"
+    name = loc[-1] if isinstance(loc[-1], str) else f"{loc[-2]}[]"
+    return f"{path}: {'required' if kind == 'missing' and name in REQUIRED else FIELD_RULES[str(name)]}"
 
 
 class Accepted(BaseModel):
