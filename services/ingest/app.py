@@ -1,5 +1,6 @@
 """The ingest API: `POST /processJob` (and aliases). The HTTP edge only: API key, content type
-and body cap are checked here, then the submit use case (handlers.py) answers."""
+and body cap are checked here, then the submit use case (handlers.py, wired by bootstrap.py)
+answers, and its answer or error becomes the HTTP response here."""
 
 from __future__ import annotations
 
@@ -7,28 +8,24 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 from starlette.routing import Route
 
-from services.ingest.adapters.admissions import EXPIRE_ADMISSIONS, JobAdmissions
-from services.ingest.adapters.idempotency import EXPIRE_KEYS, IdempotencyKeys
-from services.ingest.adapters.kafka import JobPublisher
-from services.ingest.adapters.pending import PendingReader
-from services.ingest.domain import Limits
-from services.ingest.handlers import SubmitJob, quotas_for
+from services.ingest.bootstrap import build
+from services.ingest.domain import JobTooLarge, KeyReused, NotAccepted, OverQuota
+from services.ingest.handlers import SubmitJob
 from services.ingest.settings import IngestSettings
-from shared.api import EXAMPLE_JOB, Accepted, JobIn, errors, request_body, webhook_callbacks
-from shared.auth import ApiKeys, Unauthorized, parse_api_keys, request_tenant, warn_if_open
-from shared.http import error, new_app, read_body_capped, respond
+from shared.api import EXAMPLE_JOB, Accepted, JobIn, errors, model_response, request_body, webhook_callbacks
+from shared.auth import ApiKeys, Unauthorized, request_tenant, warn_if_open
+from shared.http import RETRY_SHORTLY, error, new_app, read_body_capped
 from shared.metrics import latency_histogram
 from shared.ops import ops_router
-from shared.retention import start_retention, statement_expiry
+from shared.retention import start_retention
 from shared.runtime import Runtime, bounded
-from shared.webhooks import parse_webhook_secret
+from shared.schedule_time import InvalidInput
 
 SUBMITS = Counter("imagejobs_ingest_requests_total", "Submit requests by outcome", ["outcome"])
 SUBMIT_LATENCY = latency_histogram("imagejobs_ingest_latency_seconds", "Submit latency")
@@ -38,7 +35,7 @@ PATHS = ("/processJob", "/api/submit", "/api/submit/")
 router = APIRouter(tags=["jobs"])
 
 
-async def submit(request: Request) -> JSONResponse:
+async def submit(request: Request) -> Response:
     """Submit a job (the body of docs/api.md): 200 with its id once Kafka has it; 400 naming the
     field; 413 over the size limit; 409 for an Idempotency-Key reused with another body; 429
     over a tenant quota (pending images, submit rate), with Retry-After."""
@@ -68,7 +65,7 @@ class IngestEdge:
     keys: ApiKeys
     max_body: int
 
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def __call__(self, request: Request) -> Response:
         try:
             owner = request_tenant(request, self.keys)
         except Unauthorized:
@@ -79,36 +76,43 @@ class IngestEdge:
         raw = await read_body_capped(request, self.max_body)
         if raw is None:
             return error(413, f"body exceeds the limit of {self.max_body} bytes")
-        return respond(await self.submit_job(raw, owner, request.headers.get("idempotency-key")))
+        try:
+            accepted = await self.submit_job(raw, owner, request.headers.get("idempotency-key"))
+        except (InvalidInput, JobTooLarge, KeyReused, OverQuota, NotAccepted) as refused:
+            return refusal(refused)
+        return model_response(accepted)
+
+
+def refusal(exc: Exception) -> JSONResponse:
+    """A submit the use case refused, as its HTTP answer."""
+    if isinstance(exc, InvalidInput):
+        return error(400, str(exc))
+    if isinstance(exc, JobTooLarge):
+        return error(413, str(exc))
+    if isinstance(exc, KeyReused):
+        return error(409, "Idempotency-Key was used with a different body")
+    if isinstance(exc, OverQuota):
+        return error(429, str(exc), {"Retry-After": str(exc.refusal.retry_after_s)})
+    return error(503, str(exc), RETRY_SHORTLY)  # NotAccepted: nothing will run, a retry may succeed
 
 
 def create_app(settings: IngestSettings) -> FastAPI:
     """The ingest app; BadApiKeys or BadWebhookSecret (ValueErrors) when API_KEYS or
     WEBHOOK_SECRET cannot be read."""
     runtime = Runtime(settings, "ingest")
-    keys = parse_api_keys(settings.api_keys)
-    webhooks = parse_webhook_secret(settings.webhook_secret) is not None
-    quotas = quotas_for(PendingReader(runtime), settings.tenant_max_pending_images, settings.tenant_submit_rate,
-                        keys.owners_of)
-    submit_job = SubmitJob(IdempotencyKeys(runtime),
-                           JobPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
-                           JobAdmissions(runtime), ZoneInfo(settings.default_timezone),
-                           Limits(settings.ingest_max_images, settings.ingest_max_schedule_days, webhooks),
-                           quotas=quotas)
+    ingest = build(settings, runtime)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        warn_if_open(keys, "ingest")
+        warn_if_open(ingest.keys, "ingest")
         await runtime.start()
-        retention = start_retention(runtime, [
-            statement_expiry(runtime, "ingest_idempotency_keys", EXPIRE_KEYS, settings.job_retention_s),
-            statement_expiry(runtime, "admissions", EXPIRE_ADMISSIONS, settings.job_retention_s)])
+        retention = start_retention(runtime, ingest.expiries)
         yield
         retention.cancel()
         await bounded(runtime.stop(), 10, "closing connections")
 
     app = new_app("imagejobs ingest", lifespan)
-    app.state.edge = IngestEdge(submit_job, keys, settings.ingest_max_body_bytes)
+    app.state.edge = IngestEdge(ingest.submit_job, ingest.keys, settings.ingest_max_body_bytes)
     app.include_router(ops_router(runtime))
     app.include_router(router)
     # The same handler as plain Starlette routes, matched first: it reads the request itself (no

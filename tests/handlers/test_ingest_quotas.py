@@ -1,49 +1,51 @@
 """Tenant quotas in the submit use case (services/ingest/handlers.py: TenantQuotas), in-process
-with fakes: a 429 publishes nothing, parallel submits of one tenant never overshoot, a failed
-publish gives its reservation back, other tenants are unaffected."""
+with in-memory fakes of the ports: a refusal publishes nothing, parallel submits of one tenant
+never overshoot, a failed publish gives its reservation back, other tenants are unaffected."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection
+from collections.abc import Callable
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from prometheus_client import REGISTRY
 
-from services.ingest.domain import Limits
+from services.ingest.domain import NotAccepted, OverQuota
 from services.ingest.handlers import SubmitJob, TenantQuotas
-from shared.http import Reply
-from tests.handlers.test_ingest_submit import NOW, FakeAdmissions, FakeKeys, FakePublisher
+from shared.api import Accepted, Limits
+from tests.handlers.fakes_ingest import FakeAdmissions, FakeKeys, FakePublisher, FakeView
+from tests.handlers.test_ingest_submit import NOW
 
 TEN = json.dumps({"count": 1, "visits": [{"store_id": "S1", "visit_time": "10:00",
                                           "image_url": [f"http://img.test/{i}.jpg" for i in range(10)]}]}).encode()
+Answer = Accepted | OverQuota | NotAccepted
 
 
-class FakeView:
-    """The status view's pending sums; a read takes a moment (other submits run meanwhile)."""
+class Submits:
+    """One ingest process's submit use case over shared quotas; answers instead of raising."""
 
-    def __init__(self, published: FakePublisher | None = None, fails: bool = False) -> None:
-        self.counted: dict[str, int] = {}
-        self.folded: set[UUID] = set()
-        self.reads = 0
-        self.published, self.fails = published, fails
+    def __init__(self, publisher: FakePublisher, quotas: TenantQuotas) -> None:
+        self.publisher, self.quotas = publisher, quotas
+        self.use_case = SubmitJob(FakeKeys(), publisher, FakeAdmissions(), ZoneInfo("Asia/Kolkata"), Limits(),
+                                  clock=lambda: NOW, quotas=quotas)
 
-    async def pending(self, owners: Collection[str] | None, recent: list[UUID]) -> tuple[int, set[UUID]]:
-        self.reads += 1
-        await asyncio.sleep(0.05)
-        if self.fails:
-            raise OSError("database down")
-        counted = sum(n for owner, n in self.counted.items() if owners is None or owner in owners)
-        return counted, self.folded & set(recent)
+    async def __call__(self, tenant: str | None, key: str | None = None) -> Answer:
+        try:
+            return await self.use_case(TEN, tenant, key)
+        except (OverQuota, NotAccepted) as refused:
+            return refused
 
 
-def use_case(publisher: FakePublisher, view: FakeView, max_pending: int = 100, rate: float = 0,
-             clock: object = None) -> SubmitJob:
-    quotas = TenantQuotas(view, max_pending, rate, **({"clock": clock} if clock else {}))  # type: ignore[arg-type]
-    return SubmitJob(FakeKeys(), publisher, FakeAdmissions(), ZoneInfo("Asia/Kolkata"), Limits(),
-                     clock=lambda: NOW, quotas=quotas)
+def submits(publisher: FakePublisher, view: FakeView, max_pending: int = 100, rate: float = 0,
+            clock: Callable[[], float] | None = None) -> Submits:
+    quotas = TenantQuotas(view, max_pending, rate, clock=clock) if clock else TenantQuotas(view, max_pending, rate)
+    return Submits(publisher, quotas)
+
+
+def kinds(answers: list[Answer]) -> list[str]:
+    return [type(answer).__name__ for answer in answers]
 
 
 def rejected(tenant: str, quota: str) -> float:
@@ -52,88 +54,86 @@ def rejected(tenant: str, quota: str) -> float:
 
 async def test_twenty_parallel_submits_of_one_tenant_accept_exactly_up_to_the_limit() -> None:
     publisher, view = FakePublisher(), FakeView()
-    submit = use_case(publisher, view)
+    submit = submits(publisher, view)
     before = rejected("quota-a", "pending")
-    replies: list[Reply] = await asyncio.gather(*(submit(TEN, "quota-a", None) for _ in range(20)))
-    assert sorted(r.status for r in replies) == [200] * 10 + [429] * 10
-    refused = next(r for r in replies if r.status == 429)
-    assert refused.headers == {"Retry-After": "5"} and "limit is 100" in refused.body["error"]
+    answers = await asyncio.gather(*(submit("quota-a") for _ in range(20)))
+    assert sorted(kinds(answers)) == ["Accepted"] * 10 + ["OverQuota"] * 10
+    refused = next(a for a in answers if isinstance(a, OverQuota))
+    assert refused.refusal.retry_after_s == 5 and "limit is 100" in str(refused)
     assert len(publisher.sent) == 10 and view.reads <= 2  # one read served every waiting submit
     assert rejected("quota-a", "pending") == before + 10
-    other = await submit(TEN, "quota-b", None)
-    assert other.status == 200  # another tenant is unaffected
+    assert isinstance(await submit("quota-b"), Accepted)  # another tenant is unaffected
 
 
 async def test_jobs_finishing_in_the_view_make_room_again() -> None:
     publisher, view = FakePublisher(), FakeView()
-    submit = use_case(publisher, view, max_pending=20)
-    assert [(await submit(TEN, "t", None)).status for _ in range(3)] == [200, 200, 429]
+    submit = submits(publisher, view, max_pending=20)
+    assert kinds([await submit("t") for _ in range(3)]) == ["Accepted", "Accepted", "OverQuota"]
     view.folded = {UUID(job_id) for job_id, _ in publisher.sent}  # folded, and already final: sum 0
     await asyncio.sleep(0.25)  # past the read interval
-    assert (await submit(TEN, "t", None)).status == 200
+    assert isinstance(await submit("t"), Accepted)
 
 
 async def test_a_failed_publish_gives_its_reservation_back() -> None:
     view = FakeView()
-    failing = use_case(FakePublisher(fails="queue"), view, max_pending=10)
-    assert (await failing(TEN, "t", None)).status == 503
-    quotas: TenantQuotas = failing.quotas  # type: ignore[assignment]
-    assert quotas._quota("t").pending.estimate() == 0  # type: ignore[union-attr]  # noqa: SLF001
+    failing = submits(FakePublisher(fails="queue"), view, max_pending=10)
+    assert isinstance(await failing("t"), NotAccepted)
+    working = Submits(FakePublisher(), failing.quotas)  # the same process's quotas
+    assert isinstance(await working("t"), Accepted)  # 10 more fit the limit of 10: nothing was kept
 
 
-async def test_when_the_view_cannot_be_read_a_job_that_may_not_fit_is_a_503_not_a_429() -> None:
+async def test_when_the_view_cannot_be_read_a_job_that_may_not_fit_is_not_accepted_not_over_quota() -> None:
     publisher, view = FakePublisher(), FakeView(fails=True)
-    submit = use_case(publisher, view, max_pending=15)
-    unknown = await submit(TEN, "t", None)  # never read (e.g. just started): cannot tell
-    assert unknown.status == 503 and unknown.headers == {"Retry-After": "1"} and not publisher.sent
+    submit = submits(publisher, view, max_pending=15)
+    unknown = await submit("t")  # never read (e.g. just started): cannot tell
+    assert isinstance(unknown, NotAccepted) and "pending images" in str(unknown) and not publisher.sent
     view.fails = False
     await asyncio.sleep(0.25)
-    assert (await submit(TEN, "t", None)).status == 200  # read once: 0 pending
+    assert isinstance(await submit("t"), Accepted)  # read once: 0 pending
     view.fails = True
     await asyncio.sleep(0.25)
-    unsure = await submit(TEN, "t", None)  # 10 + 10 > 15 by this process's count, and no read
-    assert unsure.status == 503 and len(publisher.sent) == 1
+    unsure = await submit("t")  # 10 + 10 > 15 by this process's count, and no read
+    assert isinstance(unsure, NotAccepted) and len(publisher.sent) == 1
 
 
-async def test_the_rate_quota_answers_429_with_when_to_retry() -> None:
+async def test_the_rate_quota_refuses_with_when_to_retry() -> None:
     now = [0.0]
     publisher = FakePublisher()
-    submit = use_case(publisher, FakeView(), max_pending=0, rate=20, clock=lambda: now[0])
-    statuses = [(await submit(TEN, "fast", None)).status for _ in range(3)]
-    assert statuses == [200, 200, 200]  # 20 in the bucket, then one job into debt
-    refused = await submit(TEN, "fast", None)
-    assert refused.status == 429 and refused.headers == {"Retry-After": "1"}
-    assert "20 images/s" in refused.body["error"] and len(publisher.sent) == 3
-    assert (await submit(TEN, "slow", None)).status == 200
+    submit = submits(publisher, FakeView(), max_pending=0, rate=20, clock=lambda: now[0])
+    answers = [await submit("fast") for _ in range(3)]
+    assert kinds(answers) == ["Accepted"] * 3  # 20 in the bucket, then one job into debt
+    refused = await submit("fast")
+    assert isinstance(refused, OverQuota) and refused.refusal.retry_after_s == 1
+    assert "20 images/s" in str(refused) and len(publisher.sent) == 3
+    assert isinstance(await submit("slow"), Accepted)
     now[0] = 1.0
-    assert (await submit(TEN, "fast", None)).status == 200
+    assert isinstance(await submit("fast"), Accepted)
 
 
 async def test_an_idempotency_key_retry_is_counted_once() -> None:
     publisher, view = FakePublisher(), FakeView()
-    submit = use_case(publisher, view, max_pending=100)
-    first = await submit(TEN, "t", "key-1")
-    again = await submit(TEN, "t", "key-1")
-    assert first.body["job_id"] == again.body["job_id"]
-    quotas: TenantQuotas = submit.quotas  # type: ignore[assignment]
-    assert quotas._quota("t").pending.recent == {UUID(first.body["job_id"]): 10}  # type: ignore[union-attr]  # noqa: SLF001
+    submit = submits(publisher, view, max_pending=20)
+    first, again = await submit("t", "key-1"), await submit("t", "key-1")
+    assert isinstance(first, Accepted) and isinstance(again, Accepted) and first.job_id == again.job_id
+    assert isinstance(await submit("t"), Accepted)  # 10 + 10 fit the limit of 20: the retry took nothing
+    assert isinstance(await submit("t"), OverQuota)
 
 
 async def test_jobs_other_ingest_processes_accepted_are_seen_within_one_read_interval() -> None:
     publisher, view = FakePublisher(), FakeView()
-    submit = use_case(publisher, view, max_pending=100)
-    assert (await submit(TEN, "t", None)).status == 200  # starts the first read beside it
+    submit = submits(publisher, view, max_pending=100)
+    assert isinstance(await submit("t"), Accepted)  # starts the first read beside it
     await asyncio.sleep(0.25)
     view.counted["t"] = 85  # another ingest accepted 85 images meanwhile
-    assert (await submit(TEN, "t", None)).status == 200  # fits by this process's count; the read is due
+    assert isinstance(await submit("t"), Accepted)  # fits by this process's count; the read is due
     await asyncio.sleep(0.06)  # that read has landed: 85 + the 20 not yet folded here
-    refused = await submit(TEN, "t", None)
-    assert refused.status == 429 and "105 pending" in refused.body["error"]
+    refused = await submit("t")
+    assert isinstance(refused, OverQuota) and "105 pending" in str(refused)
 
 
 async def test_without_authentication_every_job_counts_for_the_one_tenant() -> None:
     publisher, view = FakePublisher(), FakeView()
     view.counted = {"alpha": 50, "beta": 45}  # recorded while keys were on
-    submit = use_case(publisher, view, max_pending=100)
-    assert (await submit(TEN, None, None)).status == 429  # 95 + 10: waits for the first read
+    submit = submits(publisher, view, max_pending=100)
+    assert isinstance(await submit(None), OverQuota)  # 95 + 10: waits for the first read
     assert len(publisher.sent) == 0

@@ -1,8 +1,10 @@
-"""Validation of submitted jobs (services/ingest/domain.py): every 400 rule and the schedule."""
+"""Validation of submitted jobs (services/ingest/domain.py reading a body with the API contract's
+JobIn, shared/api.py): every 400 rule and the schedule. Bodies go in as JSON, as a client sends them."""
 
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,16 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.domain import (
-    PLAIN_HTTP_URL,
-    InvalidSubmission,
-    Limits,
-    is_http_url,
-    is_visit_time,
-    passes_full_url_check,
-    resolve_scheduled_time,
-    validate_submission,
-)
+from services.ingest.domain import job_submitted
+from shared.api import Deployment, Limits
+from shared.api_fields import PLAIN_HTTP_URL, is_http_url, is_visit_time, passes_full_url_check
+from shared.events import JobSubmitted
+from shared.schedule_time import InvalidInput, resolve_scheduled_time
 
 NOW = datetime(2025, 2, 16, 5, 0, 0, tzinfo=UTC)
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -38,8 +35,13 @@ def body(*visits: dict[str, Any], **extra: Any) -> dict[str, Any]:
 DEFAULT_LIMITS = Limits()
 
 
+def validate_submission(payload: Any, now: datetime, tz: ZoneInfo, limits: Limits = DEFAULT_LIMITS) -> JobSubmitted:
+    """The event of `payload` submitted as JSON (InvalidInput naming the field)."""
+    return job_submitted(json.dumps(payload).encode(), None, Deployment(limits, tz, now))
+
+
 def rejected(payload: Any, limits: Limits = DEFAULT_LIMITS) -> str:
-    with pytest.raises(InvalidSubmission) as info:
+    with pytest.raises(InvalidInput) as info:
         validate_submission(payload, NOW, KOLKATA, limits)
     return str(info.value)
 
@@ -290,7 +292,7 @@ def test_any_valid_body_is_accepted_preserving_stores_and_urls(vs: list[dict[str
 def test_any_count_mismatch_is_rejected_naming_count(vs: list[Any], count: int) -> None:
     if count == len(vs):
         count += 1
-    with pytest.raises(InvalidSubmission) as info:
+    with pytest.raises(InvalidInput) as info:
         validate_submission({"count": count, "visits": vs}, NOW, KOLKATA)
     assert str(info.value).startswith("count:")
 
@@ -343,7 +345,7 @@ def test_priority_is_accepted_exactly_when_it_is_an_integer_from_one_to_five(val
     ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5)
     try:
         validate_submission(body(priority=value), NOW, KOLKATA)
-    except InvalidSubmission as exc:
+    except InvalidInput as exc:
         assert not ok and str(exc).startswith("priority:")
     else:
         assert ok
@@ -380,7 +382,7 @@ def test_a_callback_url_without_a_webhook_secret_says_webhooks_are_off() -> None
 def test_a_callback_url_is_accepted_exactly_when_an_image_url_would_be(value: Any) -> None:
     try:
         job = validate_submission(body(callback_url=value), NOW, KOLKATA, WEBHOOKS_ON)
-    except InvalidSubmission as exc:
+    except InvalidInput as exc:
         assert value is not None and not is_http_url(value) and str(exc).startswith("callback_url:")
     else:
         assert job.callback_url == value and (value is None or is_http_url(value))

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.ingest.domain import InvalidSubmission, is_http_url, validate_submission
+from services.ingest.domain import job_submitted
 from services.processor.domain import OffsetTracker
+from shared.api import Deployment, Limits
+from shared.api_fields import is_http_url
+from shared.schedule_time import InvalidInput
 from shared.ssrf import address_allowed
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TZ = ZoneInfo("Asia/Kolkata")
 
 
-def _body(store: str = "S1", url: str = "http://example.com/a.jpg", visit_time: str = "10:00") -> dict:
-    return {"count": 1, "visits": [{"store_id": store, "image_url": [url], "visit_time": visit_time}]}
+def _body(store: str = "S1", url: str = "http://example.com/a.jpg", visit_time: str = "10:00") -> bytes:
+    visit = {"store_id": store, "image_url": [url], "visit_time": visit_time}
+    return json.dumps({"count": 1, "visits": [visit]}).encode()
+
+
+def validate_submission(raw: bytes, now: datetime, tz: ZoneInfo) -> object:
+    return job_submitted(raw, None, Deployment(Limits(), tz, now))
 
 
 @pytest.mark.parametrize("store", ["S\x00", "S\n1", "\x7f", "S\ud800"])
 def test_control_characters_and_lone_surrogates_in_store_id_are_refused(store: str) -> None:
-    with pytest.raises(InvalidSubmission, match=r"^visits\[0\]\.store_id"):
+    with pytest.raises(InvalidInput, match=r"^visits\[0\]\.store_id"):
         validate_submission(_body(store=store), NOW, TZ)
 
 
@@ -32,7 +41,7 @@ def test_urls_the_downloader_cannot_parse_are_refused_at_ingest(url: str) -> Non
 
 
 def test_visit_time_with_a_nul_is_refused() -> None:
-    with pytest.raises(InvalidSubmission, match=r"visit_time"):
+    with pytest.raises(InvalidInput, match=r"visit_time"):
         validate_submission(_body(visit_time="10:00\x00"), NOW, TZ)
 
 

@@ -1,1 +1,3 @@
-"""The ingest service's adapters: the Idempotency-Key store (SQL) and publishing jobs (Kafka)."""
+"""The ingest service's adapters, the real ports of services/ingest/ports.py: the Idempotency-Key
+store and the admissions (PostgreSQL), publishing jobs (Kafka), the pending images read from the
+status view (PostgreSQL)."""

@@ -5,12 +5,12 @@ instead of re-publishing the withdrawn one."""
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from services.ingest.adapters.idempotency import scoped_key
 from shared.admissions import admit, withdraw_on
 from shared.db import transaction
+from shared.runtime import Runtime
 
 # Retention (shared/retention.py): a decision is needed only while its record may still arrive
 # (seconds after a missed deadline); kept as long as the jobs themselves.
@@ -21,7 +21,7 @@ EXPIRE_ADMISSIONS = (
 
 
 class JobAdmissions:
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime  # its pool exists once the app has started
 
     async def withdraw(self, job_id: UUID, key: str | None, owner: str | None) -> bool:

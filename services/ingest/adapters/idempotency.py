@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
+from services.ingest.domain import KeyReused
 from shared.events import JobSubmitted
+from shared.runtime import Runtime
 
 # Retention (shared/retention.py): a key is forgotten `older_than_s` after it was first used; the
 # same key then makes a new job.
@@ -17,17 +18,15 @@ EXPIRE_KEYS = (
     " LIMIT %(batch)s FOR UPDATE SKIP LOCKED))")
 
 
-class KeyReused(Exception):  # noqa: N818 - a client error, answered 409
-    """The key was first used with a different body."""
-
-
 def scoped_key(key: str, owner: str | None) -> str:
     """How a client's key is stored: scoped by its owner, hashed."""
     return hashlib.sha256(f"{owner or ''}:{key}".encode()).hexdigest()
 
 
 class IdempotencyKeys:
-    def __init__(self, runtime: Any) -> None:
+    """The KeyStore port (services/ingest/ports.py) on PostgreSQL."""
+
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime  # its pool exists once the app has started
 
     async def remember(self, key: str, owner: str | None, raw: bytes, event: JobSubmitted) -> JobSubmitted:

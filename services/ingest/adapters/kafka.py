@@ -3,13 +3,12 @@ NotQueued / NotAcknowledged (shared/publishing.py) saying whether it may still b
 
 from __future__ import annotations
 
-from typing import Any
-
 from shared.publishing import publish_within
+from shared.runtime import Runtime
 
 
 class JobPublisher:
-    def __init__(self, runtime: Any, topic: str, timeout_s: float) -> None:
+    def __init__(self, runtime: Runtime, topic: str, timeout_s: float) -> None:
         self._runtime, self._topic, self._timeout_s = runtime, topic, timeout_s
 
     def ready(self) -> bool:

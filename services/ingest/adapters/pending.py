@@ -8,8 +8,9 @@ ingest accepted recently the view has folded, so those are not counted twice."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 from uuid import UUID
+
+from shared.runtime import Runtime
 
 PENDING = "COALESCE(sum(GREATEST(total_images - succeeded - failed, 0)), 0)"
 OPEN = "status IN ('scheduled', 'ongoing') AND NOT withdrawn"  # the index's predicate, verbatim
@@ -21,7 +22,7 @@ OF_EVERYONE = (f"SELECT (SELECT {PENDING} FROM status_jobs WHERE {OPEN}),"
 
 
 class PendingReader:
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime  # its pool exists once the app has started
 
     async def pending(self, owners: Collection[str] | None, recent: list[UUID]) -> tuple[int, set[UUID]]:
