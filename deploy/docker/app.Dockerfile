@@ -20,6 +20,7 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyprojec
 RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install -q -r /src/requirements.txt
 COPY shared /src/shared
 COPY services /src/services
+COPY imagejobs_client /src/imagejobs_client
 RUN /opt/venv/bin/pip install -q --no-deps --no-cache-dir /src
 
 FROM debian:bookworm-slim

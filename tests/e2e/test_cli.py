@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
-from shared.cli import app
+from imagejobs_client.cli import app
 from tests.support.client import Client, example_job
 from tests.support.waiting import wait_for
 

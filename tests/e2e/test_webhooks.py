@@ -20,7 +20,7 @@ import pytest
 from standardwebhooks import Webhook
 from typer.testing import CliRunner
 
-from shared.cli import app as cli
+from imagejobs_client.cli import app as cli
 from tests.support.client import Client
 from tests.support.listener import ConnectionRecorder
 from tests.support.receiver import Receiver

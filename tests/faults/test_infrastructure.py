@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from shared.client import ImagejobsClient
+from imagejobs_client.client import ImagejobsClient
 from tests.faults.conftest import run_fault_stack
 from tests.support.client import Client
 from tests.support.invariants import assert_promises_kept, submit_batch

@@ -1,5 +1,5 @@
 """A rolling restart under load: every service is stopped with SIGTERM and started again, one
-at a time, while the project's client (`shared/client.py`, what `imagejobs submit` runs)
+at a time, while the project's client (`imagejobs_client/client.py`, what `imagejobs submit` runs)
 submits 50 jobs a second, each with an Idempotency-Key of its own. Every submit ends with
 exactly one job: lost 0, duplicated 0.
 
@@ -29,7 +29,8 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from shared.client import FINAL, ApiError, ImagejobsClient
+from imagejobs_client.client import ApiError, ImagejobsClient
+from shared.events import FINAL_STATUSES
 from tests.support.client import Client
 from tests.support.invariants import Batch, assert_promises_kept, read_all
 from tests.support.stack import Infra, ServiceProcess, Stack
@@ -160,7 +161,7 @@ def _wait_completed(cli: ImagejobsClient, job_ids: list[str], deadline_s: float)
     def final(job_id: str) -> str:
         def probe() -> str | None:
             status = str(cli.status(job_id)["status"])
-            return status if status in FINAL else None
+            return status if status in FINAL_STATUSES else None
         return wait_for(probe, deadline_s, f"job {job_id} to be final", every_s=0.2)
     with ThreadPoolExecutor(8) as pool:
         return Counter(pool.map(final, job_ids))

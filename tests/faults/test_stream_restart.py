@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.client import ImagejobsClient
+from imagejobs_client.client import ImagejobsClient
 from tests.support.client import Client
 from tests.support.waiting import wait_for
 

@@ -70,7 +70,7 @@ def test_the_job_list_shows_only_the_callers_tenants_jobs(keyed_stack: Client) -
 def test_the_command_line_sends_the_api_key_from_the_environment(keyed_stack: Client) -> None:
     from typer.testing import CliRunner
 
-    from shared.cli import app
+    from imagejobs_client.cli import app
 
     client, runner = keyed_stack, CliRunner()
     base = ["--url", client.ingest, "--status-url", client.status_url]

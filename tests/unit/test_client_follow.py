@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from shared.client import ImagejobsClient
+from imagejobs_client.client import ImagejobsClient
 
 
 def status(state: str, done: int) -> dict[str, Any]:

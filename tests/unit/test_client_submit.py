@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from shared.client import ImagejobsClient
+from imagejobs_client.client import ImagejobsClient
 from tests.unit.test_client_follow import reply_json, serving
 
 JOB = {"count": 1, "visits": [{"store_id": "S1", "image_url": ["http://x/1.png"], "visit_time": "10:00"}]}

@@ -1,4 +1,4 @@
-"""Dead letters (shared/dlq.py, shared/dlq_tools.py): the record whole plus context headers, a
+"""Dead letters (shared/dlq.py, imagejobs_client/dlq_tools.py): the record whole plus context headers, a
 bounded metric label, and letters of the old JSON format still readable."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from imagejobs_client.dlq_tools import LEGACY_VALUE_BYTES, describe, from_record, summary
 from shared.dlq import REASON_CATEGORIES, reason_category, send_to_dlq
-from shared.dlq_tools import LEGACY_VALUE_BYTES, describe, from_record, summary
 from shared.kafka import DLQ_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, topic_specs
 from shared.settings import CommonSettings
 

@@ -27,8 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.client import FINAL, ApiError, ImagejobsClient
-from shared.dlq_tools import DeadLetter, dead_letters, describe, replay, summary
+from imagejobs_client.client import ApiError, ImagejobsClient
+from imagejobs_client.dlq_tools import DeadLetter, dead_letters, describe, replay, summary
+from shared.events import FINAL_STATUSES
 from shared.kafka import kafka_security
 from shared.settings import CommonSettings
 
@@ -227,7 +228,7 @@ def _letter(offset: int) -> DeadLetter:
 def _until_final(statuses: Iterator[dict[str, Any]], first: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The statuses to show: the one read first, then the stream's (lazily)."""
     yield first
-    if first["status"] not in FINAL:
+    if first["status"] not in FINAL_STATUSES:
         yield from statuses
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
+from shared.events import FINAL_STATUSES
+
 SUBMIT_RETRY_FOR_S = 60.0
-FINAL = ("completed", "failed", "cancelled")
 STREAM_ATTEMPTS = 8  # fruitless connections in a row before `follow` falls back to polling
 STREAM_IDLE_S = 60.0  # no byte for this long (heartbeats come every 15 s): the stream is dead
 
@@ -136,7 +137,7 @@ class ImagejobsClient:
                     for event_id, status in _sse_statuses(response.iter_lines()):
                         last_id, failures = event_id, 0
                         yield status
-                        if status.get("status") in FINAL:
+                        if status.get("status") in FINAL_STATUSES:
                             return
             except httpx.HTTPError:
                 pass  # dropped: reconnect where we were
@@ -151,7 +152,7 @@ class ImagejobsClient:
             if body != seen:
                 seen = body
                 yield body
-            if body.get("status") in FINAL:
+            if body.get("status") in FINAL_STATUSES:
                 return
             time.sleep(every_s)
 
