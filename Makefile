@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 deploy/kafka/lib/.complete: deploy/kafka/pom.xml $(STAMP)
-	$(PY) -m shared.devstack setup
+	$(PY) -m deploy.devstack setup
 
 setup: $(STAMP) deploy/kafka/lib/.complete
 
 run: setup
-	$(PY) -m shared.devstack run
+	$(PY) -m deploy.devstack run
 
 test: setup  # then compose-test, when a Docker engine runs here or can be started
 	$(PY) -m pytest -q
@@ -61,7 +61,7 @@ soak-load: setup  # 30 minutes of 5x the replaced system's load on the `make run
 	$(PY) -m tests.bench.soak --minutes 30 --docs
 
 lint: setup
-	$(PY) -m ruff check shared services tests
+	$(PY) -m ruff check shared services imagejobs_client deploy tests
 
 clean:
 	rm -rf .state

@@ -21,6 +21,8 @@ RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install -q -r /
 COPY shared /src/shared
 COPY services /src/services
 COPY imagejobs_client /src/imagejobs_client
+COPY deploy/*.py /src/deploy/
+COPY deploy/devstack /src/deploy/devstack
 RUN /opt/venv/bin/pip install -q --no-deps --no-cache-dir /src
 
 FROM debian:bookworm-slim

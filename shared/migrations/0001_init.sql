@@ -1,6 +1,6 @@
 -- imagejobs schema v1. Each service owns its tables (named by owner); one database.
 
--- Store master, imported from CSV by `python -m shared.stores import FILE`.
+-- Store master, imported from CSV by `python -m deploy.stores import FILE`.
 CREATE TABLE IF NOT EXISTS stores (
     store_id   text PRIMARY KEY,
     store_name text NOT NULL,

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.devstack.net import free_port
-from shared.devstack.paths import PROJECT_ROOT
+from deploy.devstack.net import free_port
+from deploy.devstack.paths import PROJECT_ROOT
 from tests.bench import peers as peer_tools
 from tests.bench.burst import run_burst
 from tests.bench.frontdoor import overload

@@ -45,7 +45,7 @@ import psycopg
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.devstack.net import free_port
+from deploy.devstack.net import free_port
 from tests.bench import peers as peer_tools
 from tests.bench.burst import FINAL, any_running, burst_bodies, statuses
 from tests.bench.images import fresh_images

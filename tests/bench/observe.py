@@ -289,7 +289,7 @@ def main() -> None:
     """`python -m tests.bench.observe`: this section alone, with BullMQ's burst in the same run."""
     import json
 
-    from shared.devstack.net import free_port
+    from deploy.devstack.net import free_port
     from tests.bench import peers as peer_tools
     from tests.support.stack import Infra
 

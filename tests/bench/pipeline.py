@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 import uvloop
 
-from shared.devstack.net import free_port
+from deploy.devstack.net import free_port
 from tests.bench import peers as peer_tools
 from tests.bench.burst import run_burst
 from tests.bench.compare import compare

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.devstack.paths import PROJECT_ROOT
+from deploy.devstack.paths import PROJECT_ROOT
 from tests.bench.compare import lines as compare_lines
 from tests.bench.fairness import fairness_lines
 from tests.bench.observe import observer_lines

@@ -246,7 +246,7 @@ def catch_up_minute(retention_s: int, slack_s: int = 60, every_s: int = 60) -> i
 def main() -> None:
     import uvloop
 
-    from shared.devstack.paths import PROJECT_ROOT
+    from deploy.devstack.paths import PROJECT_ROOT
     from tests.bench.soak_stack import DevStack
 
     parser = argparse.ArgumentParser(prog="python -m tests.bench.soak")

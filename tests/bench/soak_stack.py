@@ -1,5 +1,5 @@
 """What the soak (tests/bench/soak.py) runs against and reads each minute: the stack as `make run`
-starts it (`python -m shared.devstack run`: supervisord over Kafka, PostgreSQL, every service,
+starts it (`python -m deploy.devstack run`: supervisord over Kafka, PostgreSQL, every service,
 two processors, store statistics and the sample image server), in a data dir of its own and on
 free ports, so it neither touches nor is disturbed by a `make run` already up; or, for the CI
 version, a tests/support Stack. Either is reached through a `Target`: URLs, the service
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.devstack.net import free_port
-from shared.devstack.paths import PROJECT_ROOT
-from shared.devstack.postgres import PostgresServer
+from deploy.devstack.net import free_port
+from deploy.devstack.paths import PROJECT_ROOT
+from deploy.devstack.postgres import PostgresServer
 
 # A log line at ERROR (the services' text or JSON format, PostgreSQL's) or a stack trace.
 ERROR_LINE = re.compile(r'(\bERROR\b|"level": ?"ERROR"|\bFATAL\b|\bPANIC\b|^Traceback|\| Traceback)')
@@ -132,7 +132,7 @@ def _two_free_ports() -> int:
 
 
 class DevStack:
-    """`python -m shared.devstack run` in a fresh state dir, on free ports, with `settings`
+    """`python -m deploy.devstack run` in a fresh state dir, on free ports, with `settings`
     added to its environment (the stack passes the caller's environment to every service)."""
 
     def __init__(self, settings: dict[str, str]) -> None:
@@ -148,7 +148,7 @@ class DevStack:
         env = {**os.environ, "IMAGEJOBS_STATE_DIR": str(self.root / "state"),
                **{k: str(v) for k, v in self.ports.items()}, **self.settings}
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "shared.devstack", "run"], cwd=PROJECT_ROOT,
+            self.process = subprocess.Popen([sys.executable, "-m", "deploy.devstack", "run"], cwd=PROJECT_ROOT,
                                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + deadline_s
         while "imagejobs is up" not in self.log_path.read_text(errors="replace"):
@@ -169,15 +169,15 @@ class DevStack:
                       settings=self.settings)
 
     def pids(self) -> dict[str, int]:
-        """Each supervised program's own process: the child of its `shared.devstack.prefix` wrapper."""
+        """Each supervised program's own process: the child of its `deploy.devstack.prefix` wrapper."""
         if self.process is None:
             return {}
         kids, found, todo = _proc_tree(), {}, [self.process.pid]
         while todo:
             pid = todo.pop()
             cmd = _cmdline(pid)
-            if "shared.devstack.prefix" in cmd and kids.get(pid):
-                found[cmd[cmd.index("shared.devstack.prefix") + 1]] = kids[pid][0]
+            if "deploy.devstack.prefix" in cmd and kids.get(pid):
+                found[cmd[cmd.index("deploy.devstack.prefix") + 1]] = kids[pid][0]
             else:
                 todo += kids.get(pid, [])
         return dict(sorted(found.items()))

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.devstack.net import free_port
+from deploy.devstack.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # every `${NAME:?…}` of docker-compose.yml (deploy/docker/prepare.sh writes the same into .env)

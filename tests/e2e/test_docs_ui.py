@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
 
-from shared.devstack.paths import PROJECT_ROOT
+from deploy.devstack.paths import PROJECT_ROOT
 from tests.support.browser import closed_browser
 from tests.support.client import Client
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.devstack.sample_images import GALLERY
+from deploy.devstack.sample_images import GALLERY
 from tests.support.client import Client, example_job
 from tests.support.storestats import group_lag
 from tests.support.waiting import wait_for

@@ -5,7 +5,7 @@ a row of figures every 30 s; every job followed until final; errors counted the 
 retention swept every 10 s.
 
 It runs on a tests/support Stack (ingest, scheduler, status, two processors, store statistics)
-against the session's Kafka and PostgreSQL, not on `python -m shared.devstack run`: that stack
+against the session's Kafka and PostgreSQL, not on `python -m deploy.devstack run`: that stack
 brings its own broker and database, a second pair beside the session's on a 2-core machine,
 and some 20 s more of start-up. Asserted: correctness only (every job final, 0 errors, and
 retention keeping the tables bounded: the first jobs' rows gone, the view holding about a

@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shared.devstack.kafka import KafkaBroker, new_cluster_id
-from shared.devstack.net import free_port
-from shared.devstack.postgres import PostgresServer
+from deploy.devstack.kafka import KafkaBroker, new_cluster_id
+from deploy.devstack.net import free_port
+from deploy.devstack.postgres import PostgresServer
 from tests.faults.conftest import run_fault_stack
 from tests.support.client import Client
 from tests.support.invariants import assert_promises_kept, submit_batch

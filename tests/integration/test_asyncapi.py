@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from deploy.devstack.paths import PROJECT_ROOT
 from shared.asyncapi import DOC_PATH
-from shared.devstack.paths import PROJECT_ROOT
 
 CHECKER = PROJECT_ROOT / "tests" / "support" / "asyncapi"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.devstack.kafka import KafkaBroker
-from shared.devstack.net import free_port
-from shared.devstack.paths import PROJECT_ROOT
+from deploy.devstack.kafka import KafkaBroker
+from deploy.devstack.net import free_port
+from deploy.devstack.paths import PROJECT_ROOT
 
 
 async def _produce(bootstrap: str, topic: str, count: int) -> None:
@@ -68,7 +68,7 @@ def test_records_acknowledged_with_acks_all_survive_a_broker_restart() -> None:
 
 
 def _launcher(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.devstack", *args], cwd=PROJECT_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "deploy.devstack", *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -25,8 +25,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.devstack.net import free_port
-from shared.devstack.paths import PROJECT_ROOT
+from deploy.devstack.net import free_port
+from deploy.devstack.paths import PROJECT_ROOT
 from tests.support.client import Client
 from tests.support.stack import Infra, Stack
 from tests.support.waiting import wait_for

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.devstack.net import free_port
-from shared.devstack.paths import PROJECT_ROOT
+from deploy.devstack.net import free_port
+from deploy.devstack.paths import PROJECT_ROOT
 from tests.support.waiting import wait_for
 
 ROUNDS = int(os.environ.get("FRESH_START_ROUNDS", "3"))
@@ -37,7 +37,7 @@ def fresh_stack(tmp_path: Path) -> Iterator[dict[str, str]]:
     tmp_path.chmod(0o755)  # the postgres user must reach its data dir
     env.update({"IMAGEJOBS_STATE_DIR": str(state), "PROCESSOR_GPU_DELAY_MS": "0", "PYTHONUNBUFFERED": "1"})
     with open(tmp_path / "launcher.log", "wb") as log:
-        launcher = subprocess.Popen([sys.executable, "-m", "shared.devstack", "run"], cwd=PROJECT_ROOT,
+        launcher = subprocess.Popen([sys.executable, "-m", "deploy.devstack", "run"], cwd=PROJECT_ROOT,
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield env

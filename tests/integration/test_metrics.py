@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.devstack.paths import PROJECT_ROOT
+from deploy.devstack.paths import PROJECT_ROOT
 from tests.support.stack import Infra, ServiceProcess, Stack
 from tests.support.waiting import wait_for
 

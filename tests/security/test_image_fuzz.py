@@ -30,8 +30,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from deploy.devstack.net import free_port
 from services.processor.domain import FAILURE_CATEGORIES, failure_category
-from shared.devstack.net import free_port
 from tests.support.client import FINAL, Client
 from tests.support.stack import Infra, Stack
 from tests.support.waiting import wait_for

@@ -22,12 +22,12 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from deploy.devstack.kafka import KafkaBroker
+from deploy.devstack.net import free_port
+from deploy.devstack.paths import PROJECT_ROOT
+from deploy.devstack.postgres import PostgresServer
+from deploy.stores import import_stores
 from shared.db import apply_migrations
-from shared.devstack.kafka import KafkaBroker
-from shared.devstack.net import free_port
-from shared.devstack.paths import PROJECT_ROOT
-from shared.devstack.postgres import PostgresServer
-from shared.stores import import_stores
 
 STORE_MASTER = PROJECT_ROOT / "data" / "StoreMasterAssignment.csv"
 
@@ -113,7 +113,7 @@ def refused_at_start(infra: Infra, service: str, settings: dict[str, str]) -> st
     return output
 
 
-MODULE = {"sample_images": "shared.devstack.sample_images"}  # development tooling; the rest are services.<name>
+MODULE = {"sample_images": "deploy.devstack.sample_images"}  # development tooling; the rest are services.<name>
 PORT_SETTING = {"ingest": "INGEST_PORT", "status": "STATUS_PORT", "scheduler": "SCHEDULER_PORT",
                 "processor": "PROCESSOR_PORT", "sample_images": "SAMPLE_IMAGES_PORT", "storestats": "STORESTATS_PORT"}
 

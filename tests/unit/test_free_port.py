@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from shared.devstack import net
+from deploy.devstack import net
 
 
 def test_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, TypeVar
 import pytest
 import uvicorn
 
-from shared.devstack.net import free_port
+from deploy.devstack.net import free_port
 from shared.http_guard import GuardedHttpToolsProtocol, HttpLimits, error_response, guarded_protocol
 from tests.bench.slowclients import (
     TRICKLE_HEAD,

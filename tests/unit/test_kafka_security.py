@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from deploy.kafka_init import DOWNSTREAM, Acl, Op, Pattern, Resource, acl_plan
 from services.storestats.app import broker_credentials
 from services.storestats.settings import StoreStatsSettings
 from shared.kafka import consumer_options, kafka_security, make_producer
-from shared.kafka_init import DOWNSTREAM, Acl, Op, Pattern, Resource, acl_plan
 from shared.runtime import Runtime
 from shared.settings import CommonSettings
 

@@ -1,4 +1,4 @@
-"""Parsing the store master CSV (shared/stores.py)."""
+"""Parsing the store master CSV (deploy/stores.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.stores import BadStoreFile, parse_stores
+from deploy.stores import BadStoreFile, parse_stores
 
 STORE_MASTER = Path(__file__).resolve().parents[2] / "data" / "StoreMasterAssignment.csv"
 HEADER = "AreaCode,StoreName,StoreID\n"

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 
-from shared.devstack.postgres import as_user
+from deploy.devstack.postgres import as_user
 
 
 def _die_with_parent() -> None:

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.devstack.child import ChildServer
-from shared.devstack.errors import LauncherError
-from shared.devstack.net import require_free_port
+from deploy.devstack.child import ChildServer
+from deploy.devstack.errors import LauncherError
+from deploy.devstack.net import require_free_port
 
 DATABASE = "imagejobs"
 ROLE = "imagejobs"

@@ -1,4 +1,4 @@
-"""`python -m shared.healthcheck PORT`: exit 0 when the service on 127.0.0.1:PORT answers
+"""`python -m deploy.healthcheck PORT`: exit 0 when the service on 127.0.0.1:PORT answers
 `/readyz` with 200 (its Kafka, PostgreSQL and own checks pass), else 1. The containers'
 healthcheck: the images have no curl, and this needs nothing beyond the standard library."""
 

@@ -1,4 +1,4 @@
-"""`python -m shared.devstack.sample_images`: a local image server for the demo, the tests and
+"""`python -m deploy.devstack.sample_images`: a local image server for the demo, the tests and
 the benchmarks (these machines have no internet), on SAMPLE_IMAGES_PORT (8090). Development
 tooling, not part of the product. Images are generated on request and cached:
 

@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.devstack.errors import LauncherError
-from shared.devstack.kafka import KafkaBroker, ensure_jars, java_binary
-from shared.devstack.net import require_free_port
-from shared.devstack.paths import PROJECT_ROOT, state_dir
-from shared.devstack.postgres import PostgresServer, postgres_bindir, server_user
-from shared.healthcheck import ready
+from deploy.devstack.errors import LauncherError
+from deploy.devstack.kafka import KafkaBroker, ensure_jars, java_binary
+from deploy.devstack.net import require_free_port
+from deploy.devstack.paths import PROJECT_ROOT, state_dir
+from deploy.devstack.postgres import PostgresServer, postgres_bindir, server_user
+from deploy.healthcheck import ready
 
 
 @dataclass
@@ -82,7 +82,7 @@ def programs(kafka: KafkaBroker | None, pg: PostgresServer | None) -> list[Progr
         Program("ingest", [py, "-m", "services.ingest"], 20, signing),
         Program("scheduler", [py, "-m", "services.scheduler"], 20, env),
         Program("status", [py, "-m", "services.status"], 20, signing),
-        Program("images", [py, "-m", "shared.devstack.sample_images"], 20, env),
+        Program("images", [py, "-m", "deploy.devstack.sample_images"], 20, env),
         Program("storestats", [py, "-m", "services.storestats"], 30, env),
     ]
     base = _env_int("PROCESSOR_PORT", 8003)
@@ -111,7 +111,7 @@ def supervisord_config(progs: list[Program], run_dir: Path) -> str:
 
 def _program_section(p: Program) -> dict[str, str]:
     as_user = ["--user", p.user] if p.user else []
-    wrapped = [sys.executable, "-m", "shared.devstack.prefix", p.name, *as_user, "--", *p.command]
+    wrapped = [sys.executable, "-m", "deploy.devstack.prefix", p.name, *as_user, "--", *p.command]
     section = {
         "command": " ".join(_quote(a) for a in wrapped), "directory": str(PROJECT_ROOT),
         "priority": str(p.priority), "autostart": "true", "autorestart": "true", "startsecs": "1",
@@ -239,7 +239,7 @@ def _import_store_master(pg: PostgresServer | None) -> None:
         return
     env = {**os.environ, **stack_defaults(None, pg)}
     for _ in range(30):
-        done = subprocess.run([sys.executable, "-m", "shared.stores", "import", str(sample)], env=env, check=False)
+        done = subprocess.run([sys.executable, "-m", "deploy.stores", "import", str(sample)], env=env, check=False)
         if done.returncode == 0:
             return
         time.sleep(1)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.devstack.errors import LauncherError
-from shared.devstack.net import tail
+from deploy.devstack.errors import LauncherError
+from deploy.devstack.net import tail
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`python -m shared.kafka_init`: a secured cluster's set-up, run as its admin user (a super user)
+"""`python -m deploy.kafka_init`: a secured cluster's set-up, run as its admin user (a super user)
 before the services start (docker-compose.yml's `kafka-init`): the core topics, then one set of
 ACLs per service user, so that each reads and writes only its own topics and consumer groups.
 
@@ -31,7 +31,7 @@ from shared.logging import configure_logging
 from shared.runtime import retry_forever
 from shared.settings import CommonSettings
 
-log = logging.getLogger("shared.kafka_init")
+log = logging.getLogger("deploy.kafka_init")
 
 
 class Resource(IntEnum):  # Kafka's ResourceType codes

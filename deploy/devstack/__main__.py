@@ -1,4 +1,4 @@
-"""`python -m shared.devstack run|kafka|postgres|setup`: the local stack's launcher.
+"""`python -m deploy.devstack run|kafka|postgres|setup`: the local stack's launcher.
 
 Failures the user can fix print one line (no stack trace) and exit 2.
 """
@@ -12,8 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from shared.devstack.errors import LauncherError
-from shared.devstack.paths import state_dir
+from deploy.devstack.errors import LauncherError
+from deploy.devstack.paths import state_dir
 
 
 def _serve_forever(server: object) -> int:
@@ -28,7 +28,7 @@ def _serve_forever(server: object) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shared.devstack")
+    parser = argparse.ArgumentParser(prog="python -m deploy.devstack")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run", help="run the whole stack under supervisord (make run)")
     sub.add_parser("setup", help="fetch the Kafka jars and check Java and PostgreSQL")
@@ -47,25 +47,25 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "run":
-            from shared.devstack.stack import run
+            from deploy.devstack.stack import run
 
             return run()
         if args.cmd == "setup":
-            from shared.devstack.kafka import ensure_jars, java_binary
-            from shared.devstack.postgres import postgres_bindir
+            from deploy.devstack.kafka import ensure_jars, java_binary
+            from deploy.devstack.postgres import postgres_bindir
 
             java_binary()
             print(f"kafka jars: {ensure_jars()}\npostgresql: {postgres_bindir()}")
             return 0
         if args.cmd == "kafka":
-            from shared.devstack.kafka import KafkaBroker
+            from deploy.devstack.kafka import KafkaBroker
 
             broker = KafkaBroker(args.port, args.controller_port, args.data_dir or state_dir() / "kafka")
             broker.start()
             broker.wait_ready()
             print(f"kafka ready on {broker.bootstrap}", flush=True)
             return _serve_forever(broker)
-        from shared.devstack.postgres import PostgresServer
+        from deploy.devstack.postgres import PostgresServer
 
         pg = PostgresServer(args.port, args.data_dir or state_dir() / "postgres")
         pg.start()

@@ -6,7 +6,7 @@ import random
 import socket
 from pathlib import Path
 
-from shared.devstack.errors import LauncherError
+from deploy.devstack.errors import LauncherError
 
 # Ports handed out come from below the kernel's ephemeral range (ip_local_port_range), from
 # LOWEST_CHOSEN_PORT up. A port from inside that range could be given to an outgoing connection

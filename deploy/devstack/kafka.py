@@ -17,10 +17,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.devstack.child import ChildServer
-from shared.devstack.errors import LauncherError
-from shared.devstack.net import require_free_port
-from shared.devstack.paths import KAFKA_LIB, KAFKA_POM
+from deploy.devstack.child import ChildServer
+from deploy.devstack.errors import LauncherError
+from deploy.devstack.net import require_free_port
+from deploy.devstack.paths import KAFKA_LIB, KAFKA_POM
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.xml")
 

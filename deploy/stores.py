@@ -1,4 +1,4 @@
-"""The store master: `python -m shared.stores import FILE.csv` loads it idempotently.
+"""The store master: `python -m deploy.stores import FILE.csv` loads it idempotently.
 
 The CSV has the header `AreaCode,StoreName,StoreID` (quoted fields with commas occur);
 re-importing updates names and area codes in place.
@@ -53,7 +53,7 @@ def import_stores(database_url: str, path: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.stores")
+    parser = argparse.ArgumentParser(prog="python -m deploy.stores")
     sub = parser.add_subparsers(dest="cmd", required=True)
     imp = sub.add_parser("import", help="load a store master CSV (idempotent)")
     imp.add_argument("file", type=Path)
