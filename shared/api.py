@@ -211,6 +211,19 @@ class BatchStatus(BaseModel):
     not_found: list[str] = Field(description="ids of no job of yours: unknown, or another tenant's")
 
 
+class RescheduleIn(BaseModel):
+    scheduled_time: str = Field(json_schema_extra={"format": "date-time"}, description=(
+        "ISO-8601; naive times are in DEFAULT_TIMEZONE; a past time means now"))
+
+
+class JobChanged(BaseModel):
+    """A cancel or reschedule the job's release owner accepted: the job as reads now show it."""
+
+    job_id: str
+    status: str = Field(description="cancelled, or scheduled (rescheduled)")
+    scheduled_time: str = Field(description="UTC, ISO-8601")
+
+
 class Result(BaseModel):
     task_id: str
     store_id: str
@@ -316,7 +329,8 @@ def use_house_openapi(app: FastAPI) -> None:
 
 
 REF = "#/components/schemas/{model}"
-REQUEST_MODELS: list[type[BaseModel]] = [JobIn]  # bodies a route reads itself (no body parameter)
+# bodies a route reads itself (no body parameter): request_body(model, example) documents them
+REQUEST_MODELS: list[type[BaseModel]] = [JobIn, BatchStatusIn, RescheduleIn]
 
 
 def request_body(model: type[BaseModel], example: Any) -> dict[str, Any]:
