@@ -20,7 +20,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from shared.api import use_house_openapi
+from shared.api import ErrorBody, use_house_openapi
 from shared.docs_pages import add_docs_pages
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def new_app(title: str, lifespan: Any, version: str = "1.0") -> FastAPI:
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    """Every 4xx and 5xx answer: the contract's ErrorBody."""
+    return JSONResponse(ErrorBody(error=message).model_dump(), status_code=status, headers=headers)
 
 
 RETRY_SHORTLY = {"Retry-After": "1"}
