@@ -11,17 +11,16 @@ replayed as before, flagged when their value may have been cut.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.dlq import HEADER_PREFIX
-from shared.kafka import DLQ_MAX_MESSAGE_BYTES
+from shared.kafka import DLQ_MAX_MESSAGE_BYTES, read_to_end, topic_partitions
 
 LEGACY_KEYS = ("service", "reason", "topic", "partition", "offset", "key", "value")
 LEGACY_VALUE_BYTES = 100_000  # old letters kept this much of the value
@@ -138,29 +137,14 @@ async def dead_letters(bootstrap: str, topic: str, security: dict[str, Any] | No
                                 max_partition_fetch_bytes=DLQ_MAX_MESSAGE_BYTES, **(security or {}))
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        partitions = await topic_partitions(consumer, topic)
         if not partitions:
             return []
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        out: list[DeadLetter] = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                out += [from_record(r.offset, r.key, r.value, r.headers) for r in records]
+        out = [from_record(r.offset, r.key, r.value, r.headers)
+               async for r in read_to_end(consumer, partitions, poll_ms=1000)]
         return sorted(out, key=lambda letter: letter.dlq_offset)
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    for _ in range(20):
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return set(found)
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        await asyncio.sleep(0.1)
-    return set()
 
 
 async def replay(bootstrap: str, letter: DeadLetter, topic: str | None = None,

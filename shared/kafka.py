@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -82,7 +82,7 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
     )
 
 
-def consumer_options(settings: CommonSettings, service: str) -> dict[str, object]:
+def consumer_options(settings: CommonSettings, service: str) -> dict[str, Any]:
     """Manual-commit consumer settings for `service`, in the group `<prefix>.<service>`."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
@@ -112,11 +112,11 @@ def set_fetch_wait(consumer: AIOKafkaConsumer, min_bytes: int, max_wait_ms: int)
     offers no public setter. Without them this does nothing but say so, and
     `tests/integration/test_pacing.py` fails."""
     fetcher = getattr(consumer, "_fetcher", None)
-    if not (hasattr(fetcher, "_fetch_min_bytes") and hasattr(fetcher, "_fetch_max_wait_ms")):
+    if fetcher is None or not (hasattr(fetcher, "_fetch_min_bytes") and hasattr(fetcher, "_fetch_max_wait_ms")):
         log.warning("this aiokafka has no fetcher wait attributes: busy batching is off")
         return
-    fetcher._fetch_min_bytes = min_bytes  # type: ignore[union-attr]
-    fetcher._fetch_max_wait_ms = max_wait_ms  # type: ignore[union-attr]
+    fetcher._fetch_min_bytes = min_bytes
+    fetcher._fetch_max_wait_ms = max_wait_ms
 
 
 def fetch_wait(consumer: AIOKafkaConsumer) -> tuple[int, int]:
@@ -236,3 +236,36 @@ def _config_values(responses: list[Any]) -> dict[str, str | None]:
                 raise for_code(error_code)(f"describing {name}'s configs: {message}")
             out.update({entry[0]: entry[1] for entry in entries})
     return out
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, wait_s: float = 2.0) -> list[TopicPartition]:
+    """Every partition of `topic`, in order ([] when no such topic appears within `wait_s`), by
+    aiokafka's public API alone. A topic created after the consumer started is not in its
+    metadata yet: asking for the end of its partition 0 (every topic has one) makes aiokafka
+    fetch the topic's metadata, all partitions at once."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        if asyncio.get_running_loop().time() >= deadline:
+            return []
+        if topic in await consumer.topics():
+            await consumer.end_offsets([TopicPartition(topic, 0)])
+        else:
+            await asyncio.sleep(0.1)
+
+
+async def read_to_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
+                      poll_ms: int = 500) -> AsyncIterator[ConsumerRecord[Any, Any]]:
+    """Every record on `partitions` from the beginning up to their ends as they are when this
+    starts, then stop. `consumer` is started and in no group (group_id=None): this assigns it
+    the partitions."""
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(partitions)
+    while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+        for tp, records in (await consumer.getmany(*partitions, timeout_ms=poll_ms)).items():
+            for record in records:
+                if record.offset < ends[tp]:
+                    yield record

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from shared.kafka import TOMBSTONE_RETENTION_MS, admin_client, ensure_topics
+from shared.kafka import TOMBSTONE_RETENTION_MS, admin_client, ensure_topics, read_to_end, topic_partitions
 from shared.settings import CommonSettings
 from tests.support.client import Client, example_job
 from tests.support.stack import Infra, Stack
@@ -56,19 +56,8 @@ async def _records(bootstrap: str, topic: str, key: bytes) -> list[bytes | None]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        for _ in range(100):
-            if consumer.partitions_for_topic(topic):
-                break
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        found: list[bytes | None] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                found += [r.value for r in records if r.key == key]
-        return found
+        parts = await topic_partitions(consumer, topic)
+        return [r.value async for r in read_to_end(consumer, parts) if r.key == key]
     finally:
         await consumer.stop()
 

@@ -16,14 +16,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from services.ingest.handlers import MAX_EVENT_BYTES
 from shared.events import JobSubmitted, Visit, encode_event
-from shared.kafka import DLQ_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, admin_client, ensure_topics
+from shared.kafka import (
+    DLQ_MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_BYTES,
+    admin_client,
+    ensure_topics,
+    read_to_end,
+    topic_partitions,
+)
 from shared.settings import CommonSettings
 from tests.support.client import Client
 from tests.support.stack import Infra
@@ -62,15 +69,7 @@ async def _records(bootstrap: str, topic: str) -> Records:
                                 max_partition_fetch_bytes=DLQ_MAX_MESSAGE_BYTES)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        out: Records = []
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                out += batch
+        out = [r async for r in read_to_end(consumer, await topic_partitions(consumer, topic), poll_ms=1000)]
         return sorted(out, key=lambda r: (r.partition, r.offset))
     finally:
         await consumer.stop()

@@ -7,9 +7,10 @@ from typing import Any
 
 import httpx
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared.events import decode_event
+from shared.kafka import topic_partitions
 from tests.support.stack import Stack
 from tests.support.waiting import wait_for
 
@@ -84,11 +85,7 @@ async def _topic_end(bootstrap: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            parts = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        ends = await consumer.end_offsets(await topic_partitions(consumer, topic))
         return sum(ends.values())
     finally:
         await consumer.stop()

@@ -14,9 +14,10 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared.events import decode_event
+from shared.kafka import read_to_end, topic_partitions
 from tests.support.client import Client
 from tests.support.fold import ScratchView
 
@@ -120,21 +121,8 @@ async def read_topics(bootstrap: str, topics: list[str],
                                 **(security or {}))
     await consumer.start()
     try:
-        parts: list[TopicPartition] = []
-        for topic in topics:
-            for _ in range(100):
-                found = consumer.partitions_for_topic(topic)
-                if found:
-                    break
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-            parts += [TopicPartition(topic, p) for p in sorted(found or ())]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        yield tp.topic, record.timestamp, record.value
+        parts = [tp for topic in topics for tp in await topic_partitions(consumer, topic)]
+        async for record in read_to_end(consumer, parts):
+            yield record.topic, record.timestamp, record.value
     finally:
         await consumer.stop()

@@ -6,10 +6,11 @@ import asyncio
 import json
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.storestats.domain import Outcome, WindowStats, iso, parse_outcome, recount
+from shared.kafka import topic_partitions
 from tests.support.invariants import read_topics
 from tests.support.stack import Stack
 
@@ -63,8 +64,7 @@ async def _group_lag(bootstrap: str, group: str, topics: list[str]) -> int:
     await consumer.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        parts = [tp for topic in topics for tp in await topic_partitions(consumer, topic)]
         ends = await consumer.end_offsets(parts)
         return sum(end - (committed[tp].offset if tp in committed else 0) for tp, end in ends.items())
     finally:
