@@ -3,7 +3,7 @@ dead-letter what cannot be decoded, hand the typed events to the service's handl
 commit after the handler's effect (or leave offsets to the handler).
 
 A service supplies only:
-- its handler: `async (Batch) -> None`, which returns once the batch's effect is durable;
+- its handler (`Handler`: `async (Batch) -> None`), which returns once the batch's effect is durable;
 - its offset policy: `commit="after_batch"` (commit the batch's offsets once the handler
   returned: the scheduler) or `commit="by_handler"` (the handler stores offsets itself: the
   status view keeps them in its own transaction, the processor commits below its lowest task
@@ -32,12 +32,12 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
-from shared.dlq import send_to_dlq
-from shared.events import decode_event
+from shared.dlq import DeadLetterable, send_to_dlq
+from shared.events import Event, EventUnion, decode_event
 from shared.kafka import BUSY_FETCH_MIN_BYTES, consumer_options, set_fetch_wait
 from shared.metrics import CONSUMER_STALLED, EVENTS_CONSUMED
 from shared.pacing import Pacer
@@ -49,6 +49,7 @@ from shared.stall import StallWatch
 log = logging.getLogger(__name__)
 BUSY_POLL_MS = 50
 SKIP_LOOKS_AT = 512  # the envelope comes first: a type is within this many bytes of the start
+Record: TypeAlias = ConsumerRecord[Any, Any]  # as fetched: key and value bytes, or None (a tombstone)
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ class Delivery:
     tp: TopicPartition
     offset: int
     timestamp_ms: int
-    event: Any
-    record: Any = None  # the raw record, to dead-letter it whole
+    event: EventUnion | None
+    record: DeadLetterable  # the raw record, to dead-letter it whole
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Batch:
     deliveries: list[Delivery] = field(default_factory=list)
 
     @property
-    def events(self) -> list[Any]:
+    def events(self) -> list[EventUnion]:
         return [d.event for d in self.deliveries if d.event is not None]
 
     def next_offsets(self) -> dict[TopicPartition, int]:
@@ -76,12 +77,17 @@ class Batch:
         return {d.tp: d.offset + 1 for d in self.deliveries}
 
 
+# What a service hands the loop: applies a batch and returns once its effect is durable.
+Handler: TypeAlias = Callable[[Batch], Awaitable[None]]
+# Told of each decoded event the handler refused for good, with the reason (after it was dead-lettered).
+Refused: TypeAlias = Callable[[EventUnion, str], Awaitable[None]]
+
+
 class ConsumerLoop:
     def __init__(self, settings: CommonSettings, runtime: Runtime, service: str, topics: list[str],
-                 handle: Any, *, commit: Literal["after_batch", "by_handler"],
-                 listener: ConsumerRebalanceListener | None = None, accept: tuple[type, ...] | None = None,
-                 max_records: int = 2000, timeout_ms: int = 500,
-                 refused: Callable[[Any, str], Awaitable[None]] | None = None,
+                 handle: Handler, *, commit: Literal["after_batch", "by_handler"],
+                 listener: ConsumerRebalanceListener | None = None, accept: tuple[type[Event], ...] | None = None,
+                 max_records: int = 2000, timeout_ms: int = 500, refused: Refused | None = None,
                  skip: tuple[str, ...] = ()) -> None:
         """`refused(event, reason)`, when given, is told of each decoded event the handler
         refused for good (after it was dead-lettered), so the service can still end its job
@@ -103,7 +109,7 @@ class ConsumerLoop:
     async def run(self) -> None:
         """Consume for ever (cancel to stop; `close()` then leaves the group)."""
         await self.runtime.connected.wait()
-        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.service))  # type: ignore[arg-type]
+        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.service))
         await retry_forever(f"starting the {self.service} consumer", self.consumer.start)
         self.consumer.subscribe(self.topics, listener=self.listener)
         self.runtime.track_consumer(self.consumer)
@@ -153,11 +159,11 @@ class ConsumerLoop:
     async def _isolate(self, batch: Batch, failure: PermanentFailure) -> None:
         decoded = [i for i, d in enumerate(batch.deliveries) if d.event is not None]
         if len(decoded) <= 1:
-            for i in decoded:
+            for delivery in (batch.deliveries[i] for i in decoded):
                 reason = f"refused: {failure}"
-                await self.dead_letter(batch.deliveries[i].record, reason)
-                if self.refused is not None:
-                    await self.refused(batch.deliveries[i].event, reason)
+                await self.dead_letter(delivery.record, reason)
+                if self.refused is not None and delivery.event is not None:
+                    await self.refused(delivery.event, reason)
             await self.handle(Batch([replace(d, event=None) for d in batch.deliveries]))  # offsets only
             return
         middle = decoded[len(decoded) // 2]  # both halves hold decoded events, in offset order
@@ -187,7 +193,7 @@ class ConsumerLoop:
     def owned(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None and self.consuming else set()
 
-    async def _decode(self, records: dict[TopicPartition, list[Any]]) -> Batch:
+    async def _decode(self, records: dict[TopicPartition, list[Record]]) -> Batch:
         """Every record decoded once; poison goes to the DLQ (before any retry of the batch)."""
         batch = Batch()
         kinds: Counter[str] = Counter()
@@ -201,7 +207,7 @@ class ConsumerLoop:
             EVENTS_CONSUMED.labels(self.service, kind).inc(count)
         return batch
 
-    async def _event(self, record: Any) -> Any:
+    async def _event(self, record: Record) -> EventUnion | None:
         if self._skip and record.value is not None and any(
                 record.value.find(marker, 0, SKIP_LOOKS_AT) != -1 for marker in self._skip):
             return None
@@ -214,7 +220,7 @@ class ConsumerLoop:
             return None
         return event
 
-    async def dead_letter(self, record: Any, reason: str) -> None:
+    async def dead_letter(self, record: DeadLetterable, reason: str) -> None:
         """To the DLQ, whole; a record the DLQ itself refuses is logged where it stays (its
         topic keeps it for the retention period) rather than stopping the consumer."""
         try:

@@ -7,8 +7,9 @@ Every event carries the envelope `event_id`, `type`, `schema_version`, `job_id`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -23,8 +24,6 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
-def _text(max_length: int) -> Any:
-    return Annotated[str, Field(max_length=max_length, pattern=r"^[^\x00]*$")]
 
 
 def _in_range(moment: datetime) -> datetime:
@@ -37,9 +36,11 @@ def _in_range(moment: datetime) -> datetime:
     return moment
 
 
-Name = _text(256)  # ids, store ids, states
-Url = _text(8192)
-Reason = _text(10_000)
+_NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, Field(max_length=256, pattern=_NO_NUL)]  # ids, store ids, states
+Url = Annotated[str, Field(max_length=8192, pattern=_NO_NUL)]
+Reason = Annotated[str, Field(max_length=10_000, pattern=_NO_NUL)]
+VisitTime = Annotated[str, Field(max_length=64, pattern=_NO_NUL)]
 Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
 MAX_JOBS_PER_DISPATCH_EVENT = 1000
 # 1 (highest) to 5 (lowest); 3 when a submit does not say
@@ -78,7 +79,7 @@ class Visit(BaseModel):
 
     store_id: Name
     image_urls: tuple[Url, ...] = Field(max_length=1_000_000)
-    visit_time: _text(64) | None = None  # type: ignore[valid-type]
+    visit_time: VisitTime | None = None
 
 
 class JobSubmitted(Event):
@@ -230,20 +231,20 @@ class JobStatusChanged(Event):
     failed: Count
 
 
-AnyEvent = Annotated[
+# Every event a topic carries: what `decode_event` returns (AnyEvent: the same, told apart by `type`)
+EventUnion: TypeAlias = (
     JobSubmitted | JobReleased | JobCancelRequested | JobRescheduleRequested | JobCancelled
     | JobRescheduled | JobCommandRefused | JobWithdrawn | TasksDispatched | ImageTask | ImageSucceeded | ImageFailed
-    | JobStatusChanged,
-    Field(discriminator="type"),
-]
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+    | JobStatusChanged)
+AnyEvent = Annotated[EventUnion, Field(discriminator="type")]
+_ADAPTER: TypeAdapter[EventUnion] = TypeAdapter(AnyEvent)
 _DICT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
 # (type, schema_version) -> function upgrading the raw dict one version; none needed yet.
-_UPCASTERS: dict[tuple[str, int], Any] = {}
+_UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-def decode_event(raw: bytes) -> Any:
+def decode_event(raw: bytes) -> EventUnion:
     """Parse bytes from a topic into an event; raises ValueError for anything else."""
     if not _UPCASTERS:
         return _ADAPTER.validate_json(raw)  # one pass: nothing to upgrade yet

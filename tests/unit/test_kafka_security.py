@@ -71,7 +71,7 @@ def test_ssl_protocols_carry_a_context() -> None:
 async def test_every_client_is_made_with_them() -> None:
     settings = CommonSettings(**SASL)
     producer = make_producer(settings, "processor")
-    consumer = AIOKafkaConsumer(**consumer_options(settings, "processor"))  # type: ignore[arg-type]
+    consumer = AIOKafkaConsumer(**consumer_options(settings, "processor"))
     admin = AIOKafkaAdminClient(bootstrap_servers="127.0.0.1:1", **kafka_security(settings))
     clients: list[Any] = [producer.client, consumer._client, admin._client]  # noqa: SLF001
     for client in clients:
