@@ -14,7 +14,8 @@
   dead-letters it (shared/consumer.py), so one record never stops a partition.
 
 `retry_record_work` is that policy. `shared.runtime.retry_forever` remains for setting up
-connections at start-up (retried for ever: until then the service is simply not ready).
+connections at start-up (retried for ever: until then the service is simply not ready); it
+retries only what `is_infrastructure` says is the infrastructure's, and raises anything else.
 """
 
 from __future__ import annotations
@@ -81,6 +82,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in _NETWORK_ERRNOS
     return False
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """Kafka, PostgreSQL or the network failing, or a condition known to pass: what
+    `shared.runtime.retry_forever` waits out. Wider than `is_transient` (any Kafka error, any
+    operational database error, any OS error: a name that does not resolve yet, a rebalance
+    under a commit), never a programming error or a value refused."""
+    return is_transient(exc) or isinstance(exc, KafkaError | psycopg.OperationalError | OSError)
 
 
 def backoff_s(attempt: int) -> float:

@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from psycopg_pool import AsyncConnectionPool
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from shared.db import apply_migrations, make_pool
 from shared.kafka import ensure_topics, kafka_security, make_producer
 from shared.metrics import CONSUMER_LAG, SERVICE_READY
-from shared.retry import set_health_probe
+from shared.retry import is_infrastructure, set_health_probe
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,10 @@ Check = Callable[[], "bool | str | Awaitable[bool | str]"]
 
 
 async def retry_forever(what: str, op: Callable[[], Awaitable[T]], max_delay: float = 5.0) -> T:
-    """Run `op` until it succeeds, with exponential backoff and jitter (tenacity); logs each
-    failure; returns what `op` returned. Cancellation is never retried.
+    """Run `op` until it succeeds, with exponential backoff and jitter (tenacity), as long as it
+    fails because of the infrastructure (`shared.retry.is_infrastructure`: Kafka, PostgreSQL,
+    the network, a `TransientCondition`); logs each failure; returns what `op` returned. Any
+    other error (a bug, a value refused) is raised at once, and cancellation is never retried.
 
     The first attempt runs without any retry machinery: this wraps every task and every batch
     on the hot paths, where a failure is rare and building a retry state each time cost about a
@@ -47,6 +49,8 @@ async def retry_forever(what: str, op: Callable[[], Awaitable[T]], max_delay: fl
     try:
         return await op()
     except Exception as exc:  # noqa: BLE001 - CancelledError is a BaseException: not caught
+        if not is_infrastructure(exc):
+            raise
         log.warning("%s failed (%s: %s); retrying", what, type(exc).__name__, exc)
 
     def log_failure(state: RetryCallState) -> None:
@@ -59,7 +63,7 @@ async def retry_forever(what: str, op: Callable[[], Awaitable[T]], max_delay: fl
 
     await asyncio.sleep(0.2)
     retrying = AsyncRetrying(wait=wait_exponential_jitter(initial=0.4, max=max_delay, jitter=0.2),
-                             retry=retry_if_exception_type(Exception), before_sleep=log_failure)
+                             retry=retry_if_exception(is_infrastructure), before_sleep=log_failure)
     return await retrying(attempt)
 
 
@@ -132,6 +136,7 @@ class Runtime:
         await self.pool.open(wait=False)
         set_health_probe(self.dependencies_ok)
         self._connect_task = asyncio.create_task(self._connect())
+        exit_if_it_dies(self._connect_task, "connecting to Kafka and PostgreSQL")  # a bug, not an outage
         self._report_task = asyncio.create_task(self._report_forever())
 
     async def _report_forever(self) -> None:

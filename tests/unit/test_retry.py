@@ -1,12 +1,17 @@
-"""retry_forever (shared/runtime.py, on tenacity): retries any failure, returns the result,
-never retries a cancellation."""
+"""retry_forever (shared/runtime.py, on tenacity): retries what the infrastructure causes
+(Kafka, PostgreSQL, the network, a TransientCondition), returns the result, raises a programming
+error at once and never retries a cancellation."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 
+import psycopg
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
+from shared.retry import TransientCondition
 from shared.runtime import retry_forever
 
 
@@ -20,6 +25,34 @@ def test_it_retries_until_the_operation_succeeds_and_returns_its_result() -> Non
         return "done"
     assert asyncio.run(retry_forever("flaky", lambda: flaky(), max_delay=0.01)) == "done"
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("outage", [KafkaConnectionError(), psycopg.OperationalError("server closed"),
+                                    ConnectionRefusedError(), TimeoutError(), TransientCondition("not yet")])
+def test_an_outage_of_the_infrastructure_is_retried(outage: Exception) -> None:
+    calls = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise outage
+        return "done"
+    assert asyncio.run(retry_forever("flaky", flaky, max_delay=0.01)) == "done"
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("outages", [0, 2])
+def test_a_programming_error_is_raised_at_once_not_retried(outages: int) -> None:
+    calls = []
+
+    async def buggy() -> None:
+        calls.append(1)
+        if len(calls) <= outages:
+            raise OSError(errno.ECONNREFUSED, "refused")
+        raise TypeError("unsupported operand")
+    with pytest.raises(TypeError, match="unsupported operand"):
+        asyncio.run(retry_forever("buggy", buggy, max_delay=0.01))
+    assert len(calls) == outages + 1
 
 
 def test_a_cancellation_is_not_retried() -> None:

@@ -7,6 +7,7 @@ from aiokafka.admin import NewTopic
 
 from services.storestats.settings import StoreStatsSettings
 from shared.kafka import durable_configs, ensure_topics, existing_topics
+from shared.retry import TransientCondition
 from shared.runtime import retry_forever
 
 
@@ -21,7 +22,7 @@ def stats_topic_spec(settings: StoreStatsSettings) -> NewTopic:
 async def prepare_topics(settings: StoreStatsSettings) -> None:
     async def results_topic_exists() -> None:
         if settings.topics.results not in await existing_topics(settings):
-            raise LookupError(f"{settings.topics.results} does not exist yet (the core creates it)")
+            raise TransientCondition(f"{settings.topics.results} does not exist yet (the core creates it)")
 
     await retry_forever("waiting for the results topic", results_topic_exists)
     specs = [stats_topic_spec(settings)]
