@@ -20,7 +20,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -53,13 +53,14 @@ def client() -> ImagejobsClient:
     return State.get("client") or ImagejobsClient()
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"imagejobs: {message}", markup=False, highlight=False)
     raise typer.Exit(code)
 
 
 def _job_body(file: Path | None, stores: list[str], images: list[str], at: str | None,
               priority: int | None = None, callback_url: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any]
     if file is not None:
         try:
             body = json.loads(file.read_text())
@@ -75,7 +76,7 @@ def _job_body(file: Path | None, stores: list[str], images: list[str], at: str |
         body["priority"] = priority
     if callback_url is not None:
         body["callback_url"] = callback_url
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 @app.command()

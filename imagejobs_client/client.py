@@ -49,7 +49,7 @@ class ImagejobsClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         headers.update(kwargs.pop("headers", {}))
         try:
@@ -59,9 +59,12 @@ class ImagejobsClient:
         if response.status_code >= 400:
             raise _api_error(response)
         try:
-            return response.json()
+            body = response.json()
         except ValueError:
-            return {"error": response.text[:200] or response.reason_phrase}
+            body = None
+        if isinstance(body, dict):  # every answer of the APIs is a JSON object
+            return body
+        return {"error": response.text[:200] or response.reason_phrase}
 
     def submit(self, job: dict[str, Any], idempotency_key: str | None = None,
                retry_for_s: float = SUBMIT_RETRY_FOR_S) -> dict[str, Any]:
@@ -73,7 +76,7 @@ class ImagejobsClient:
         attempt = 0
         while True:
             try:
-                return self._call("POST", f"{self.ingest_url}/processJob", json=job,  # type: ignore[no-any-return]
+                return self._call("POST", f"{self.ingest_url}/processJob", json=job,
                                   headers=headers)
             except ApiError as exc:
                 if not exc.retriable or time.monotonic() >= deadline:
@@ -82,7 +85,7 @@ class ImagejobsClient:
                 time.sleep(min(exc.retry_after_s or 0.0, 10.0) or random.uniform(0, min(5.0, 0.2 * 2 ** attempt)))
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"{self.status_url}/api/status/{job_id}")  # type: ignore[no-any-return]
+        return self._call("GET", f"{self.status_url}/api/status/{job_id}")
 
     def results(self, job_id: str) -> list[dict[str, Any]]:
         """Every result of the job, all pages."""
@@ -95,13 +98,13 @@ class ImagejobsClient:
                 return items
 
     def webhook(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"{self.status_url}/api/jobs/{job_id}/webhook")  # type: ignore[no-any-return]
+        return self._call("GET", f"{self.status_url}/api/jobs/{job_id}/webhook")
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"{self.status_url}/api/jobs/{job_id}")  # type: ignore[no-any-return]
+        return self._call("DELETE", f"{self.status_url}/api/jobs/{job_id}")
 
     def reschedule(self, job_id: str, when: str) -> dict[str, Any]:
-        return self._call("PATCH", f"{self.status_url}/api/jobs/{job_id}",  # type: ignore[no-any-return]
+        return self._call("PATCH", f"{self.status_url}/api/jobs/{job_id}",
                           json={"scheduled_time": when})
 
     def jobs(self, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -110,7 +113,7 @@ class ImagejobsClient:
             params["status"] = status
         if cursor:
             params["cursor"] = cursor
-        return self._call("GET", f"{self.status_url}/api/jobs", params=params)  # type: ignore[no-any-return]
+        return self._call("GET", f"{self.status_url}/api/jobs", params=params)
 
     def follow(self, job_id: str, every_s: float = 0.5) -> Iterator[dict[str, Any]]:
         """The job's status each time it changes, the final one last: over its progress stream
@@ -178,6 +181,7 @@ def _sse_statuses(lines: Iterator[str]) -> Iterator[tuple[str | None, dict[str, 
     """(id, status) of each `status` event in a Server-Sent Events stream; comments (the
     heartbeats) and other fields are skipped."""
     event_id: str | None = None
+    data: list[str]
     kind, data = "message", []
     for line in lines:
         if not line:

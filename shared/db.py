@@ -61,7 +61,7 @@ async def apply_migrations(url: str) -> list[str]:
                 if path.stem in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(path.read_text())  # type: ignore[arg-type]
+                    await conn.execute(path.read_text())
                     await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (path.stem,))
                 applied.append(path.stem)
                 log.info("applied migration %s", path.stem)

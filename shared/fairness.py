@@ -147,7 +147,10 @@ class FairQueue(Generic[T]):
         if found is None:
             self.add(tenant, priority, job, DequeLane([item]))
             return
-        found[2].append(item)  # type: ignore[attr-defined]
+        lane = found[2]
+        if not isinstance(lane, DequeLane):
+            raise TypeError(f"append() needs the job's lane to be a DequeLane, not a {type(lane).__name__}")
+        lane.append(item)
         self._units += 1
         self._tenants[found[0]].units += 1
 
@@ -197,7 +200,7 @@ class FairQueue(Generic[T]):
 
     def take(self, n: int) -> list[tuple[Hashable, T]]:
         """Up to `n` units, fairly (fewer only when fewer are queued)."""
-        out = []
+        out: list[tuple[Hashable, T]] = []
         while len(out) < n:
             unit = self.pop()
             if unit is None:

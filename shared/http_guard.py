@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import json
 import logging
-from asyncio import TimerHandle, Transport
+from asyncio import BaseTransport, TimerHandle, Transport
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -106,11 +106,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline: TimerHandle | None = None
 
     # Connection
-    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: BaseTransport) -> None:
+        # uvicorn's protocol takes an asyncio.Transport; uvloop's transports act as one without the class
+        stream = cast(Transport, transport)
         if len(self.connections) >= self.limits.max_connections:
-            self._turn_away(transport)
+            self._turn_away(stream)
             return
-        super().connection_made(transport)
+        super().connection_made(stream)
         self._head_since = self.loop.time()
         self._arm(self._head_since + self.limits.header_timeout_s, self._head_too_slow)
 

@@ -115,11 +115,23 @@ class Runtime:
         self.connected = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
         # Created in start(): aiokafka and psycopg objects belong to the running event loop.
-        self.pool: AsyncConnectionPool = None  # type: ignore[assignment]
-        self.producer: AIOKafkaProducer = None  # type: ignore[assignment]
+        self._pool: AsyncConnectionPool | None = None
+        self._producer: AIOKafkaProducer | None = None
         self._checks: dict[str, Check] = {}
         self._consumers: list[Any] = []
         self._report_task: asyncio.Task[None] | None = None
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.service}: the database pool is made in Runtime.start()")
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError(f"{self.service}: the Kafka producer is made in Runtime.start()")
+        return self._producer
 
     def add_check(self, name: str, check: Check) -> None:
         """A condition the service needs to do its job correctly, besides Kafka and PostgreSQL
@@ -131,8 +143,8 @@ class Runtime:
         self._consumers.append(consumer)
 
     async def start(self) -> None:
-        self.pool = make_pool(self.settings.database_url, self.settings.database_pool_max)
-        self.producer = make_producer(self.settings, self.service)
+        self._pool = make_pool(self.settings.database_url, self.settings.database_pool_max)
+        self._producer = make_producer(self.settings, self.service)
         await self.pool.open(wait=False)
         set_health_probe(self.dependencies_ok)
         self._connect_task = asyncio.create_task(self._connect())
@@ -171,7 +183,7 @@ class Runtime:
             await self.producer.start()
         except Exception:
             await self.producer.stop()
-            self.producer = make_producer(self.settings, self.service)
+            self._producer = make_producer(self.settings, self.service)
             raise
 
     async def stop(self) -> None:
@@ -180,8 +192,8 @@ class Runtime:
                 task.cancel()
         if self.connected.is_set():
             await self.producer.stop()
-        if self.pool is not None:
-            await self.pool.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def database_ok(self) -> bool:
         try:

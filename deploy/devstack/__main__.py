@@ -12,18 +12,20 @@ import sys
 import threading
 from pathlib import Path
 
+from deploy.devstack.child import ChildServer
 from deploy.devstack.errors import LauncherError
 from deploy.devstack.paths import state_dir
 
 
-def _serve_forever(server: object) -> int:
+def _serve_forever(server: ChildServer) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     while not done.wait(0.5):
-        if server.process.poll() is not None:  # type: ignore[attr-defined]
-            return int(server.process.returncode)  # type: ignore[attr-defined]
-    server.stop()  # type: ignore[attr-defined]
+        code = None if server.process is None else server.process.poll()
+        if code is not None:
+            return code
+    server.stop()
     return 0
 
 

@@ -24,7 +24,7 @@ class ChildServer:
 
     @property
     def log_file(self) -> Path:
-        data_dir: Path = self.data_dir  # type: ignore[attr-defined]  # the subclass's field
+        data_dir: Path = vars(self)["data_dir"]  # the subclass's field
         return self.log_path or data_dir / self.log_name
 
     def spawn(self, command: list[str], **options: Any) -> None:

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deploy.devstack.child import ChildServer
 from deploy.devstack.errors import LauncherError
@@ -56,7 +57,7 @@ def server_user() -> str | None:
     return "postgres" if os.geteuid() == 0 else None
 
 
-def as_user(user: str | None) -> dict[str, object]:
+def as_user(user: str | None) -> dict[str, Any]:
     """subprocess arguments that run a child as `user` with that user's group and no others:
     `user=` alone keeps root's groups, so root-group-only directories would still decide."""
     return {"user": user, "group": user, "extra_groups": []} if user else {}

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     name, options, command = argv[0], argv[1:argv.index("--")], argv[argv.index("--") + 1:]
     user = options[options.index("--user") + 1] if "--user" in options else None
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # noqa: PLW1509
-                             preexec_fn=_die_with_parent, **as_user(user))  # type: ignore[call-overload]
+                             preexec_fn=_die_with_parent, **as_user(user))
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
     label = f"{name:<12}| ".encode()

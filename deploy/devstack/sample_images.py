@@ -24,6 +24,7 @@ from collections import Counter
 from functools import lru_cache
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from PIL import Image
 
 GALLERY = {1: (550, 368), 2: (550, 404), 3: (1280, 720), 4: (1024, 772), 5: (1024, 752)}
@@ -69,7 +70,7 @@ HITS: web.AppKey[Counter[str]] = web.AppKey("hits", Counter)
 
 
 @web.middleware
-async def count(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
     request.app[HITS][request.path] += 1
     return await handler(request)
 
