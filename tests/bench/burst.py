@@ -22,9 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from shared.events import FINAL_STATUSES
 from tests.bench.images import fresh_images
-
-FINAL = {"completed", "failed", "cancelled"}
 
 
 def burst_bodies(image_base: str, jobs: int, per_job: int, due: datetime,
@@ -100,7 +99,7 @@ async def wait_all_final(status_url: str, job_ids: list[str], deadline_s: float 
             if not await any_running(session, status_url):
                 seen_at = time.monotonic()
                 finals = await statuses(session, status_url, job_ids)
-                if all(s in FINAL for s in finals.values()):
+                if all(s in FINAL_STATUSES for s in finals.values()):
                     return seen_at, finals
             await asyncio.sleep(pause_s)
 

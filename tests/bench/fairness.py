@@ -46,8 +46,9 @@ import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.devstack.net import free_port
+from shared.events import FINAL_STATUSES
 from tests.bench import peers as peer_tools
-from tests.bench.burst import FINAL, any_running, burst_bodies, statuses
+from tests.bench.burst import any_running, burst_bodies, statuses
 from tests.bench.images import fresh_images
 from tests.bench.timing import summary
 from tests.support.stack import Infra, Stack
@@ -129,7 +130,7 @@ async def drained(session: aiohttp.ClientSession, status: str, job_ids: list[str
     while time.monotonic() < end:
         if not await any_running(session, status):
             seen = time.monotonic()
-            if all(s in FINAL for s in (await statuses(session, status, job_ids)).values()):
+            if all(s in FINAL_STATUSES for s in (await statuses(session, status, job_ids)).values()):
                 return seen
         await asyncio.sleep(0.05)
     raise TimeoutError(f"backlog not final after {deadline_s}s")
@@ -145,7 +146,7 @@ async def one_image(session: aiohttp.ClientSession, ingest: str, status: str, ur
     job_id = (await submit(session, ingest, [body]))[0]
     answer: dict[str, Any] = {}
     dispatched = None
-    while answer.get("status") not in FINAL:
+    while answer.get("status") not in FINAL_STATUSES:
         await asyncio.sleep(POLL_S)
         async with session.get(f"{status}/api/status/{job_id}") as response:
             answer = await response.json() if response.status == 200 else {}

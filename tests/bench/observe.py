@@ -31,13 +31,13 @@ import uvloop
 from aiohttp import web
 from standardwebhooks import Webhook
 
+from shared.events import FINAL_STATUSES
 from tests.bench.burst import burst_bodies, run_burst, submit_all
 from tests.bench.images import fresh_images
 
 CONNECTIONS = 16
 STREAM_TARGET = 2000
 SECRET = "whsec_" + base64.b64encode(b"imagejobs bench webhook secret!!").decode()
-FINAL = ("completed", "failed", "cancelled")
 HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -96,7 +96,7 @@ async def poll_until_final(status_url: str, job_ids: list[str], seen_at: dict[st
             job_id = pending.popleft()
             async with session.get(f"{status_url}/api/status/{job_id}") as response:
                 body = await response.json()
-            if body.get("status") in FINAL:
+            if body.get("status") in FINAL_STATUSES:
                 seen_at[job_id] = time.time()
             else:
                 pending.append(job_id)
@@ -117,7 +117,7 @@ async def follow_stream(session: aiohttp.ClientSession, status_url: str, job_id:
             line = raw.decode().rstrip("\r\n")
             if line.startswith("data:") and seen_at is not None and '"status":"' in line:
                 status = line.split('"status":"', 1)[1].split('"', 1)[0]
-                if status in FINAL:
+                if status in FINAL_STATUSES:
                     seen_at[job_id] = time.time()
                     return
 

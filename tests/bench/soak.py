@@ -40,12 +40,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.events import FINAL_STATUSES
 from tests.bench import soak_report as report
 from tests.bench.soak_stack import HZ, Target, cpu_ticks, cpu_times, disk_mib, errors_in, rss_mib
 from tests.bench.stages import quantile
 from tests.bench.timing import pct
 
-FINAL = {"completed", "failed", "cancelled"}
 SIZES = [(640, 480), (800, 600), (1024, 768), (1280, 720), (550, 368)]
 LEAD_S = 5.0  # each job is due this long after it is submitted
 LOST_AFTER_S = 240.0  # accepted this long and still unknown to the status API: lost
@@ -122,7 +122,7 @@ class Soak:
             except (TimeoutError, aiohttp.ClientError):
                 continue  # asked again next time
             for job in answer["jobs"]:
-                if job["status"] in FINAL and self.pending.pop(job["job_id"], None) is not None:
+                if job["status"] in FINAL_STATUSES and self.pending.pop(job["job_id"], None) is not None:
                     self.outcomes[job["status"]] += 1
             for job_id in answer["not_found"]:
                 if now - self.pending.get(job_id, now) > LOST_AFTER_S:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.bench.burst import FINAL
+from shared.events import FINAL_STATUSES
 from tests.bench.images import fresh_images
 from tests.support.invariants import _read_all
 
@@ -39,7 +39,7 @@ async def one_job_latencies(ingest: str, status_url: str, image_base: str, jobs:
             while True:
                 async with session.get(f"{status_url}/api/status/{job_id}") as response:
                     status = (await response.json())["status"]
-                if status in FINAL:
+                if status in FINAL_STATUSES:
                     break
                 await asyncio.sleep(0.002)
             if status != "completed":

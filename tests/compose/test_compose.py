@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 
-from shared.events import JobReleased, decode_event
+from shared.events import FINAL_STATUSES, JobReleased, decode_event
 from tests.compose.deployment import ROOT, Deployment, docker
-from tests.support.client import FINAL
 from tests.support.invariants import read_topics
 from tests.support.waiting import wait_for
 
@@ -40,7 +39,7 @@ def results(deployment: Deployment, job_id: str) -> list[dict[str, Any]]:
 def wait_final(deployment: Deployment, job_id: str, deadline_s: float = 90) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         body = status(deployment, job_id)
-        return body if body.get("status") in FINAL else None
+        return body if body.get("status") in FINAL_STATUSES else None
     return wait_for(probe, deadline_s, f"job {job_id} to finish", every_s=0.2)
 
 

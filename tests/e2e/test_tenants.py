@@ -19,8 +19,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from shared.auth import owner_of
-from shared.events import JobSubmitted, Visit, encode_event
-from tests.support.client import FINAL, Client
+from shared.events import FINAL_STATUSES, JobSubmitted, Visit, encode_event
+from tests.support.client import Client
 from tests.support.stack import Infra, Stack, refused_at_start
 from tests.support.waiting import wait_for
 
@@ -92,7 +92,7 @@ class Api:
     def wait_final(self, job_id: str) -> dict[str, Any]:
         def final() -> dict[str, Any] | None:
             body = self.status(job_id).json()
-            return body if body.get("status") in FINAL else None
+            return body if body.get("status") in FINAL_STATUSES else None
         return wait_for(final, 60, f"job {job_id} to finish")
 
 

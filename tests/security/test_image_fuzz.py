@@ -32,7 +32,8 @@ from PIL import Image
 
 from deploy.devstack.net import free_port
 from services.processor.domain import FAILURE_CATEGORIES, failure_category
-from tests.support.client import FINAL, Client
+from shared.events import FINAL_STATUSES
+from tests.support.client import Client
 from tests.support.stack import Infra, Stack
 from tests.support.waiting import wait_for
 
@@ -306,7 +307,7 @@ def _wait_all_final(client: Client, jobs: dict[str, list[str]], served: dict[str
     /tmp and named in the failure (a decoder hanging in C cannot be interrupted: find it there)."""
     def probe() -> dict[str, str] | None:
         statuses = {job_id: client.status(job_id).json().get("status") for job_id in jobs}
-        return statuses if all(s in FINAL - {"cancelled"} for s in statuses.values()) else None
+        return statuses if all(s in set(FINAL_STATUSES) - {"cancelled"} for s in statuses.values()) else None
     try:
         return wait_for(probe, DEADLINE_S, f"all {len(jobs)} fuzz jobs to finish", every_s=0.5)
     except AssertionError as exc:

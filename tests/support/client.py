@@ -9,12 +9,10 @@ import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer
 
-from shared.events import decode_event
+from shared.events import FINAL_STATUSES, decode_event
 from shared.kafka import topic_partitions
 from tests.support.stack import Stack
 from tests.support.waiting import wait_for
-
-FINAL = {"completed", "failed", "cancelled"}
 
 
 class Client:
@@ -42,7 +40,7 @@ class Client:
     def wait_final(self, job_id: str, deadline_s: float = 60) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
             body = self.status(job_id).json()
-            return body if body.get("status") in FINAL else None
+            return body if body.get("status") in FINAL_STATUSES else None
         return wait_for(probe, deadline_s, f"job {job_id} to finish")
 
     def result_rows(self, job_id: str) -> list[tuple[Any, ...]]:
