@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
@@ -80,7 +80,8 @@ async def bounded(step: Awaitable[object], seconds: float, what: str) -> None:
         log.warning("%s failed during shutdown: %s", what, exc)
 
 
-async def fetch_batch(consumer: Any, service: str, **options: Any) -> dict[Any, list[Any]]:
+async def fetch_batch(consumer: AIOKafkaConsumer, service: str,
+                      **options: Any) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
     """`consumer.getmany(...)`, but a fetch error (a broker restarting, a fenced member) is
     logged and answered with an empty batch: the loop goes on and the consumer recovers."""
     try:
@@ -118,7 +119,7 @@ class Runtime:
         self._pool: AsyncConnectionPool | None = None
         self._producer: AIOKafkaProducer | None = None
         self._checks: dict[str, Check] = {}
-        self._consumers: list[Any] = []
+        self._consumers: list[AIOKafkaConsumer] = []
         self._report_task: asyncio.Task[None] | None = None
 
     @property
@@ -138,7 +139,7 @@ class Runtime:
         (e.g. its consumer has joined, the store master is loaded); `/readyz` names it."""
         self._checks[name] = check
 
-    def track_consumer(self, consumer: Any) -> None:
+    def track_consumer(self, consumer: AIOKafkaConsumer) -> None:
         """Report this consumer's lag (records behind the end of its partitions) on the timer."""
         self._consumers.append(consumer)
 
@@ -236,7 +237,7 @@ class Runtime:
         return checks, reasons
 
 
-async def consumer_lag(consumer: Any) -> dict[str, int]:
+async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[str, int]:
     """Per topic: records between the consumer's position and the end of each partition it
     owns (0 for a partition not fetched yet). For a processor this is the backlog waiting in
     Kafka, the number to scale on; tasks already fetched are in `/readyz`'s `in_flight`."""

@@ -14,9 +14,8 @@ import ipaddress
 import re
 import socket
 from functools import lru_cache
-from typing import Any
 
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 
@@ -91,7 +90,8 @@ class GuardedResolver(AbstractResolver):
         self._inner = ThreadedResolver()
         self._allow_private = allow_private
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         resolved = await self._inner.resolve(host, port, family)
         allowed = [r for r in resolved if address_allowed(r["host"], self._allow_private)]
         if not allowed:
