@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
 log = logging.getLogger(__name__)
 ASK_AGAIN_S = 0.5
 
@@ -38,7 +40,7 @@ class NotAcknowledged(Exception):  # noqa: N818
         self.ack = ack
 
 
-async def publish_within(producer: Any, topic: str, payload: bytes, key: bytes, timeout_s: float) -> None:
+async def publish_within(producer: AIOKafkaProducer, topic: str, payload: bytes, key: bytes, timeout_s: float) -> None:
     """Send and wait for the acknowledgement (acks=all) for at most `timeout_s` in all."""
     started = time.monotonic()
     try:

@@ -14,11 +14,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prometheus_client import Counter
+from psycopg_pool import AsyncConnectionPool
 
-from shared.runtime import exit_if_it_dies
+from shared.runtime import Runtime, exit_if_it_dies
 
 log = logging.getLogger(__name__)
 DELETED = Counter("imagejobs_retention_deleted_total", "Rows deleted by retention", ["table"])
@@ -84,7 +85,7 @@ async def run_retention(connected: asyncio.Event, expiries: Sequence[Expiry], ev
         await asyncio.sleep(every_s)
 
 
-def start_retention(runtime: Any, expiries: Sequence[Expiry]) -> asyncio.Task[None]:
+def start_retention(runtime: Runtime, expiries: Sequence[Expiry]) -> asyncio.Task[None]:
     """The service's maintenance loop as a task (cancel it at shutdown)."""
     settings = runtime.settings
     task = asyncio.create_task(run_retention(runtime.connected, expiries, settings.retention_every_s,
@@ -93,7 +94,8 @@ def start_retention(runtime: Any, expiries: Sequence[Expiry]) -> asyncio.Task[No
     return task
 
 
-async def delete_batch(pool: Any, table: str, sql: str, older_than_s: float, batch: int) -> dict[str, int]:
+async def delete_batch(pool: AsyncConnectionPool, table: str, sql: str, older_than_s: float,
+                       batch: int) -> dict[str, int]:
     """Run one expiry statement (parameters `older_than_s` and `batch`) in its own transaction
     (the pool's connections are autocommit); `table` is what its rowcount counts."""
     async with pool.connection() as conn:
@@ -101,6 +103,6 @@ async def delete_batch(pool: Any, table: str, sql: str, older_than_s: float, bat
         return {table: cur.rowcount}
 
 
-def statement_expiry(runtime: Any, table: str, sql: str, older_than_s: float) -> Expiry:
+def statement_expiry(runtime: Runtime, table: str, sql: str, older_than_s: float) -> Expiry:
     """An expiry that is one DELETE statement on `runtime`'s pool."""
     return Expiry(table, lambda batch: delete_batch(runtime.pool, table, sql, older_than_s, batch))
