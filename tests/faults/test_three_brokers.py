@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -93,15 +92,14 @@ def fault_stack(infra: Infra) -> Iterator[tuple[Stack, dict[str, Any]]]:
 
 
 def _leader_of(bootstrap: str, topic: str, partition: int) -> int:
-    async def ask() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-        await consumer.start()
+    async def ask() -> int:  # fresh metadata from the cluster, by the admin client's public API
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
         try:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            leader = consumer._client.cluster.leader_for_partition(TopicPartition(topic, partition))  # noqa: SLF001
-            return int(leader)
+            [described] = await admin.describe_topics([topic])
+            return next(int(p["leader"]) for p in described["partitions"] if p["partition"] == partition)
         finally:
-            await consumer.stop()
+            await admin.close()
     return asyncio.run(ask())
 
 
