@@ -38,6 +38,7 @@ T = TypeVar("T")
 PERMANENT_ATTEMPTS = 3  # tries of an operation failing with a non-transient error
 TRANSIENT_BUDGET = 12  # transient failures in a row (about a minute of backoff) before asking the probes
 BASE_DELAY_S, MAX_DELAY_S = 0.2, 5.0
+_FILE_SYSTEM_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 _NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
                    errno.ENETUNREACH, errno.ETIMEDOUT, errno.EPIPE, errno.ENOTCONN}
 
@@ -86,9 +87,12 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_infrastructure(exc: BaseException) -> bool:
     """Kafka, PostgreSQL or the network failing, or a condition known to pass: what
-    `shared.runtime.retry_forever` waits out. Wider than `is_transient` (any Kafka error, any
-    operational database error, any OS error: a name that does not resolve yet, a rebalance
-    under a commit), never a programming error or a value refused."""
+    `shared.runtime.retry_forever` waits out. Wider than `is_transient`: any Kafka error (a
+    rebalance under a commit, an ACL not created yet), any operational database error, any OS
+    error but the file system's (a host name that does not resolve yet, asyncio's "Multiple
+    exceptions" of refused connections); never a programming error, a missing file or a value refused."""
+    if isinstance(exc, _FILE_SYSTEM_ERRORS):
+        return False
     return is_transient(exc) or isinstance(exc, KafkaError | psycopg.OperationalError | OSError)
 
 
