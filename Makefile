@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-unit compose-test demo bench soak soak-load lint clean
+.PHONY: setup run test test-unit compose-test demo bench soak soak-load lint docs clean
 
 $(STAMP): pyproject.toml
 	bash deploy/install-system-deps.sh
@@ -61,7 +61,11 @@ soak-load: setup  # 30 minutes of 5x the replaced system's load on the `make run
 	$(PY) -m tests.bench.soak --minutes 30 --docs
 
 lint: setup
-	$(PY) -m ruff check shared services imagejobs_client deploy tests
+	$(PY) -m ruff check shared services imagejobs_client deploy tools tests
+
+docs: setup  # the published event documents, from shared/events.py (unit tests check they are current)
+	$(PY) -m tools.asyncapi
+	$(PY) -m tools.schema_doc
 
 clean:
 	rm -rf .state

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from deploy.devstack.paths import PROJECT_ROOT
-from shared.asyncapi import DOC_PATH
+from tools.asyncapi import DOC_PATH
 
 CHECKER = PROJECT_ROOT / "tests" / "support" / "asyncapi"
 

@@ -1,4 +1,4 @@
-"""`python -m shared.schema_doc`: write docs/events.schema.json, the JSON Schema of every event
+"""`python -m tools.schema_doc`: write docs/events.schema.json, the JSON Schema of every event
 downstream consumers can read from the topics (a unit test keeps it in step with the code)."""
 
 from __future__ import annotations
