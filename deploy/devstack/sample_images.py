@@ -3,7 +3,8 @@ the benchmarks (these machines have no internet), on SAMPLE_IMAGES_PORT (8090). 
 tooling, not part of the product. Images are generated on request and cached:
 
 - `/img/{W}x{H}.{jpg|png|webp|gif}`: a W×H image of that format
-- `/webp/gallery/{n}.jpg`: stand-ins for the DESIGN example's gstatic URLs
+- `/webp/gallery/{n}.jpg`: the images of the example job (data/example-job.json, the API
+  document's example), stand-ins for the original request's gstatic URLs
 - `/status/{code}`: that HTTP status; `/flaky/{key}/{n}/{W}x{H}.png`: 500 for the first n
   requests of `key`, then the image; `/reset/{key}/{n}/{W}x{H}.png`: drops the connection the
   first n times; `/slow/{ms}/{W}x{H}.png`: answers after `ms`
