@@ -8,6 +8,7 @@ when partitions are assigned. `decide` is how a cancel or reschedule is answered
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -18,10 +19,10 @@ from shared.events import (
     ImageTask,
     JobCancelled,
     JobCancelRequested,
+    JobCommand,
     JobCommandRefused,
     JobReleased,
     JobRescheduled,
-    JobRescheduleRequested,
     JobSubmitted,
     envelope,
     task_id_for,
@@ -110,6 +111,29 @@ class Schedule:
             heapq.heappop(self._heap)
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What storing a batch of submissions found: jobs not to hold in the timer."""
+
+    withdrawn: set[UUID]  # withdrawn by ingest before they arrived: not stored
+    done: set[UUID]  # stored before and no longer pending (released or cancelled)
+
+    def to_hold(self, submitted: Sequence[tuple[int, JobSubmitted]]) -> list[tuple[int, JobSubmitted]]:
+        return [(p, e) for p, e in submitted if e.job_id not in self.withdrawn and e.job_id not in self.done]
+
+
+@dataclass(frozen=True)
+class DispatchRow:
+    """A released job whose tasks are not all dispatched yet, as its row stores it."""
+
+    job_id: UUID
+    partition: int
+    tenant: str | None
+    priority: int
+    total: int
+    dispatched: int
+
+
 def image_positions(job: JobSubmitted) -> list[tuple[int, int]]:
     """(visit_index, image_index) of each of the job's images, in `tasks_for` order: the task
     of ordinal n is the image at position n."""
@@ -164,7 +188,6 @@ def released(job: JobSubmitted) -> JobReleased:
 
 
 # -- cancel and reschedule: decided by the release owner ----------------------------------
-Command = JobCancelRequested | JobRescheduleRequested
 # A job's state for a command: its row's state, except that a pending job whose release has
 # begun (popped from the timer, or possibly released by a process that died) is `releasing`;
 # None: no such job here.
@@ -183,22 +206,61 @@ class Decision:
     scheduled_time: datetime | None = None  # an accepted reschedule's new time
 
 
-def decide(command: Command, state: State) -> Decision:
+Decided = list[tuple[Decision, bool]]  # each command's decision, True when decided now
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the durable schedule holds for a batch of commands, read (the jobs' rows locked) in
+    the transaction that stores their decisions."""
+
+    withdrawn: set[UUID]  # command ids the status API withdrew first
+    known: dict[UUID, Decision]  # command id -> its decision, stored before (a redelivery)
+    states: dict[UUID, State]  # job id -> its row's state
+
+
+def _shown(state: State) -> str:
+    """The state a refusal names: a job whose release has begun is already released."""
+    if state is None:
+        return "unknown"
+    return "released" if state in ("releasing", "dispatching") else state
+
+
+def decide(command: JobCommand, state: State) -> Decision:
     """Accept a command only while the job is pending (not yet claimed by its release); a
     repeated cancel of a cancelled job is accepted again, so a retried request gets the same
     answer. Everything else is refused, naming the state the job is already in."""
     kind: Literal["cancel", "reschedule"] = "cancel" if isinstance(command, JobCancelRequested) else "reschedule"
-    known = {"releasing": "released", "dispatching": "released", None: "unknown"}.get(  # type: ignore[call-overload]
-        state, state)
     if state == "withdrawn":
         return Decision(command.command_id, command.job_id, kind, False, "withdrawn")
-    if kind == "cancel":
+    if isinstance(command, JobCancelRequested):
         accepted = state in ("pending", "cancelled")
-        return Decision(command.command_id, command.job_id, kind, accepted, "cancelled" if accepted else known)
-    new_time = command.scheduled_time  # type: ignore[union-attr]
+        return Decision(command.command_id, command.job_id, kind, accepted, "cancelled" if accepted else _shown(state))
     if state == "pending":
-        return Decision(command.command_id, command.job_id, kind, True, "pending", new_time)
-    return Decision(command.command_id, command.job_id, kind, False, known)
+        return Decision(command.command_id, command.job_id, kind, True, "pending", command.scheduled_time)
+    return Decision(command.command_id, command.job_id, kind, False, _shown(state))
+
+
+def decide_all(commands: Sequence[JobCommand], found: Found, begun: Callable[[UUID], bool]) -> Decided:
+    """Each command's decision, in order, with True when it is decided now (False: decided
+    before, its effect already stored). `begun(job_id)`: the release of that pending job has
+    begun (for a command it is already released). A later command of the batch sees an
+    earlier one's effect; a command repeated in the batch gets the first one's answer."""
+    states: dict[UUID, State] = {job: "releasing" if state == "pending" and begun(job) else state
+                                 for job, state in found.states.items()}
+    known = dict(found.known)
+    out: Decided = []
+    for command in commands:
+        if command.command_id in known:
+            out.append((known[command.command_id], False))
+            continue
+        decision = decide(command, "withdrawn" if command.command_id in found.withdrawn
+                          else states.get(command.job_id))
+        if decision.accepted:
+            states[command.job_id] = "cancelled" if decision.command == "cancel" else "pending"
+        known[command.command_id] = decision
+        out.append((decision, True))
+    return out
 
 
 def decision_event(decision: Decision) -> JobCancelled | JobRescheduled | JobCommandRefused:

@@ -1,15 +1,18 @@
 """When the dispatcher (services/scheduler/handlers/dispatch.py) starts a round: a backlog
 refills a full window in rounds of an eighth of it, but a tenant with work and nothing out
-gets a round at the first free place. No Kafka, no database (rounds are not run here)."""
+gets a round at the first free place; a round hands its tasks out and stores the cursors. No
+Kafka, no database: the ports are in-memory fakes (fakes_scheduler.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from uuid import uuid4
 
 from services.scheduler.handlers.dispatch import Dispatcher
 from services.scheduler.settings import SchedulerSettings
 from shared.events import JobSubmitted, Visit
+from tests.handlers.fakes_scheduler import FakeTable, FakeTaskSender
 
 WINDOW = 16
 
@@ -21,7 +24,7 @@ def job(owner: str, images: int) -> JobSubmitted:
 
 
 def dispatcher_with_window_full_of(owner: str, out: int) -> Dispatcher:
-    dispatcher = Dispatcher(SchedulerSettings(dispatch_window=WINDOW), None, lambda: 1.0)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(SchedulerSettings(dispatch_window=WINDOW), FakeTable(), FakeTaskSender(), lambda: 1.0)
     dispatcher.add(job(owner, 500), partition=0)
     for n in range(out):
         dispatcher.out.dispatched(f"{owner}-task-{n}", owner, now=0.0)
@@ -45,3 +48,35 @@ def test_a_tenant_with_nothing_out_gets_a_round_at_the_first_free_place() -> Non
     dispatcher.out.dispatched("team-b-task", "team-b", now=1.0)  # once it has one out, it waits as others do
     dispatcher.out.free(["team-a-task-1"])
     assert not dispatcher.worth_a_round(dispatcher.room())
+
+
+def test_a_round_hands_out_as_many_tasks_as_there_is_room_for_and_stores_the_cursor() -> None:
+    table, sender = FakeTable(), FakeTaskSender()
+    settings = SchedulerSettings(dispatch_window=WINDOW)
+    dispatcher = Dispatcher(settings, table, sender, lambda: 1.0)
+    big = job("team-a", 20)
+
+    async def one_round() -> None:
+        dispatcher.add(big, partition=2)
+        await dispatcher._round(dispatcher.queue.take(dispatcher.room()))
+        await dispatcher.wait_confirmed()
+    asyncio.run(one_round())
+    tasks = [r for r in sender.sent if r[0] == settings.topics.tasks]
+    assert len(tasks) == WINDOW and len(dispatcher.out) == WINDOW and dispatcher.room() == 0
+    assert [r for r in sender.sent if r[0] == settings.topics.jobs][0][3] == 2  # the running total: the job's partition
+    assert table.cursors == {big.job_id: WINDOW}
+
+
+def test_revoked_partitions_store_their_cursors_and_drop_their_jobs() -> None:
+    table = FakeTable()
+    dispatcher = Dispatcher(SchedulerSettings(dispatch_window=WINDOW), table, FakeTaskSender(), lambda: 1.0)
+    kept, lost = job("team-a", 40), job("team-b", 40)
+
+    async def round_then_revoke() -> None:
+        dispatcher.add(kept, partition=0)
+        dispatcher.add(lost, partition=1)
+        await dispatcher._round(dispatcher.queue.take(dispatcher.room()))
+        await dispatcher.forget({1})
+    asyncio.run(round_then_revoke())
+    assert table.cursors[lost.job_id] > 0 and lost.job_id not in dispatcher.queue
+    assert kept.job_id in dispatcher.queue

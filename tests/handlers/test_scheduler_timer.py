@@ -1,31 +1,46 @@
 """The scheduler's timer use cases (services/scheduler/handlers/release.py) in-process: which
-jobs a command may still take back, and how decisions move the timer. No Kafka, no database
-(the table read on assignment is a fake)."""
+jobs a command may still take back, how the releaser decides cancel and reschedule as the
+job's release owner, and how decisions move the timer. No Kafka, no database: the ports are
+in-memory fakes (fakes_scheduler.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import uuid4
 
-import pytest
-
 from services.scheduler.domain import Decision
-from services.scheduler.handlers import release
 from services.scheduler.handlers.dispatch import Dispatcher
 from services.scheduler.handlers.release import Releaser
 from services.scheduler.settings import SchedulerSettings
-from shared.events import JobSubmitted, Visit
+from shared.events import (
+    JobCancelled,
+    JobCancelRequested,
+    JobCommandRefused,
+    JobRescheduled,
+    JobRescheduleRequested,
+    JobSubmitted,
+    Visit,
+)
+from tests.handlers.fakes_scheduler import FakeLedger, FakePublisher, FakeTable, FakeTaskSender
 
 
 def job(due: datetime) -> JobSubmitted:
     return JobSubmitted(job_id=uuid4(), scheduled_time=due, visits=(Visit(store_id="S1", image_urls=("http://x/1",)),))
 
 
-def releaser() -> Releaser:
-    settings = SchedulerSettings()
-    return Releaser(settings, runtime=None, dispatcher=Dispatcher(settings, None, lambda: 1.0))  # type: ignore[arg-type]
+def releaser(table: FakeTable | None = None, ledger: FakeLedger | None = None) -> Releaser:
+    settings, table = SchedulerSettings(), table or FakeTable()
+    dispatcher = Dispatcher(settings, table, FakeTaskSender(), lambda: 1.0)
+    return Releaser(settings, table, FakePublisher(), ledger or FakeLedger(), dispatcher)
+
+
+def holding(ledger: FakeLedger, due: datetime) -> tuple[Releaser, JobSubmitted]:
+    """A releaser holding one pending job of partition 0, its row pending in the ledger."""
+    timer, held = releaser(ledger=ledger), job(due)
+    timer.add_submitted([(0, held)], owned={0})
+    ledger.states[held.job_id] = "pending"
+    return timer, held
 
 
 def test_a_waiting_job_is_held_and_a_decision_moves_or_drops_it() -> None:
@@ -42,22 +57,15 @@ def test_a_waiting_job_is_held_and_a_decision_moves_or_drops_it() -> None:
     assert timer.schedule.pop_due(later, 10) == [moved.job_id]  # once, at its new time
 
 
-def test_jobs_already_due_when_loaded_are_not_held_until_released_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jobs_already_due_when_loaded_are_not_held_until_released_again() -> None:
     """After a crash the previous owner may have released them: no command may take them back."""
     overdue, future = uuid4(), uuid4()
     now = datetime.now(UTC)
-
-    async def fake_load(_: Any, partitions: list[int]) -> list[tuple[Any, datetime, int, int]]:
-        return [(overdue, now - timedelta(seconds=1), 0, 0), (future, now + timedelta(hours=1), 0, 0)]
-
-    async def none_dispatching(_: Any, partitions: list[int]) -> list[Any]:
-        return []
-    monkeypatch.setattr(release, "load_pending", fake_load)
-    monkeypatch.setattr(release, "load_dispatching", none_dispatching)
-    timer = releaser()
-    timer.runtime = type("R", (), {"pool": None})()  # type: ignore[assignment]
+    table = FakeTable(pending=[(overdue, now - timedelta(seconds=1), 0, 0), (future, now + timedelta(hours=1), 0, 0),
+                               (uuid4(), now + timedelta(hours=1), 3, 0)])
+    timer = releaser(table)
     asyncio.run(timer.load([0]))
-    assert not timer.holds(overdue) and timer.holds(future)
+    assert not timer.holds(overdue) and timer.holds(future) and len(timer.schedule) == 2  # partition 3 not loaded
     asyncio.run(timer.forget({0}))
     assert not timer.holds(future) and len(timer.schedule) == 0
 
@@ -70,3 +78,48 @@ def test_a_submit_republished_while_its_release_is_being_marked_is_not_held_agai
     assert timer.take_due(now) == {due.job_id: 0}
     timer.add_submitted([(0, due)], owned={0})  # an Idempotency-Key retry read the row as pending
     assert not timer.holds(due.job_id) and timer.take_due(now) == {}
+
+
+def test_the_release_owner_accepts_a_cancel_of_a_held_job_and_drops_it_from_the_timer() -> None:
+    ledger, later = FakeLedger(), datetime.now(UTC) + timedelta(hours=1)
+    timer, held = holding(ledger, later)
+    cancel = JobCancelRequested(job_id=held.job_id, command_id=uuid4())
+    [decision] = asyncio.run(timer.decide([(0, cancel)], owned={0}))
+    assert decision.accepted and decision.state == "cancelled"
+    assert not timer.holds(held.job_id) and len(timer.schedule) == 0
+    assert ledger.states[held.job_id] == "cancelled" and ledger.stored[cancel.command_id] == decision
+    assert [type(e) for e in ledger.published] == [JobCancelled]
+
+
+def test_a_command_on_a_job_whose_release_has_begun_is_refused_as_released() -> None:
+    """The row still says pending, but the timer popped the job: the release wins the race."""
+    ledger, now = FakeLedger(), datetime.now(UTC)
+    timer, due = holding(ledger, now - timedelta(seconds=1))
+    assert timer.take_due(now) == {due.job_id: 0}
+    cancel = JobCancelRequested(job_id=due.job_id, command_id=uuid4())
+    [decision] = asyncio.run(timer.decide([(0, cancel)], owned={0}))
+    assert not decision.accepted and decision.state == "released"
+    assert ledger.states[due.job_id] == "pending"  # nothing changed in the table
+    assert isinstance(ledger.published[0], JobCommandRefused) and ledger.published[0].state == "released"
+
+
+def test_a_reschedule_moves_the_job_and_a_redelivered_command_gets_its_stored_answer() -> None:
+    ledger, later = FakeLedger(), datetime.now(UTC) + timedelta(hours=1)
+    timer, held = holding(ledger, later)
+    sooner = datetime.now(UTC) + timedelta(minutes=1)
+    move = JobRescheduleRequested(job_id=held.job_id, command_id=uuid4(), scheduled_time=sooner)
+    [first] = asyncio.run(timer.decide([(0, move)], owned={0}))
+    assert first.accepted and timer.schedule.next_due_at() == sooner
+    timer.schedule.move(held.job_id, later, 0)  # had the timer been moved again, a repeat must not touch it
+    [again] = asyncio.run(timer.decide([(0, move)], owned={0}))
+    assert again == first and timer.schedule.next_due_at() == later
+    assert [type(e) for e in ledger.published] == [JobRescheduled, JobRescheduled]
+
+
+def test_a_withdrawn_command_changes_nothing() -> None:
+    ledger, later = FakeLedger(), datetime.now(UTC) + timedelta(hours=1)
+    timer, held = holding(ledger, later)
+    cancel = JobCancelRequested(job_id=held.job_id, command_id=uuid4())
+    ledger.withdrawn.add(cancel.command_id)
+    [decision] = asyncio.run(timer.decide([(0, cancel)], owned={0}))
+    assert not decision.accepted and decision.state == "withdrawn" and timer.holds(held.job_id)

@@ -10,26 +10,16 @@ is when a row became `released` or `cancelled`: retention counts from it (`EXPIR
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
+from services.scheduler.domain import DispatchRow, Stored
 from shared.admissions import admit
 from shared.db import columns, transaction
 from shared.events import JobSubmitted
-
-
-@dataclass(frozen=True)
-class Stored:
-    """What storing a batch of submissions found: jobs not to hold in the timer."""
-
-    withdrawn: set[UUID]  # withdrawn by ingest before they arrived: not stored
-    done: set[UUID]  # stored before and no longer pending (released or cancelled)
-
-    def to_hold(self, submitted: Sequence[tuple[int, JobSubmitted]]) -> list[tuple[int, JobSubmitted]]:
-        return [(p, e) for p, e in submitted if e.job_id not in self.withdrawn and e.job_id not in self.done]
+from shared.runtime import Runtime
 
 
 async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[int, JobSubmitted]]) -> Stored:
@@ -105,16 +95,6 @@ async def record_dispatched(pool: AsyncConnectionPool, cursors: dict[UUID, int])
             columns(cursors.items()))
 
 
-@dataclass(frozen=True)
-class DispatchRow:
-    job_id: UUID
-    partition: int
-    tenant: str | None
-    priority: int
-    total: int
-    dispatched: int
-
-
 async def pending_events(pool: AsyncConnectionPool, job_ids: list[UUID]) -> list[str]:
     """The stored `JobSubmitted` (JSON) of those jobs that are still pending."""
     async with pool.connection() as conn:
@@ -157,3 +137,32 @@ async def expire_finished(pool: AsyncConnectionPool, older_than_s: float, batch:
         row = await (await conn.execute(EXPIRE_FINISHED, {"older_than_s": older_than_s, "batch": batch})).fetchone()
     jobs, commands = row if row else (0, 0)
     return {"scheduler_jobs": jobs, "scheduler_commands": commands}
+
+
+class ScheduleTable:
+    """`scheduler_jobs` on the service's pool: the ports SubmittedJobs, ReleaseStore and
+    DispatchStore (services/scheduler/ports.py)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime  # its pool exists once the runtime has started
+
+    async def store(self, submitted: Sequence[tuple[int, JobSubmitted]]) -> Stored:
+        return await store_submitted(self.runtime.pool, submitted)
+
+    async def load_pending(self, partitions: list[int]) -> list[tuple[UUID, datetime, int, int]]:
+        return await load_pending(self.runtime.pool, partitions)
+
+    async def pending_events(self, job_ids: list[UUID]) -> list[str]:
+        return await pending_events(self.runtime.pool, job_ids)
+
+    async def mark_released(self, jobs: Sequence[JobSubmitted]) -> None:
+        await mark_released(self.runtime.pool, jobs)
+
+    async def load_dispatching(self, partitions: list[int]) -> list[DispatchRow]:
+        return await load_dispatching(self.runtime.pool, partitions)
+
+    async def job_events(self, job_ids: list[UUID]) -> list[str]:
+        return await job_events(self.runtime.pool, job_ids)
+
+    async def record_dispatched(self, cursors: dict[UUID, int]) -> None:
+        await record_dispatched(self.runtime.pool, cursors)

@@ -1,2 +1,4 @@
-"""The scheduler's use cases: `jobs` consumes the jobs topic (submissions into the durable
-schedule, cancel and reschedule decided) and `release` keeps the timer and releases due jobs."""
+"""The scheduler's use cases: `jobs` takes the jobs topic's records (submissions into the
+durable schedule, commands to the releaser), `release` keeps the timer, releases due jobs and
+decides cancel and reschedule, and `dispatch` hands released jobs' tasks out fairly. They take
+their ports (services/scheduler/ports.py) as parameters; bootstrap.py wires them."""

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -31,15 +31,15 @@ from uuid import UUID
 from prometheus_client import Counter as Total
 from prometheus_client import Gauge
 
-from services.scheduler.adapters.store import DispatchRow, job_events, record_dispatched
-from services.scheduler.domain import image_positions, task_at, task_partition
+from services.scheduler.domain import DispatchRow, image_positions, task_at, task_partition
+from services.scheduler.ports import Acks, DispatchStore, TaskRecord, TaskSender
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.window import TasksOut
 from shared.events import MAX_JOBS_PER_DISPATCH_EVENT, JobSubmitted, TasksDispatched, encode_event, envelope, utcnow
 from shared.fairness import CursorLane, FairQueue, parse_weights
 from shared.metrics import STAGE, latency_histogram, tenant_label
 from shared.retry import retry_record_work
-from shared.runtime import Runtime, exit_if_it_dies
+from shared.runtime import exit_if_it_dies
 
 log = logging.getLogger(__name__)
 LEASE_S = 300.0
@@ -49,7 +49,6 @@ LEASE_S = 300.0
 PROGRESS_EVERY_S = 2.0
 MAX_UNCONFIRMED_ROUNDS = 16
 EVENTS_KEPT = 20_000  # jobs whose JobSubmitted stays in memory while they are dispatched
-Acks = list[asyncio.Future[object]]
 LATENESS = latency_histogram("imagejobs_scheduler_lateness_seconds", "First task emitted minus scheduled_time")
 TASKS_EMITTED = Total("imagejobs_scheduler_tasks_emitted_total", "Image tasks emitted")
 DISPATCHED = Total("imagejobs_tenant_dispatched_total", "Tasks handed to the processors", ["tenant"])
@@ -58,11 +57,11 @@ BACKLOG = Gauge("imagejobs_tenant_backlog_images", "Images of released jobs wait
 
 
 class Dispatcher:
-    def __init__(self, settings: SchedulerSettings, runtime: Runtime, owned_share: Callable[[], float],
-                 watching: asyncio.Event | None = None) -> None:
+    def __init__(self, settings: SchedulerSettings, store: DispatchStore, sender: TaskSender,
+                 owned_share: Callable[[], float], watching: asyncio.Event | None = None) -> None:
         """`watching`: set once outcomes are watched; nothing is dispatched before (its outcome
         could be missed, and its place in the window held until the lease ends)."""
-        self.settings, self.runtime, self.owned_share = settings, runtime, owned_share
+        self.settings, self.store, self.sender, self.owned_share = settings, store, sender, owned_share
         self.watching = watching
         self.queue: FairQueue[int] = FairQueue(parse_weights(settings.tenant_weights))
         self.wakeup = asyncio.Event()
@@ -83,6 +82,10 @@ class Dispatcher:
         if len(self._events) < EVENTS_KEPT:
             self._events[job.job_id] = job
         self._queue_job(job.job_id, partition, job.owner, job.priority, job.total_images, dispatched)
+
+    async def load(self, partitions: list[int]) -> None:
+        """Taking over partitions: their released jobs whose tasks are not all dispatched."""
+        self.add_loaded(await self.store.load_dispatching(partitions))
 
     def add_loaded(self, rows: list[DispatchRow]) -> None:
         """Released jobs found half dispatched on taking over their partitions."""
@@ -110,7 +113,7 @@ class Dispatcher:
         """Partitions revoked: let rounds be confirmed, then drop their jobs (their new owner
         loads them with the cursors just stored)."""
         await self.store_cursors(lost)
-        for job_id, (partition, _) in list(self._jobs.items()):
+        for job_id, (partition, *_) in list(self._jobs.items()):
             if partition in lost:
                 self.queue.remove(job_id)
                 self._drop(job_id)
@@ -152,9 +155,9 @@ class Dispatcher:
         """Hand the picked tasks and the touched jobs' totals to the producer; a confirmation
         task waits for the acknowledgements and stores the cursors."""
         events = await retry_record_work("loading jobs to dispatch", lambda: self._events_of({j for j, _ in picks}))
-        partitions = len(await self.runtime.producer.partitions_for(self.settings.topics.tasks))
+        partitions = await self.sender.partitions()
         cursors: dict[UUID, int] = {}
-        sends: list[tuple[str, bytes, bytes, int | None]] = []
+        sends: list[TaskRecord] = []
         now, stamp = time.monotonic(), utcnow()
         for job_id, ordinal in picks:
             job = events.get(job_id)
@@ -174,7 +177,7 @@ class Dispatcher:
                 STAGE["released"].observe(late)
         milestones = self._milestones(cursors, events, now)
         sends.extend(self._progress_records(milestones, stamp))
-        acks = await self._send(sends)
+        acks = await self.sender.send(sends)
         self._count(picks, events)
         await self._confirming.acquire()
         confirm = asyncio.create_task(self._confirm(sends, acks, cursors, milestones))
@@ -215,28 +218,23 @@ class Dispatcher:
                 records.append((self.settings.topics.jobs, encode_event(progress), str(job_id).encode(), partition))
         return records
 
-    async def _send(self, sends: list[tuple[str, bytes, bytes, int | None]]) -> Acks:
-        producer = self.runtime.producer
-        return [await producer.send(topic, value, key=key, partition=partition)
-                for topic, value, key, partition in sends]
-
-    async def _confirm(self, sends: list[tuple[str, bytes, bytes, int | None]], acks: Acks,
+    async def _confirm(self, sends: list[TaskRecord], acks: Acks,
                        cursors: dict[UUID, int], milestones: dict[UUID, int]) -> None:
         try:
-            await retry_record_work("dispatching tasks", lambda: wait_or_resend(acks, lambda: self._send(sends)))
+            await retry_record_work("dispatching tasks", lambda: wait_or_resend(acks, lambda: self.sender.send(sends)))
             self._note_offsets(sends, acks)
             for job_id, cursor in cursors.items():
                 self._acked[job_id] = max(cursor, self._acked.get(job_id, 0))
             if milestones:
                 await retry_record_work("storing dispatch cursors",
-                                        lambda: record_dispatched(self.runtime.pool, milestones))
+                                        lambda: self.store.record_dispatched(milestones))
             for job_id in cursors:
                 if job_id not in self.queue and job_id in milestones:  # its last task is out and stored
                     self._drop(job_id)
         finally:
             self._confirming.release()
 
-    def _note_offsets(self, sends: list[tuple[str, bytes, bytes, int | None]], acks: Acks) -> None:
+    def _note_offsets(self, sends: list[TaskRecord], acks: Acks) -> None:
         """Where each task of an acknowledged round landed: it is done once the processors'
         committed offset there passes it."""
         tasks_topic = self.settings.topics.tasks
@@ -252,7 +250,7 @@ class Dispatcher:
         cursors = {job_id: cursor for job_id, cursor in self._acked.items()
                    if partitions is None or self._jobs.get(job_id, (None,))[0] in partitions}
         if cursors:
-            await retry_record_work("storing dispatch cursors", lambda: record_dispatched(self.runtime.pool, cursors))
+            await retry_record_work("storing dispatch cursors", lambda: self.store.record_dispatched(cursors))
 
     def _drop(self, job_id: UUID) -> None:
         self._reported.pop(job_id, None)
@@ -269,7 +267,7 @@ class Dispatcher:
         cold = [j for j in job_ids if j not in self._events]
         found = {j: self._events[j] for j in job_ids if j in self._events}
         if cold:
-            for raw in await job_events(self.runtime.pool, cold):
+            for raw in await self.store.job_events(cold):
                 job = JobSubmitted.model_validate_json(raw)
                 found[job.job_id] = job
                 if len(self._events) < EVENTS_KEPT:
@@ -309,7 +307,7 @@ class Dispatcher:
         return {"tasks_out": len(self.out), "tasks_waiting": len(self.queue), "jobs_dispatching": len(self._jobs)}
 
 
-async def wait_or_resend(acks: Acks, resend: Callable[[], Any]) -> None:
+async def wait_or_resend(acks: Acks, resend: Callable[[], Awaitable[Acks]]) -> None:
     """The acknowledgements; if any failed, everything is sent again (the same task ids and
     running totals: repeats change nothing) and the failure raised for the retry."""
     try:

@@ -11,26 +11,29 @@ cursor; tasks keep their `task_id`, so the processors and the status fold ignore
 nothing fires twice in effect. Jobs due within a few seconds keep their event in memory, so
 releasing them reads nothing.
 
-`lock` is held while due jobs are popped and handed to the producer; command decisions
-(handlers/jobs.py) take it too, so a command sees a job either waiting here or popped.
+Cancel and reschedule are decided here too (`decide`), by this instance as the job's release
+owner: under `lock`, which is held while due jobs are popped and handed to the producer, so a
+command sees a job either waiting here or popped. The pure rule is the domain's `decide_all`;
+the CommandLedger port makes the decisions durable with their effects in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prometheus_client import Counter, Gauge
 
-from services.scheduler.adapters.store import load_dispatching, load_pending, mark_released, pending_events
-from services.scheduler.domain import Decision, Schedule, released
-from services.scheduler.handlers.dispatch import Acks, Dispatcher, wait_or_resend
+from services.scheduler.domain import Decided, Decision, Found, Schedule, decide_all, released
+from services.scheduler.handlers.dispatch import Dispatcher, wait_or_resend
+from services.scheduler.ports import Acks, CommandLedger, Publisher, ReleaseStore
 from services.scheduler.settings import SchedulerSettings
-from shared.events import JobSubmitted, encode_event
+from shared.events import JobCommand, JobSubmitted
 from shared.retry import retry_record_work
-from shared.runtime import Runtime, exit_if_it_dies
+from shared.runtime import exit_if_it_dies
 
 log = logging.getLogger(__name__)
 HOT_HORIZON_S = 5.0
@@ -40,14 +43,18 @@ HOT_MAX = 20_000
 RELEASED_LATELY_MAX = 100_000  # ids; a release is marked in the table within seconds
 MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
+Commands = list[tuple[int, JobCommand]]  # (partition, command)
 PENDING = Gauge("imagejobs_scheduler_pending_jobs", "Jobs waiting for their time (this instance)")
 RELEASED = Counter("imagejobs_scheduler_released_total", "Jobs released")
+COMMANDS = Counter("imagejobs_scheduler_commands_total", "Cancel and reschedule commands decided",
+                   ["command", "decision"])
 
 
 class Releaser:
-    def __init__(self, settings: SchedulerSettings, runtime: Runtime, dispatcher: Dispatcher) -> None:
+    def __init__(self, settings: SchedulerSettings, store: ReleaseStore, publisher: Publisher,
+                 ledger: CommandLedger, dispatcher: Dispatcher) -> None:
         self.settings = settings
-        self.runtime = runtime
+        self.store, self.publisher, self.ledger = store, publisher, ledger
         self.dispatcher = dispatcher
         self.schedule = Schedule()
         self.wakeup = asyncio.Event()
@@ -91,6 +98,31 @@ class Releaser:
         """The job waits in this timer and no release of it can have begun."""
         return job_id in self.schedule and job_id not in self._maybe_released
 
+    # -- cancel and reschedule: decided by the job's release owner ---------------------------
+    async def decide(self, commands: Commands, owned: set[int]) -> list[Decision]:
+        """Decide the commands, make the decisions durable, apply them to the timer and hand
+        their events to the producer, all under the release lock (so they are ordered after any
+        release that popped the job first); then wait for the acknowledgements, so the caller
+        may commit the commands' offsets."""
+        job_commands = [c for _, c in commands]
+        async with self.lock:
+            decided = await retry_record_work("deciding commands", lambda: self.ledger.settle(
+                job_commands, self._answer(job_commands)))
+            partition_of: dict[UUID, int] = {c.job_id: p for p, c in commands}
+            self.apply_decisions([d for d, new in decided if new], partition_of, owned)
+            decisions = [d for d, _ in decided]
+            acks = await self.ledger.publish(decisions)
+        await retry_record_work("publishing decisions", lambda: wait_or_resend(
+            acks, lambda: self.ledger.publish(decisions)))
+        for decision in decisions:
+            COMMANDS.labels(decision.command, "accepted" if decision.accepted else "refused").inc()
+        return decisions
+
+    def _answer(self, commands: list[JobCommand]) -> Callable[[Found], Decided]:
+        """The rule applied to what the table holds: a pending job this timer no longer holds
+        (popped, or possibly released by a process that died) is being released."""
+        return lambda found: decide_all(commands, found, lambda job_id: not self.holds(job_id))
+
     def apply_decisions(self, decisions: list[Decision], partition_of: dict[UUID, int], owned: set[int]) -> None:
         """The timer follows the table: a cancelled job is forgotten, a moved one falls due at
         its new time (its event is read again from the table when it does)."""
@@ -118,12 +150,12 @@ class Releaser:
 
     async def load(self, partitions: list[int]) -> None:
         now = datetime.now(UTC)
-        for job_id, due_at, partition, dispatched in await load_pending(self.runtime.pool, partitions):
+        for job_id, due_at, partition, dispatched in await self.store.load_pending(partitions):
             if self.schedule.add(job_id, due_at, partition) and due_at <= now:
                 self._maybe_released[job_id] = partition
                 if dispatched:
                     self._resume[job_id] = dispatched
-        self.dispatcher.add_loaded(await load_dispatching(self.runtime.pool, partitions))
+        await self.dispatcher.load(partitions)
         PENDING.set(len(self.schedule))
         log.info("owning partitions %s; %d jobs pending", partitions, len(self.schedule))
         self.wakeup.set()
@@ -175,7 +207,7 @@ class Releaser:
             return
         self._changed_while_prefetching = set()
         try:
-            rows = await pending_events(self.runtime.pool, [j for j, _ in wanted])
+            rows = await self.store.pending_events([j for j, _ in wanted])
             partition_of = dict(wanted)
             for start in range(0, len(rows), 100):
                 for raw in rows[start:start + 100]:
@@ -195,7 +227,7 @@ class Releaser:
         cold = [j for j in job_ids if j not in found]
         if not cold:
             return hot
-        rows = await pending_events(self.runtime.pool, cold)
+        rows = await self.store.pending_events(cold)
         return hot + [JobSubmitted.model_validate_json(raw) for raw in rows]
 
     def take_due(self, now: datetime) -> dict[UUID, int]:
@@ -212,16 +244,14 @@ class Releaser:
     async def _announce(self, jobs: list[JobSubmitted]) -> Acks:
         """Hand each job's `JobReleased` to the producer; returns the acknowledgements to wait
         for (not waiting here lets the next due jobs go out meanwhile)."""
-        producer, topic = self.runtime.producer, self.settings.topics.jobs
-        return [await producer.send(topic, encode_event(released(job)), key=str(job.job_id).encode())
-                for job in jobs]
+        return await self.publisher.to_jobs([released(job) for job in jobs])
 
-    async def _confirm(self, jobs: list[JobSubmitted], acks: list[asyncio.Future[object]]) -> None:
+    async def _confirm(self, jobs: list[JobSubmitted], acks: Acks) -> None:
         """After the broker acknowledged the jobs' `JobReleased`, mark them released. Until then a
         crash re-releases them on restart (tasks keep their task_id: nothing twice in effect)."""
         try:
             await retry_record_work("releasing jobs", lambda: wait_or_resend(acks, lambda: self._announce(jobs)))
-            await retry_record_work("marking jobs released", lambda: mark_released(self.runtime.pool, jobs))
+            await retry_record_work("marking jobs released", lambda: self.store.mark_released(jobs))
             RELEASED.inc(len(jobs))
         finally:
             self._confirming.release()
