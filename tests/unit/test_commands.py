@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.scheduler.domain import Schedule, decide, decision_event
+from services.scheduler.domain import Found, Schedule, State, decide, decide_all, decision_event
 from shared.events import JobCancelled, JobCancelRequested, JobCommandRefused, JobRescheduled, JobRescheduleRequested
 
 T0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
@@ -33,8 +33,8 @@ def test_a_pending_job_is_cancelled_and_a_cancelled_one_stays_cancelled() -> Non
 
 
 @pytest.mark.parametrize(("state", "named"), [("releasing", "released"), ("released", "released"), (None, "unknown")])
-def test_a_cancel_after_the_release_claimed_the_job_is_refused(state: str | None, named: str) -> None:
-    decision = decide(cancel(), state)  # type: ignore[arg-type]
+def test_a_cancel_after_the_release_claimed_the_job_is_refused(state: State, named: str) -> None:
+    decision = decide(cancel(), state)
     assert (decision.accepted, decision.state) == (False, named)
     event = decision_event(decision)
     assert isinstance(event, JobCommandRefused) and event.command == "cancel" and event.state == named
@@ -45,8 +45,10 @@ def test_only_a_pending_job_is_rescheduled() -> None:
     assert accepted.accepted and accepted.scheduled_time == command.scheduled_time
     moved = decision_event(accepted)
     assert isinstance(moved, JobRescheduled) and moved.scheduled_time == T0 + timedelta(minutes=7)
-    for state, named in (("releasing", "released"), ("released", "released"), ("cancelled", "cancelled")):
-        refused = decide(reschedule(), state)  # type: ignore[arg-type]
+    refusals: list[tuple[State, str]] = [("releasing", "released"), ("released", "released"),
+                                         ("cancelled", "cancelled")]
+    for state, named in refusals:
+        refused = decide(reschedule(), state)
         assert (refused.accepted, refused.state, refused.scheduled_time) == (False, named, None)
 
 
@@ -102,3 +104,26 @@ def test_the_schedule_pops_each_pending_job_once_at_its_latest_time(ops: list[tu
             for job in due:
                 del model[job]
         assert len(schedule) == len(model)
+
+
+def test_a_batch_is_decided_in_order_and_a_stored_or_repeated_command_keeps_its_answer() -> None:
+    """decide_all: a later command sees an earlier one's effect; a pending job whose release has
+    begun is refused as released; a decision stored before is returned, not made again."""
+    first = cancel()
+    then = JobRescheduleRequested(job_id=first.job_id, command_id=uuid4(), scheduled_time=T0)
+    popped, before = cancel(), cancel()
+    stored = decide(before, "pending")
+    found = Found(withdrawn=set(), known={before.command_id: stored},
+                  states={first.job_id: "pending", popped.job_id: "pending", before.job_id: "cancelled"})
+    decided = decide_all([first, then, first, popped, before], found, begun=lambda job: job == popped.job_id)
+    assert [(d.accepted, d.state, new) for d, new in decided] == [
+        (True, "cancelled", True), (False, "cancelled", True), (True, "cancelled", False),
+        (False, "released", True), (True, "cancelled", False)]
+    assert decided[4][0] is stored and found.known == {before.command_id: stored}  # found is not changed
+
+
+def test_a_withdrawn_command_is_refused_whatever_the_job_state() -> None:
+    command = reschedule()
+    [(decision, new)] = decide_all([command], Found({command.command_id}, {}, {command.job_id: "pending"}),
+                                   begun=lambda job: False)
+    assert (decision.accepted, decision.state, new) == (False, "withdrawn", True)
