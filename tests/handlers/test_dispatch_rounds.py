@@ -50,20 +50,27 @@ def test_a_tenant_with_nothing_out_gets_a_round_at_the_first_free_place() -> Non
     assert not dispatcher.worth_a_round(dispatcher.room())
 
 
+async def first_round(dispatcher: Dispatcher, table: FakeTable) -> None:
+    """Let the dispatcher run until its first round's cursors are stored, then stop it."""
+    running = asyncio.create_task(dispatcher.run())
+    for _ in range(200):
+        if table.cursors:
+            break
+        await asyncio.sleep(0.01)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+
+
 def test_a_round_hands_out_as_many_tasks_as_there_is_room_for_and_stores_the_cursor() -> None:
     table, sender = FakeTable(), FakeTaskSender()
     settings = SchedulerSettings(dispatch_window=WINDOW)
     dispatcher = Dispatcher(settings, table, sender, lambda: 1.0)
     big = job("team-a", 20)
-
-    async def one_round() -> None:
-        dispatcher.add(big, partition=2)
-        await dispatcher._round(dispatcher.queue.take(dispatcher.room()))
-        await dispatcher.wait_confirmed()
-    asyncio.run(one_round())
+    dispatcher.add(big, partition=2)
+    asyncio.run(first_round(dispatcher, table))
     tasks = [r for r in sender.sent if r[0] == settings.topics.tasks]
     assert len(tasks) == WINDOW and len(dispatcher.out) == WINDOW and dispatcher.room() == 0
-    assert [r for r in sender.sent if r[0] == settings.topics.jobs][0][3] == 2  # the running total: the job's partition
+    assert [r[3] for r in sender.sent if r[0] == settings.topics.jobs] == [2]  # the running total: the job's partition
     assert table.cursors == {big.job_id: WINDOW}
 
 
@@ -71,11 +78,11 @@ def test_revoked_partitions_store_their_cursors_and_drop_their_jobs() -> None:
     table = FakeTable()
     dispatcher = Dispatcher(SchedulerSettings(dispatch_window=WINDOW), table, FakeTaskSender(), lambda: 1.0)
     kept, lost = job("team-a", 40), job("team-b", 40)
+    dispatcher.add(kept, partition=0)
+    dispatcher.add(lost, partition=1)
 
     async def round_then_revoke() -> None:
-        dispatcher.add(kept, partition=0)
-        dispatcher.add(lost, partition=1)
-        await dispatcher._round(dispatcher.queue.take(dispatcher.room()))
+        await first_round(dispatcher, table)
         await dispatcher.forget({1})
     asyncio.run(round_then_revoke())
     assert table.cursors[lost.job_id] > 0 and lost.job_id not in dispatcher.queue
