@@ -8,11 +8,13 @@ turns a job's stored counters into its status, and `first_error_per_store` its e
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from shared.api import JobStatus
 from shared.events import (
     ImageFailed,
     ImageSucceeded,
@@ -27,8 +29,72 @@ from shared.events import (
 from shared.schedule_time import InvalidInput
 
 SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED = "scheduled", "ongoing", "completed", "failed", "cancelled"
-FINAL = (COMPLETED, FAILED, CANCELLED)
 STATUSES = (SCHEDULED, ONGOING, COMPLETED, FAILED, CANCELLED)
+NOT_FOUND = "job not found"
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job as the view holds it."""
+
+    job_id: UUID
+    status: str
+    scheduled_time: datetime
+    total: int
+    succeeded: int
+    failed: int
+    owner: str | None
+    priority: int = 3
+    dispatched: int = 0
+
+    @property
+    def started(self) -> int:
+        """Images handed to the processors: dispatched, or (for jobs released before dispatch
+        was counted) at least those with an outcome."""
+        return min(self.total, max(self.dispatched, self.succeeded + self.failed))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: their tenant (None without auth), whether keys are on, and the owners recorded
+    before tenants existed that are the tenant's too (the hashes of its keys, shared/auth.py)."""
+
+    owner: str | None
+    keys_on: bool
+    legacy: frozenset[str] = frozenset()
+
+    @property
+    def owners(self) -> list[str]:
+        """Every owner a job of this caller's tenant may be recorded under."""
+        return sorted(self.legacy if self.owner is None else self.legacy | {self.owner})
+
+    def may_see(self, row: JobRow) -> bool:
+        return not self.keys_on or row.owner == self.owner or row.owner in self.legacy
+
+
+# -- what the use cases refuse with (app.py answers each with its HTTP status) -------------
+# A malformed request is shared.schedule_time.InvalidInput (400), as in every service.
+class JobNotFound(LookupError):
+    """No such job of the caller's (unknown, or another tenant's), or nothing of it asked for."""
+
+    def __init__(self, message: str = NOT_FOUND) -> None:
+        super().__init__(message)
+
+
+class RetryShortly(RuntimeError):
+    """Nothing can be said or done right now (not connected, not folded yet, too many
+    streams); the caller should retry in a moment."""
+
+
+class CommandRefused(RuntimeError):
+    """A cancel or reschedule of a job that is no longer scheduled; names its status."""
+
+    def __init__(self, status: str, verb: str) -> None:
+        super().__init__(f"job is already {status}; only a scheduled job can be {verb}")
+
+
+class CommandUndecided(TimeoutError):
+    """The release owner has not decided the command in time; it stays queued."""
 
 
 def derive_status(*, total: int, released: bool, cancelled: bool, succeeded: int, failed: int,
@@ -48,11 +114,11 @@ def derive_status(*, total: int, released: bool, cancelled: bool, succeeded: int
     return SCHEDULED
 
 
-def first_error_per_store(failures: object) -> list[dict[str, str]]:
+def first_error_per_store(failures: Iterable[Sequence[Any]]) -> list[dict[str, str]]:
     """One entry per failing store: the reason of its earliest image (visit, image order),
     listed in visit order, so the answer does not depend on the order results arrived in."""
     first: dict[str, tuple[int, int, str]] = {}
-    for store_id, visit, image, error in failures:  # type: ignore[attr-defined]
+    for store_id, visit, image, error in failures:
         if store_id not in first or (visit, image) < first[store_id][:2]:
             first[store_id] = (visit, image, error)
     ordered = sorted(first.items(), key=lambda kv: kv[1][:2])
@@ -139,10 +205,66 @@ def parse_job_ids(body: Any) -> list[str]:
     return list(ids)
 
 
-def progress_id(status: dict[str, Any]) -> str:
+def progress_id(status: JobStatus) -> str:
     """The id of a progress event (Server-Sent Events' `id:`): changes whenever anything a
     client sees in the job's status changes, so a client resuming with `Last-Event-ID` is sent
     the current status only if it differs from the last one it got."""
-    images = status["images"]
-    return (f"{status['status']}.{images['succeeded']}.{images['failed']}.{images['started']}"
-            f".{images['total']}.{status['scheduled_time']}")
+    images = status.images
+    return (f"{status.status}.{images.succeeded}.{images.failed}.{images.started}"
+            f".{images.total}.{status.scheduled_time}")
+
+
+# -- completion webhooks: a delivery's states and what an attempt sees ----------------------
+PENDING, DELIVERED = "pending", "delivered"  # and FAILED: given up (the address is refused, or too late)
+
+
+@dataclass(frozen=True)
+class Due:
+    """A delivery claimed for one attempt."""
+
+    job_id: UUID
+    webhook_id: str
+    url: str
+    attempts: int  # made before this one
+    created_at: datetime  # when the job became final
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one attempt got: the receiver's HTTP status, or why there was none. `refused`: the
+    address is not allowed (or the URL cannot be used), which no retry changes."""
+
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    refused: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: str  # PENDING (tried again at next_attempt_at), DELIVERED or FAILED
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An attempt stored with its decision; `delay_s`: from the job's final status to its
+    delivery (by the database's clock), once delivered."""
+
+    delay_s: float | None
+
+
+@dataclass(frozen=True)
+class WebhookView:
+    """A job's webhook as its owner sees it; `state` is `waiting` until the job is final."""
+
+    url: str
+    webhook_id: str
+    state: str
+    attempts: list[dict[str, Any]]
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 from standardwebhooks import Webhook
 
-from services.status.adapters.view import JobRow
-from services.status.adapters.webhooks import DELIVERED, FAILED, PENDING, Decision, Due, Recorded, Sent, WebhookView
+from services.status.domain import DELIVERED, FAILED, PENDING, Decision, Due, JobRow, Recorded, Sent, WebhookView
 from services.status.handlers.webhooks import RetryPolicy, WebhookDeliverer
 from shared.webhooks import webhook_id_for
 
@@ -92,13 +92,13 @@ def deliverer(table: FakeTable, view: FakeView, receiver: FakeReceiver, in_fligh
                             in_flight=in_flight, rand=lambda: 0.5)
 
 
-async def until(condition: object, deadline_s: float = 5.0) -> None:
+async def until(condition: Callable[[], object], deadline_s: float = 5.0) -> None:
     async with asyncio.timeout(deadline_s):
-        while not condition():  # type: ignore[operator]
+        while not condition():
             await asyncio.sleep(0.01)
 
 
-async def running(loop: WebhookDeliverer, check: object) -> None:
+async def running(loop: WebhookDeliverer, check: Callable[[], object]) -> None:
     task = asyncio.create_task(loop.run())
     try:
         await until(check, 10)

@@ -14,13 +14,21 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from services.status.adapters.webhooks import DELIVERED, FAILED, PENDING, Sent
+from services.status.domain import DELIVERED, FAILED, PENDING, Sent
 from services.status.handlers.webhooks import RetryPolicy, backoff_s, decide, signed_headers, status_json
+from shared.api import Images, JobStatus, StoreError, model_response
 from shared.webhooks import BadWebhookSecret, parse_webhook_secret, webhook_id_for
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 POLICY = RetryPolicy(retry_for_s=86_400, base_s=1.0, max_s=3_600)
 FINAL_AT = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+
+
+def job(status: str = "completed", errors: list[StoreError] | None = None) -> JobStatus:
+    images = Images(total=1, succeeded=1 if errors is None else 0, failed=0 if errors is None else 1,
+                    pending=0, started=1)
+    return JobStatus(job_id="j", status=status, scheduled_time="2026-12-06T08:00:00Z", priority=3, images=images,
+                     error=errors)
 
 
 # --- backoff ----------------------------------------------------------------------------------
@@ -86,7 +94,7 @@ def test_a_retry_is_never_in_the_past_nor_after_the_retry_period(attempts: int, 
 
 # --- the signature ----------------------------------------------------------------------------
 def test_a_receiver_verifies_the_signed_body_with_standardwebhooks() -> None:
-    body = status_json({"job_id": "j", "status": "completed", "images": {"total": 1}, "note": "ünïcode"})
+    body = status_json(job("failed", [StoreError(store_id="S1", error="ünïcode")]))
     headers = signed_headers(Webhook(SECRET), "msg_j", body, datetime.now(UTC))
     assert headers["webhook-id"] == "msg_j" and headers["content-type"] == "application/json"
     assert headers["webhook-signature"].startswith("v1,")
@@ -94,10 +102,10 @@ def test_a_receiver_verifies_the_signed_body_with_standardwebhooks() -> None:
 
 
 def test_a_changed_body_or_another_secret_does_not_verify() -> None:
-    body = status_json({"status": "completed"})
+    body = status_json(job("completed"))
     headers = signed_headers(Webhook(SECRET), "msg_j", body, datetime.now(UTC))
     with pytest.raises(WebhookVerificationError):
-        Webhook(SECRET).verify(status_json({"status": "failed"}), headers)
+        Webhook(SECRET).verify(status_json(job("cancelled")), headers)
     other = "whsec_" + base64.b64encode(bytes(32)).decode()
     with pytest.raises(WebhookVerificationError):
         Webhook(other).verify(body, headers)
@@ -111,7 +119,13 @@ def test_the_timestamp_header_is_whole_seconds_and_is_what_was_signed() -> None:
 
 
 def test_the_body_is_written_as_the_status_route_writes_it() -> None:
-    assert status_json({"a": [1, {"b": None}], "c": "é"}) == '{"a":[1,{"b":null}],"c":"é"}'
+    failed = job("failed", [StoreError(store_id="S1", error="é\n")])
+    assert status_json(failed).encode() == model_response(failed).body
+    assert status_json(failed) == json.dumps(failed.model_dump(), ensure_ascii=False, separators=(",", ":"))
+    assert '"error":[{"store_id":"S1","error":"é\\n"}]' in status_json(failed)
+    assert status_json(job()) == (
+        '{"job_id":"j","status":"completed","scheduled_time":"2026-12-06T08:00:00Z","priority":3,'
+        '"images":{"total":1,"succeeded":1,"failed":0,"pending":0,"started":1}}')  # no "error" unless failed
 
 
 def test_the_webhook_id_is_one_per_job() -> None:

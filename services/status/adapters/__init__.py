@@ -1,1 +1,2 @@
-"""The status service's adapters: the view in PostgreSQL and the Kafka end-offsets client."""
+"""The status service's adapters: the projector (the one fold of the topics into the view), the
+view in PostgreSQL, the webhook deliveries and sender, retention, and the Kafka clients."""

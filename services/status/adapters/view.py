@@ -11,39 +11,19 @@ transaction; the test suite replays the topics through it to check the live view
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 from psycopg import AsyncConnection
 
-from services.status.domain import FINAL, Effects, derive_status, effects_of
+from services.status.domain import Effects, JobRow, derive_status, effects_of
 from shared.db import columns
-from shared.events import ImageFailed, ImageSucceeded
+from shared.events import FINAL_STATUSES, ImageFailed, ImageSucceeded
 from shared.webhooks import webhook_id_for
 
 T = TypeVar("T")
 CONSUMER = "status"  # the name its offsets are stored under in consumer_offsets
-
-
-@dataclass(frozen=True)
-class JobRow:
-    job_id: UUID
-    status: str
-    scheduled_time: datetime
-    total: int
-    succeeded: int
-    failed: int
-    owner: str | None
-    priority: int = 3
-    dispatched: int = 0
-
-    @property
-    def started(self) -> int:
-        """Images handed to the processors: dispatched, or (for jobs released before dispatch
-        was counted) at least those with an outcome."""
-        return min(self.total, max(self.dispatched, self.succeeded + self.failed))
 
 
 # the columns a JobRow is read from, in its field order
@@ -116,10 +96,10 @@ INSERT_OUTCOMES = (
 
 
 def _outcome_row(e: ImageSucceeded | ImageFailed) -> tuple[Any, ...]:
-    ok = isinstance(e, ImageSucceeded)
-    return (e.task_id, e.job_id, e.visit_index, e.image_index, e.store_id, e.image_url, ok,
-            getattr(e, "width", None), getattr(e, "height", None), getattr(e, "perimeter", None),
-            None if ok else e.reason)  # type: ignore[union-attr]
+    where = (e.task_id, e.job_id, e.visit_index, e.image_index, e.store_id, e.image_url)
+    if isinstance(e, ImageSucceeded):
+        return (*where, True, e.width, e.height, e.perimeter, None)
+    return (*where, False, None, None, None, e.reason)
 
 
 async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
@@ -141,7 +121,7 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
                                succeeded=succeeded, failed=failed, withdrawn=withdrawn)
         if status != current:
             updates.append((job_id, status))
-            if status in FINAL and callback_url is not None and not withdrawn:
+            if status in FINAL_STATUSES and callback_url is not None and not withdrawn:
                 webhooks.append((job_id, webhook_id_for(job_id), callback_url))
     if updates:
         await conn.execute(
@@ -151,7 +131,7 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
             # when it became final: what retention counts from (shared/retention.py)
             " final_at = CASE WHEN u.status = ANY(%s::text[]) THEN COALESCE(s.final_at, clock_timestamp()) END"
             " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
-            (list(FINAL), *columns(updates)))
+            (list(FINAL_STATUSES), *columns(updates)))
     if webhooks:
         await conn.execute(
             "INSERT INTO webhook_deliveries (job_id, webhook_id, url, next_attempt_at, created_at)"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -21,64 +20,12 @@ import aiohttp
 from psycopg import AsyncConnection
 from yarl import URL
 
+from services.status.domain import PENDING, Decision, Due, Recorded, Sent, WebhookView
 from shared.db import transaction
 from shared.ssrf import AddressNotAllowed, GuardedResolver, check_url_host
 from shared.webhooks import webhook_id_for
 
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 MAX_ANSWER_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Due:
-    """A delivery claimed for one attempt."""
-
-    job_id: UUID
-    webhook_id: str
-    url: str
-    attempts: int  # made before this one
-    created_at: datetime  # when the job became final
-
-
-@dataclass(frozen=True)
-class Sent:
-    """What one attempt got: the receiver's HTTP status, or why there was none. `refused`: the
-    address is not allowed (or the URL cannot be used), which no retry changes."""
-
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-    refused: bool = False
-
-    @property
-    def delivered(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-@dataclass(frozen=True)
-class Decision:
-    state: str  # PENDING (tried again at next_attempt_at), DELIVERED or FAILED
-    next_attempt_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """An attempt stored with its decision; `delay_s`: from the job's final status to its
-    delivery (by the database's clock), once delivered."""
-
-    delay_s: float | None
-
-
-@dataclass(frozen=True)
-class WebhookView:
-    """A job's webhook as its owner sees it; `state` is `waiting` until the job is final."""
-
-    url: str
-    webhook_id: str
-    state: str
-    attempts: list[dict[str, Any]]
-    next_attempt_at: datetime | None
-    delivered_at: datetime | None
 
 
 # -- the deliveries table -----------------------------------------------------------------

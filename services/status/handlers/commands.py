@@ -15,29 +15,28 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
-from services.status.domain import CANCELLED, SCHEDULED
-from services.status.handlers.jobs import Caller, JobReader
-from shared.events import JobCancelRequested, JobRescheduleRequested
-from shared.http import RETRY_SHORTLY, Reply
+from services.status.domain import (
+    CANCELLED,
+    SCHEDULED,
+    Caller,
+    CommandRefused,
+    CommandUndecided,
+    JobRow,
+    RetryShortly,
+)
+from services.status.handlers.jobs import JobReader
+from services.status.ports import CommandBus, DecisionReads
+from shared.api import JobChanged
+from shared.events import JobCancelRequested, JobCommand, JobRescheduleRequested, iso
 from shared.publishing import NotAccepted
 from shared.schedule_time import InvalidInput, resolve_scheduled_time
 
 log = logging.getLogger(__name__)
 POLL_S = 0.005
-Command = JobCancelRequested | JobRescheduleRequested
-
-
-class DecisionReads(Protocol):
-    async def decisions(self, command_ids: list[UUID]) -> dict[UUID, tuple[bool, str]]: ...
-
-
-class CommandBus(Protocol):
-    async def __call__(self, command: Command) -> None:
-        """Publish the command, acknowledged (raises NotAccepted when it will never be decided)."""
 
 
 class Decisions:
@@ -87,30 +86,23 @@ class JobCommands:
         self.reader, self.publish, self.decisions = reader, publish, decisions
         self.tz, self.max_days, self.wait_s, self.view_wait_s = tz, max_schedule_days, wait_s, view_wait_s
 
-    async def cancel(self, raw_id: str, caller: Caller) -> Reply:
-        """200 `cancelled` (never released: no task, no result), or 409 naming the status."""
-        current = await self.reader.current(raw_id, caller)
-        if current.status != 200:
-            return current
-        status = current.body["status"]
-        if status == CANCELLED:
-            return Reply(200, {"job_id": raw_id, "status": CANCELLED,
-                               "scheduled_time": current.body["scheduled_time"]})
-        if status != SCHEDULED:  # released: no command can take that back
-            return refusal(status, "cancelled")
+    async def cancel(self, raw_id: str, caller: Caller) -> JobChanged:
+        """The job `cancelled` (never released: no task, no result); CommandRefused naming the
+        status it is in when released."""
+        current = await self.reader.find(raw_id, caller)
+        if current.status == CANCELLED:
+            return changed(raw_id, current)
+        if current.status != SCHEDULED:  # released: no command can take that back
+            raise CommandRefused(current.status, "cancelled")
         return await self._decided(raw_id, caller, JobCancelRequested(job_id=UUID(raw_id), command_id=uuid4()))
 
-    async def reschedule(self, raw_id: str, caller: Caller, body: Any) -> Reply:
-        """200 with the new time, 409 naming the status, or 400 for a bad time (no change)."""
-        current = await self.reader.current(raw_id, caller)
-        if current.status != 200:
-            return current
-        try:
-            when = self.new_time(body)
-        except InvalidInput as exc:
-            return Reply.error(400, str(exc))
-        if current.body["status"] != SCHEDULED:
-            return refusal(current.body["status"], "rescheduled")
+    async def reschedule(self, raw_id: str, caller: Caller, body: Any) -> JobChanged:
+        """The job with its new time; CommandRefused naming its status, or InvalidInput for a
+        bad time (nothing changed)."""
+        current = await self.reader.find(raw_id, caller)
+        when = self.new_time(body)
+        if current.status != SCHEDULED:
+            raise CommandRefused(current.status, "rescheduled")
         command = JobRescheduleRequested(job_id=UUID(raw_id), command_id=uuid4(), scheduled_time=when)
         return await self._decided(raw_id, caller, command)
 
@@ -120,39 +112,37 @@ class JobCommands:
             raise InvalidInput("scheduled_time: required")
         return resolve_scheduled_time(body["scheduled_time"], datetime.now(UTC), self.tz, self.max_days)
 
-    async def _decided(self, raw_id: str, caller: Caller, command: Command) -> Reply:
+    async def _decided(self, raw_id: str, caller: Caller, command: JobCommand) -> JobChanged:
         cancel = isinstance(command, JobCancelRequested)
         noun, verb = ("cancel", "cancelled") if cancel else ("reschedule", "rescheduled")
         try:
             await self.publish(command)
         except NotAccepted:
-            return Reply.error(503, "Kafka did not acknowledge the command; nothing was changed, retry shortly",
-                               RETRY_SHORTLY)
+            raise RetryShortly("Kafka did not acknowledge the command; nothing was changed, retry shortly") from None
         decision = await self.decisions.wait(command.command_id, self.wait_s)
         if decision is None:
-            return Reply.error(504, f"the scheduler has not decided the {noun} yet; it stays queued and"
-                                    " will be decided: repeat the request to learn the decision")
+            raise CommandUndecided(f"the scheduler has not decided the {noun} yet; it stays queued and"
+                                   " will be decided: repeat the request to learn the decision")
         accepted, state = decision
-        now = await self.reader.current(raw_id, caller)
+        now = await self.reader.find(raw_id, caller)
         if accepted:
-            return Reply(200, {"job_id": raw_id, "status": now.body.get("status"),
-                               "scheduled_time": now.body.get("scheduled_time")})
-        return refusal(await self._refused_status(raw_id, caller, state, now.body), verb)
+            return changed(raw_id, now)
+        raise CommandRefused(await self._refused_status(raw_id, caller, state, now), verb)
 
-    async def _refused_status(self, raw_id: str, caller: Caller, state: str, body: dict[str, Any]) -> str:
+    async def _refused_status(self, raw_id: str, caller: Caller, state: str, now: JobRow) -> str:
         """The status a refused command names. A refusal may be folded just before the
         release that won (after a scheduler crash): wait, bounded, until the view shows it."""
         if state == CANCELLED:
             return CANCELLED
         deadline = time.monotonic() + self.view_wait_s
-        while body.get("status") == SCHEDULED and state == "released" and time.monotonic() < deadline:
+        while now.status == SCHEDULED and state == "released" and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            body = (await self.reader.current(raw_id, caller)).body
-        status = str(body.get("status", "unknown"))
-        return "ongoing" if status == SCHEDULED and state == "released" else status
+            now = await self.reader.find(raw_id, caller)
+        return "ongoing" if now.status == SCHEDULED and state == "released" else now.status
 
 
-def refusal(status: str, verb: str) -> Reply:
-    return Reply.error(409, f"job is already {status}; only a scheduled job can be {verb}")
+def changed(raw_id: str, row: JobRow) -> JobChanged:
+    """The answer to an accepted command: the job as reads now show it."""
+    return JobChanged(job_id=raw_id, status=row.status, scheduled_time=iso(row.scheduled_time))
 
 

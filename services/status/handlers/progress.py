@@ -22,23 +22,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from prometheus_client import Gauge
 
-from services.status.adapters.view import JobRow
-from services.status.domain import FINAL, progress_id
-from services.status.handlers.jobs import Caller, JobReader, full_status, status_body
-from shared.http import RETRY_SHORTLY, Reply
+from services.status.domain import Caller, RetryShortly, progress_id
+from services.status.handlers.jobs import JobReader, full_status, status_body
+from services.status.ports import ManyJobReads
+from shared.api import JobStatus
+from shared.events import FINAL_STATUSES
 
 log = logging.getLogger(__name__)
 OPEN_STREAMS = Gauge("imagejobs_status_open_streams", "Progress streams open on this status process")
 QUERY_CHUNK = 5000  # ids per view query: one tick of a very busy process is a few queries
-
-
-class ManyJobReads(Protocol):
-    async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]: ...
 
 
 @dataclass(eq=False)
@@ -46,10 +43,10 @@ class Watch:
     """One stream's mailbox: the latest status of its job, and a flag that it changed."""
 
     job_id: UUID
-    latest: dict[str, Any] | None = None
+    latest: JobStatus | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer(self, status: dict[str, Any]) -> None:
+    def offer(self, status: JobStatus) -> None:
         self.latest = status
         self.changed.set()
 
@@ -138,18 +135,22 @@ class Opened:
     """A stream to serve: `events` yields (id, status) pairs, the final one last; `close()`
     ends it early and cleanly (the server is shutting down: the client reconnects elsewhere)."""
 
-    def __init__(self, hub: ProgressHub, job_id: UUID, current: dict[str, Any], last_sent: str | None) -> None:
+    def __init__(self, hub: ProgressHub, job_id: UUID, current: JobStatus, last_sent: str | None) -> None:
         self._hub, self._job_id, self._current, self._last_sent = hub, job_id, current, last_sent
         self._watch: Watch | None = None
         self._closed = False
         self.events = self._follow()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         self._closed = True
         if self._watch is not None:
             self._watch.changed.set()
 
-    async def _follow(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def _follow(self) -> AsyncIterator[tuple[str, JobStatus]]:
         """The status now (unless the client has it), then each change, until final. The
         subscription is made here, when the response starts: a client gone before that holds
         nothing."""
@@ -167,7 +168,7 @@ class Opened:
                 if event_id != last_sent:
                     last_sent = event_id
                     yield event_id, status
-                if status["status"] in FINAL:
+                if status.status in FINAL_STATUSES:
                     return
         finally:
             self._hub.unsubscribe(watch)
@@ -180,15 +181,15 @@ class JobProgress:
     def __init__(self, reader: JobReader, reads: ManyJobReads, hub: ProgressHub) -> None:
         self._reader, self._reads, self._hub = reader, reads, hub
 
-    async def open(self, raw_id: str, caller: Caller, last_event_id: str | None) -> Opened | Reply:
+    async def open(self, raw_id: str, caller: Caller, last_event_id: str | None) -> Opened | None:
+        """The stream to serve, or None when the client has the final status already (nothing
+        more will come); RetryShortly when STATUS_MAX_STREAMS are open."""
         found = await self._reader.find(raw_id, caller)
-        if isinstance(found, Reply):
-            return found
         if self._hub.full:
-            return Reply.error(503, f"{self._hub.max_streams} progress streams are open on this process"
-                                    " (STATUS_MAX_STREAMS); retry shortly", RETRY_SHORTLY)
+            raise RetryShortly(f"{self._hub.max_streams} progress streams are open on this process"
+                               " (STATUS_MAX_STREAMS); retry shortly")
         loaded = await self._reads.load_jobs([found.job_id])
         current = full_status(*loaded[0]) if loaded else status_body(found)
-        if current["status"] in FINAL and progress_id(current) == last_event_id:
-            return Reply(204, {})  # it has the final status already: nothing more will come
+        if current.status in FINAL_STATUSES and progress_id(current) == last_event_id:
+            return None
         return Opened(self._hub, found.job_id, current, last_event_id)

@@ -20,23 +20,31 @@ an address the SSRF rules refuse fails at once, as an image URL does.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
-from uuid import UUID
 
 from prometheus_client import Counter, Gauge, Histogram
 from standardwebhooks import Webhook
 
-from services.status.adapters.view import JobRow
-from services.status.adapters.webhooks import DELIVERED, FAILED, PENDING, Decision, Due, Recorded, Sent, WebhookView
-from services.status.handlers.jobs import Caller, JobReader, full_status, iso
-from shared.http import Reply
+from services.status.domain import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    Caller,
+    Decision,
+    Due,
+    JobNotFound,
+    Sent,
+    WebhookView,
+)
+from services.status.handlers.jobs import JobReader, full_status
+from services.status.ports import Deliveries, ManyJobReads, Poster, WebhookLookup
+from shared.api import JobStatus, WebhookAttempt, WebhookStatus
+from shared.events import iso
 
 log = logging.getLogger(__name__)
 DELIVERIES = Counter("imagejobs_webhook_deliveries_total", "Webhook attempts by what followed them", ["outcome"])
@@ -88,30 +96,13 @@ def signed_headers(signer: Webhook, webhook_id: str, body: str, at: datetime) ->
             "webhook-signature": signer.sign(webhook_id, moment, body)}
 
 
-def status_json(body: dict[str, Any]) -> str:
-    """The status as `GET /api/status/{id}` writes it (Starlette's JSONResponse: compact, UTF-8)."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-
-class Deliveries(Protocol):
-    async def claim(self, limit: int, lease_s: float) -> list[Due]: ...
-    async def record(self, due: Due, at: datetime, sent: Sent, decision: Decision) -> Recorded | None: ...
-    async def pending(self) -> int: ...
-    async def webhook_of(self, job_id: UUID) -> WebhookView | None: ...
-
-
-class StatusReads(Protocol):
-    async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]: ...
-
-
-class Poster(Protocol):
-    timeout_s: float
-
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Sent: ...
+def status_json(status: JobStatus) -> str:
+    """The status as `GET /api/status/{id}` writes it (compact, UTF-8: shared.api.model_response)."""
+    return status.model_dump_json()
 
 
 class WebhookDeliverer:
-    def __init__(self, deliveries: Deliveries, reads: StatusReads, poster: Poster, signer: Webhook,
+    def __init__(self, deliveries: Deliveries, reads: ManyJobReads, poster: Poster, signer: Webhook,
                  policy: RetryPolicy, in_flight: int = MAX_IN_FLIGHT,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  rand: Callable[[], float] = random.random) -> None:
@@ -172,14 +163,14 @@ class WebhookDeliverer:
         if self._more_due:
             self._wakeup.set()
 
-    async def _deliver(self, due: Due, body: dict[str, Any] | None) -> None:
+    async def _deliver(self, due: Due, body: JobStatus | None) -> None:
         try:
             await self._attempt(due, body)
         except Exception as exc:  # noqa: BLE001 - not recorded: claimed again when its lease runs out
             log.warning("webhook %s to %s: %s: %s; tried again when its lease runs out",
                         due.webhook_id, due.url, type(exc).__name__, exc)
 
-    async def _attempt(self, due: Due, body: dict[str, Any] | None) -> None:
+    async def _attempt(self, due: Due, body: JobStatus | None) -> None:
         """One attempt: the status read at the claim (serialized once, signed, sent), then
         recorded with what follows it."""
         at = self.clock()
@@ -212,21 +203,19 @@ NO_CALLBACK = "job has no callback_url (no webhook)"
 class WebhookReader:
     """`GET /api/jobs/{id}/webhook`: the job's webhook and its attempts, for its owner."""
 
-    def __init__(self, jobs: JobReader, deliveries: Deliveries) -> None:
+    def __init__(self, jobs: JobReader, deliveries: WebhookLookup) -> None:
         self.jobs, self.deliveries = jobs, deliveries
 
-    async def webhook(self, raw_id: str, caller: Caller) -> Reply:
-        found = await self.jobs.find(raw_id, caller)  # the status route's 400, 404 and 503
-        if isinstance(found, Reply):
-            return found
+    async def webhook(self, raw_id: str, caller: Caller) -> WebhookStatus:
+        found = await self.jobs.find(raw_id, caller)  # the status route's refusals
         seen = await self.deliveries.webhook_of(found.job_id)
         if seen is None:
-            return Reply.error(404, NO_CALLBACK)
-        return Reply(200, webhook_body(seen))
+            raise JobNotFound(NO_CALLBACK)
+        return webhook_status(seen)
 
 
-def webhook_body(seen: WebhookView) -> dict[str, Any]:
-    return {"url": seen.url, "webhook_id": seen.webhook_id, "state": seen.state,
-            "attempts": [{**a, "at": iso(a["at"])} for a in seen.attempts],
-            "next_attempt_at": iso(seen.next_attempt_at) if seen.next_attempt_at else None,
-            "delivered_at": iso(seen.delivered_at) if seen.delivered_at else None}
+def webhook_status(seen: WebhookView) -> WebhookStatus:
+    return WebhookStatus(url=seen.url, webhook_id=seen.webhook_id, state=seen.state,
+                         attempts=[WebhookAttempt(**{**a, "at": iso(a["at"])}) for a in seen.attempts],
+                         next_attempt_at=iso(seen.next_attempt_at) if seen.next_attempt_at else None,
+                         delivered_at=iso(seen.delivered_at) if seen.delivered_at else None)

@@ -1,4 +1,6 @@
-"""Folds the jobs and results topics into the status view (adapters/view.py).
+"""Folds the jobs and results topics into the status view (view.py): the edge where Kafka
+meets PostgreSQL, so it lives with the adapters; its rules are domain.effects_of and
+domain.derive_status.
 
 Each batch is folded in one transaction together with the consumed offsets, and on assignment
 the consumer seeks to those stored offsets: the view and its position never disagree, so
@@ -19,11 +21,11 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
 
 from services.status.adapters import view
-from services.status.domain import FINAL, unstorable
+from services.status.domain import unstorable
 from services.status.settings import StatusSettings
 from shared.consumer import Batch, ConsumerLoop
 from shared.db import transaction
-from shared.events import ImageFailed, ImageSucceeded, JobStatusChanged, encode_event
+from shared.events import FINAL_STATUSES, ImageFailed, ImageSucceeded, JobStatusChanged, encode_event
 from shared.metrics import STAGE
 from shared.retry import PermanentFailure, retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies, retry_forever
@@ -150,5 +152,5 @@ class Projector(ConsumerRebalanceListener):
             await asyncio.gather(*sends)
             await view.mark_emitted(conn, [(j, status) for j, status, *_ in rows])
         for _, status, *_ in rows:
-            if status in FINAL:
+            if status in FINAL_STATUSES:
                 JOBS_FINISHED.labels(status).inc()
