@@ -167,7 +167,7 @@ async def list_jobs(cases: UseCases, who: Who, status: Annotated[str | None, Que
                     cursor: Annotated[str | None, Query(max_length=200)] = None) -> Response:
     """Jobs, newest first (only your tenant's when API keys are on), optionally of one status;
     `next_cursor` fetches the next page (keyset pagination: stable while jobs arrive)."""
-    return model_response(await cases.reader.list(who, status, limit, cursor))
+    return model_response(await cases.reader.jobs(who, status, limit, cursor))
 
 
 @router.get("/api/jobs/{job_id}/results", responses={200: {"model": Results}, **READ})

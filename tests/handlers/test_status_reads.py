@@ -74,15 +74,15 @@ def test_the_listing_pages_newest_first_with_a_cursor_and_refuses_a_bad_one() ->
     view.add(owner="team-b")
     for n, job_id in enumerate(ids):
         view.submitted_at[job_id] = AT + timedelta(minutes=n)
-    first = asyncio.run(reader(view).list(TEAM_A, None, 3, None))
+    first = asyncio.run(reader(view).jobs(TEAM_A, None, 3, None))
     assert [job.job_id for job in first.jobs] == [str(j) for j in reversed(ids[2:])]
     assert first.jobs[0].submitted_at == "2026-12-06T09:04:00Z" and first.next_cursor is not None
-    rest = asyncio.run(reader(view).list(TEAM_A, None, 3, first.next_cursor))
+    rest = asyncio.run(reader(view).jobs(TEAM_A, None, 3, first.next_cursor))
     assert [job.job_id for job in rest.jobs] == [str(ids[1]), str(ids[0])] and rest.next_cursor is None
     with pytest.raises(InvalidInput, match="cursor: not a cursor this API gave out"):
-        asyncio.run(reader(view).list(TEAM_A, None, 3, "bm9wZQ"))
+        asyncio.run(reader(view).jobs(TEAM_A, None, 3, "bm9wZQ"))
     with pytest.raises(InvalidInput, match="status: must be one of scheduled, ongoing"):
-        asyncio.run(reader(view).list(TEAM_A, "done", 3, None))
+        asyncio.run(reader(view).jobs(TEAM_A, "done", 3, None))
 
 
 def test_results_are_paged_from_the_view() -> None:

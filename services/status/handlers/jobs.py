@@ -55,7 +55,7 @@ class JobReader:
         items = await self.reads.results_page(found.job_id, limit, offset)
         return Results(job_id=raw_id, limit=limit, offset=offset, results=[Result(**item) for item in items])
 
-    async def list(self, caller: Caller, status: str | None, limit: int, cursor: str | None) -> JobList:
+    async def jobs(self, caller: Caller, status: str | None, limit: int, cursor: str | None) -> JobList:
         """The caller's jobs, newest first; `next_cursor` continues after the last one."""
         if status is not None and status not in STATUSES:
             raise InvalidInput(f"status: must be one of {', '.join(STATUSES)}")
