@@ -6,9 +6,19 @@ from __future__ import annotations
 import io
 import random
 import warnings
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from PIL import Image
+
+from shared.retry import TransientCondition
+
+P = TypeVar("P", bound=Hashable)  # a partition (Kafka's TopicPartition in the service)
+
+
+class StoreMasterNotLoaded(TransientCondition):  # a condition that passes: retried
+    """No store has been imported yet; retry later."""
 
 
 class ImageError(Exception):
@@ -195,23 +205,23 @@ class PartitionOffsets:
     highest_done: int = -1
 
 
-class OffsetTracker:
+class OffsetTracker(Generic[P]):
     def __init__(self) -> None:
-        self._parts: dict[object, PartitionOffsets] = {}
+        self._parts: dict[P, PartitionOffsets] = {}
 
-    def started(self, partition: object, offset: int) -> None:
+    def started(self, partition: P, offset: int) -> None:
         self._parts.setdefault(partition, PartitionOffsets()).in_flight.add(offset)
 
-    def finished(self, partition: object, offset: int) -> None:
+    def finished(self, partition: P, offset: int) -> None:
         part = self._parts.get(partition)
         if part is None or offset not in part.in_flight:
             return  # the partition was given up meanwhile: its new owner redoes this record
         part.in_flight.discard(offset)
         part.highest_done = max(part.highest_done, offset)
 
-    def committable(self) -> dict[object, int]:
+    def committable(self) -> dict[P, int]:
         """partition -> next offset to consume (Kafka's commit convention)."""
-        out: dict[object, int] = {}
+        out: dict[P, int] = {}
         for partition, part in self._parts.items():
             if part.in_flight:
                 out[partition] = min(part.in_flight)
@@ -219,9 +229,9 @@ class OffsetTracker:
                 out[partition] = part.highest_done + 1
         return out
 
-    def in_flight(self, partitions: set[object] | None = None) -> int:
+    def in_flight(self, partitions: set[P] | None = None) -> int:
         return sum(len(p.in_flight) for k, p in self._parts.items() if partitions is None or k in partitions)
 
-    def forget(self, partitions: set[object]) -> None:
+    def forget(self, partitions: set[P]) -> None:
         for partition in partitions:
             self._parts.pop(partition, None)

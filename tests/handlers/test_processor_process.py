@@ -5,46 +5,18 @@ downloaded while the GPU slots are busy with earlier images."""
 from __future__ import annotations
 
 import asyncio
-import io
-import random
 import time
+from datetime import UTC, datetime
 from uuid import uuid4
 
-from PIL import Image
-
-from services.processor.adapters.cache import DimensionCache
-from services.processor.domain import ImageError
-from services.processor.handlers.process import Deps, process
+from services.processor.handlers.process import process
 from shared.events import ImageFailed, ImageSucceeded, ImageTask
-
-
-class Stores:
-    async def exists(self, store_id: str) -> bool:
-        return store_id == "S1"
-
-
-class Images:
-    def __init__(self) -> None:
-        self.fetched: list[str] = []
-
-    async def fetch(self, url: str) -> bytes:
-        self.fetched.append(url)
-        if url.endswith("missing.png"):
-            raise ImageError("HTTP 404 from the image server")
-        out = io.BytesIO()
-        Image.new("RGB", (30, 20)).save(out, "PNG")
-        return out.getvalue()
+from tests.handlers.fakes_processor import Images, deps_for
 
 
 def task(url: str, store: str = "S1") -> ImageTask:
     return ImageTask(job_id=uuid4(), task_id="j:0:0", visit_index=0, image_index=0, store_id=store,
-                     image_url=url, scheduled_time="2026-11-30T00:00:00Z")  # type: ignore[arg-type]
-
-
-def deps_for(images: Images, gpu_s: float = 0.0, gpu_slots: int = 1) -> Deps:
-    return Deps(runtime=None, fetcher=images, cache=DimensionCache(60, 100), stores=Stores(),  # type: ignore[arg-type]
-                gpu_bounds=(gpu_s, gpu_s), max_pixels=10**8, rng=random.Random(1),
-                gpu_slots=asyncio.Semaphore(gpu_slots))
+                     image_url=url, scheduled_time=datetime(2026, 11, 30, tzinfo=UTC))
 
 
 def run(images: Images, *tasks: ImageTask) -> list[object]:
@@ -120,7 +92,7 @@ def test_only_a_transient_infrastructure_error_is_raised_for_a_retry() -> None:
     import pytest
     from psycopg_pool import PoolTimeout
 
-    from services.processor.adapters.stores import StoreMasterNotLoaded
+    from services.processor.domain import StoreMasterNotLoaded
 
     for error in (StoreMasterNotLoaded("not yet"), psycopg.OperationalError("down"), PoolTimeout("busy")):
         with pytest.raises(type(error)):

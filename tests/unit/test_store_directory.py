@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
@@ -12,8 +11,9 @@ from uuid import uuid4
 import pytest
 
 from services.processor.adapters.stores import StoreDirectory, StoreMasterNotLoaded
-from services.processor.handlers.process import Deps, process
+from services.processor.handlers.process import process
 from shared.events import ImageFailed, ImageTask
+from tests.handlers.fakes_processor import NoImages, deps_for
 
 
 class FakeStoresTable:
@@ -62,8 +62,7 @@ def test_a_task_is_not_failed_while_the_store_master_is_missing() -> None:
     """process() raises (the worker retries the task) instead of recording `store not found`;
     once the master exists, an unknown store fails for real, without a download."""
     table = FakeStoresTable()
-    deps = Deps(runtime=None, fetcher=None, cache=None, stores=StoreDirectory(table),  # type: ignore[arg-type]
-                gpu_bounds=(0.0, 0.0), max_pixels=10**8, rng=random.Random(1), gpu_slots=asyncio.Semaphore(1))
+    deps = deps_for(NoImages(), stores=StoreDirectory(table))  # type: ignore[arg-type]
     task = ImageTask(job_id=uuid4(), task_id="t:0:0", visit_index=0, image_index=0, store_id="NOPE",
                      image_url="http://127.0.0.1:1/x.png", scheduled_time="2026-11-30T00:00:00Z")  # type: ignore[arg-type]
     with pytest.raises(StoreMasterNotLoaded):

@@ -75,7 +75,7 @@ class Fetcher:
         raise AssertionError("unreachable")
 
     def _first_wait(self, failure: ImageError) -> float:
-        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
         state.set_exception((ImageError, failure, None))
         return self._wait(state)
 

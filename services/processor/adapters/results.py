@@ -20,13 +20,13 @@ import contextlib
 import time
 from typing import Any
 
+from services.processor.domain import Size
 from shared.db import columns
-from shared.events import ImageFailed, ImageSucceeded, ImageTask, encode_event
+from shared.events import ImageFailed, ImageOutcome, ImageSucceeded, ImageTask, encode_event
 from shared.pacing import Pacer
 from shared.retry import is_transient
 from shared.runtime import Runtime, exit_if_it_dies
 
-Outcome = ImageSucceeded | ImageFailed
 # A round this large is not worth waiting longer for: in a burst the wait would only add latency
 # (and hold the processor's backlog permits), not save more per-round cost.
 ENOUGH_FOR_A_ROUND = 32
@@ -44,29 +44,30 @@ EXPIRE_RESULTS = (
     " LIMIT %(batch)s FOR UPDATE SKIP LOCKED))")
 
 
-def _rows(outcomes: list[Outcome]) -> list[tuple[Any, ...]]:
+def _rows(outcomes: list[ImageOutcome]) -> list[tuple[Any, ...]]:
     """The outcomes as result rows, in COLUMNS order."""
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for o in outcomes:
-        ok = isinstance(o, ImageSucceeded)
-        rows.append((o.task_id, o.job_id, o.visit_index, o.image_index, o.store_id, o.image_url,
-                     o.width if ok else None, o.height if ok else None,  # type: ignore[union-attr]
-                     o.perimeter if ok else None, None if ok else o.reason))  # type: ignore[union-attr]
+        common = (o.task_id, o.job_id, o.visit_index, o.image_index, o.store_id, o.image_url)
+        if isinstance(o, ImageSucceeded):
+            rows.append((*common, o.width, o.height, o.perimeter, None))
+        else:
+            rows.append((*common, None, None, None, o.reason if isinstance(o, ImageFailed) else None))
     return rows
 
 
-def as_recorded(attempt: Outcome | ImageTask, width: int | None, height: int | None,
-                error: str | None) -> Outcome:
+def as_recorded(attempt: ImageOutcome | ImageTask, width: int | None, height: int | None,
+                error: str | None) -> ImageOutcome:
     """The outcome a stored row says, for the task `attempt` is about."""
     fields = {k: getattr(attempt, k) for k in ("job_id", "task_id", "visit_index", "image_index",
                                                  "store_id", "image_url")}
     if error is not None:
         return ImageFailed(**fields, reason=error)
     assert width is not None and height is not None
-    return ImageSucceeded(**fields, width=width, height=height, perimeter=2 * (width + height))
+    return ImageSucceeded(**fields, width=width, height=height, perimeter=Size(width, height).perimeter)
 
 
-async def recorded_outcomes(runtime: Runtime, tasks: list[ImageTask]) -> dict[str, Outcome]:
+async def recorded_outcomes(runtime: Runtime, tasks: list[ImageTask]) -> dict[str, ImageOutcome]:
     """task_id -> recorded outcome, for the tasks of `tasks` that already have a row (one query)."""
     if not tasks:
         return {}
@@ -86,21 +87,25 @@ class Recorder:
         self._pacer = Pacer(busy_gather_s, min_expected=2)
         self._enough = asyncio.Event()  # set once ENOUGH_FOR_A_ROUND outcomes are queued
         # (outcome, its caller's future, when it was queued)
-        self._queue: asyncio.Queue[tuple[Outcome, asyncio.Future[Outcome], float]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[ImageOutcome, asyncio.Future[ImageOutcome], float]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
         exit_if_it_dies(self._task, "the result recorder")
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def record(self, outcome: Outcome) -> Outcome:
+    async def recorded(self, tasks: list[ImageTask]) -> dict[str, ImageOutcome]:
+        """task_id -> recorded outcome, for the tasks of `tasks` that already have a row."""
+        return await recorded_outcomes(self._runtime, tasks)
+
+    async def record(self, outcome: ImageOutcome) -> ImageOutcome:
         """Record and publish `outcome` once; returns the outcome that is recorded."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ImageOutcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((outcome, future, time.monotonic()))
         if self._queue.qsize() >= ENOUGH_FOR_A_ROUND:
             self._enough.set()
@@ -122,7 +127,7 @@ class Recorder:
             self._pacer.arrived(len(batch), time.monotonic())
             await self._round([(o, f) for o, f, _ in batch])
 
-    async def _round(self, batch: list[tuple[Outcome, asyncio.Future[Outcome]]]) -> None:
+    async def _round(self, batch: list[tuple[ImageOutcome, asyncio.Future[ImageOutcome]]]) -> None:
         """Write and publish a round, answering each caller. A round refused for a reason other
         than the infrastructure is written one outcome at a time, so only the outcome that
         causes it fails (its caller then records a failure instead, or dead-letters the task)."""
@@ -142,7 +147,7 @@ class Recorder:
             if not future.done():
                 future.set_result(result)
 
-    async def _write(self, outcomes: list[Outcome]) -> list[Outcome]:
+    async def _write(self, outcomes: list[ImageOutcome]) -> list[ImageOutcome]:
         async with self._runtime.pool.connection() as conn, conn.cursor() as cur:
             await cur.execute(INSERT, columns(_rows(outcomes)))
             inserted = {row[0] for row in await cur.fetchall()}
@@ -151,13 +156,13 @@ class Recorder:
             if repeats:
                 await cur.execute(STORED, (repeats,))
                 stored = {r[0]: r[1:] for r in await cur.fetchall()}
-        first: dict[str, Outcome] = {}
+        first: dict[str, ImageOutcome] = {}
         for o in outcomes:
             first.setdefault(o.task_id, o)  # two deliveries of one task in a batch: the first wins
         return [first[o.task_id] if o.task_id in inserted else as_recorded(o, *stored[o.task_id])
                 for o in outcomes]
 
-    async def _publish(self, outcomes: list[Outcome]) -> None:
+    async def _publish(self, outcomes: list[ImageOutcome]) -> None:
         producer = self._runtime.producer
         # the task id as a header too: the scheduler frees the task's place in its dispatch window
         # by reading it, without decoding the outcome (services/scheduler/adapters/completions.py)

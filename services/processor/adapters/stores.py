@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import time
 
-from shared.retry import TransientCondition
+from services.processor.domain import StoreMasterNotLoaded
 from shared.runtime import Runtime
 
-
-class StoreMasterNotLoaded(TransientCondition):  # a condition that passes: retried
-    """No store has been imported yet; retry later."""
+__all__ = ["StoreDirectory", "StoreMasterNotLoaded"]
 
 
 class StoreDirectory:

@@ -15,13 +15,10 @@ import psycopg
 from prometheus_client import Counter
 from psycopg_pool import PoolTimeout
 
-from services.processor.adapters.cache import DimensionCache
-from services.processor.adapters.fetch import Fetcher
-from services.processor.adapters.stores import StoreDirectory, StoreMasterNotLoaded
-from services.processor.domain import ImageError, Size, failure_category, gpu_delay, measure
-from shared.events import ImageFailed, ImageSucceeded, ImageTask, envelope
+from services.processor.domain import ImageError, Size, StoreMasterNotLoaded, failure_category, gpu_delay, measure
+from services.processor.ports import DimensionCache, ImageSource, StoreMaster
+from shared.events import ImageFailed, ImageOutcome, ImageSucceeded, ImageTask, envelope
 from shared.metrics import STAGE, latency_histogram
-from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 OUTCOMES = Counter("imagejobs_processor_images_total", "Images processed", ["outcome"])
@@ -29,7 +26,6 @@ OUTCOMES = Counter("imagejobs_processor_images_total", "Images processed", ["out
 FAILURES = Counter("imagejobs_processor_failures_total", "Image failures by reason", ["reason"])
 PROCESS_LATENCY = latency_histogram("imagejobs_processor_task_seconds", "Task processing time")
 
-Outcome = ImageSucceeded | ImageFailed
 # Below this size Pillow reads the header inline; above it (a PNG is verified chunk by chunk)
 # the work moves to a thread so the event loop keeps serving the other tasks.
 INLINE_MEASURE_BYTES = 1024 * 1024
@@ -41,10 +37,11 @@ TRANSIENT_INFRASTRUCTURE: tuple[type[Exception], ...] = (StoreMasterNotLoaded, p
 
 @dataclass
 class Deps:
-    runtime: Runtime
-    fetcher: Fetcher
+    """What `process` works with: its ports and its limits."""
+
+    fetcher: ImageSource
     cache: DimensionCache
-    stores: StoreDirectory
+    stores: StoreMaster
     gpu_bounds: tuple[float, float]
     max_pixels: int
     rng: random.Random
@@ -59,7 +56,7 @@ def _nothing() -> None:
 
 
 async def process(task: ImageTask, deps: Deps,
-                  measured: Callable[[], None] = _nothing) -> tuple[Outcome, float]:
+                  measured: Callable[[], None] = _nothing) -> tuple[ImageOutcome, float]:
     """The task's outcome (not yet recorded) and the wall time its image was measured: store
     check, download, measurement, then GPU time in one of `deps.gpu_slots`; `measured()` is
     called once the task holds its GPU slot (the caller then frees its download slot).
@@ -84,7 +81,7 @@ async def process(task: ImageTask, deps: Deps,
                 await asyncio.sleep(delay)
         else:
             measured()
-        outcome: Outcome = _succeeded(task, size)
+        outcome: ImageOutcome = _succeeded(task, size)
     except ImageError as exc:
         outcome = failed(task, str(exc))
     except TRANSIENT_INFRASTRUCTURE:
@@ -117,4 +114,6 @@ def _succeeded(task: ImageTask, size: Size) -> ImageSucceeded:
 
 
 def failed(task: ImageTask, reason: str) -> ImageFailed:
-    return ImageFailed(**_common(task), reason=reason)  # type: ignore[arg-type]
+    return ImageFailed(job_id=task.job_id, task_id=task.task_id, visit_index=task.visit_index,
+                       image_index=task.image_index, store_id=task.store_id, image_url=task.image_url,
+                       reason=reason)

@@ -17,24 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Histogram
 
-from services.processor.adapters.cache import DimensionCache
-from services.processor.adapters.fetch import Fetcher, FetchLimits
-from services.processor.adapters.results import Recorder, recorded_outcomes
-from services.processor.adapters.stores import StoreDirectory
-from services.processor.domain import OffsetTracker, parse_gpu_delay, parse_image_formats
-from services.processor.handlers.process import OUTCOMES, Deps, Outcome, failed, process
+from services.processor.domain import OffsetTracker
+from services.processor.handlers.process import OUTCOMES, Deps, failed, process
+from services.processor.ports import Edge, ResultRecorder
 from services.processor.settings import ProcessorSettings
 from shared.consumer import Batch, ConsumerLoop, Delivery
-from shared.events import ImageSucceeded, ImageTask
-from shared.fairness import FairQueue, parse_weights
+from shared.events import ImageOutcome, ImageSucceeded, ImageTask
+from shared.fairness import DequeLane, FairQueue, parse_weights
 from shared.metrics import STAGE, tenant_label
 from shared.retry import PermanentFailure, retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies
@@ -57,20 +53,16 @@ TENANT_WAIT = Histogram("imagejobs_tenant_wait_seconds", "From an image's due ti
 
 
 class ProcessorWorker(ConsumerRebalanceListener):
-    def __init__(self, settings: ProcessorSettings, runtime: Runtime) -> None:
-        self.settings = settings
-        self.runtime = runtime
+    """The consumer loop's handler; its ports come from bootstrap.build: `deps` for processing a
+    task, `recorder` for results, `edges` the adapters opened by start() and closed by stop()."""
+
+    def __init__(self, settings: ProcessorSettings, runtime: Runtime, deps: Deps, recorder: ResultRecorder,
+                 edges: Sequence[Edge] = ()) -> None:
         s = settings
-        self.fetcher = Fetcher(FetchLimits(
-            s.image_max_bytes, s.image_connect_timeout_s, s.image_total_timeout_s,
-            s.image_max_redirects, s.image_attempts, s.image_retry_base_s,
-            s.image_allow_private_networks))
-        self.deps = Deps(runtime, self.fetcher, DimensionCache(s.image_cache_ttl_s, s.image_cache_size),
-                         StoreDirectory(runtime), parse_gpu_delay(s.processor_gpu_delay_ms),
-                         s.image_max_pixels, random.Random(), asyncio.Semaphore(s.processor_concurrency),
-                         parse_image_formats(s.image_formats))  # an unknown name stops the start here
-        self.recorder = Recorder(runtime, settings.topics.results, busy_gather_s=s.busy_batch_wait_ms / 1000)
-        self.tracker = OffsetTracker()
+        self.deps = deps
+        self.recorder = recorder
+        self.edges = edges
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.slots = asyncio.Semaphore(s.processor_concurrency)  # downloading and measuring
         # tasks between fetch and commit, recording included: bounds memory when recording stalls
         self.backlog = asyncio.Semaphore(s.processor_concurrency * BACKLOG_FACTOR)
@@ -80,7 +72,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
                                  max_records=s.processor_concurrency * 2, timeout_ms=200)
         self._inflight: set[asyncio.Task[None]] = set()
         # fetched tasks waiting for a download slot: (partition, record, outcome already recorded)
-        self.waiting: FairQueue[tuple[TopicPartition, Delivery, Outcome | None]] = FairQueue(
+        self.waiting: FairQueue[tuple[TopicPartition, Delivery, ImageOutcome | None]] = FairQueue(
             parse_weights(s.tenant_weights))
         self._work = asyncio.Event()
         self._running: Counter[TopicPartition] = Counter()  # started tasks not finished, per partition
@@ -88,7 +80,6 @@ class ProcessorWorker(ConsumerRebalanceListener):
         self._main: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._starter: asyncio.Task[None] | None = None
-        runtime.add_check("store_master", self.deps.stores.loaded)
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
@@ -101,8 +92,8 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 "running": sum(self._running.values())}
 
     async def start(self) -> None:
-        await self.fetcher.start()
-        self.recorder.start()
+        for edge in self.edges:
+            await edge.start()
         self._main = asyncio.create_task(self.loop.run())
         exit_if_it_dies(self._main, "the processor's consumer loop")
         self._committer = asyncio.create_task(self._commit_periodically())
@@ -120,8 +111,8 @@ class ProcessorWorker(ConsumerRebalanceListener):
         if self.consumer:
             await self._commit()
         await self.loop.close()
-        await self.recorder.stop()
-        await self.fetcher.close()
+        for edge in reversed(self.edges):
+            await edge.close()
 
     async def _dispatch_batch(self, batch: Batch) -> None:
         """The batch's already recorded outcomes in one query, then its tasks queued partition
@@ -129,7 +120,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         tasks = batch.events
         try:
             known = await retry_record_work("looking up recorded results",
-                                            lambda: recorded_outcomes(self.runtime, tasks))
+                                            lambda: self.recorder.recorded(tasks))
         except PermanentFailure:  # each task then finds its row when it is recorded
             known = {}
         by_partition: dict[TopicPartition, list[Delivery]] = {}
@@ -138,7 +129,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         for tp, deliveries in by_partition.items():
             await self._dispatch(tp, deliveries, known)
 
-    async def _dispatch(self, tp: TopicPartition, deliveries: list[Delivery], known: dict[str, Outcome]) -> None:
+    async def _dispatch(self, tp: TopicPartition, deliveries: list[Delivery], known: dict[str, ImageOutcome]) -> None:
         """Queue each record's task (bounded by the backlog); the starter takes them fairly.
         A record counts as in flight from here, so no offset is committed past it."""
         assert self.consumer is not None
@@ -179,11 +170,12 @@ class ProcessorWorker(ConsumerRebalanceListener):
             STAGE["started"].observe(max(0.0, now - delivery.timestamp_ms / 1000))
             TENANT_WAIT.labels(tenant_label(task.tenant)).observe(max(0.0, now - task.scheduled_time.timestamp()))
             self._running[tp] += 1
-            job = asyncio.create_task(self._handle(tp, delivery, task, known))
-            self._inflight.add(job)
-            job.add_done_callback(self._inflight.discard)
+            handling = asyncio.create_task(self._handle(tp, delivery, task, known))
+            self._inflight.add(handling)
+            handling.add_done_callback(self._inflight.discard)
 
-    async def _handle(self, tp: TopicPartition, delivery: Delivery, task: ImageTask, known: Outcome | None) -> None:
+    async def _handle(self, tp: TopicPartition, delivery: Delivery, task: ImageTask,
+                      known: ImageOutcome | None) -> None:
         """Process (holding a download slot until measured), then record and publish (without
         one), then let the offset go. Every task ends: an error retrying does not cure fails
         the image with its reason, and a result that cannot be recorded even as a failure
@@ -210,13 +202,13 @@ class ProcessorWorker(ConsumerRebalanceListener):
             self._running[tp] -= 1
             self.backlog.release()
 
-    async def _outcome(self, task: ImageTask, measured: Callable[[], None]) -> tuple[Outcome, float]:
+    async def _outcome(self, task: ImageTask, measured: Callable[[], None]) -> tuple[ImageOutcome, float]:
         try:
             return await retry_record_work("processing a task", lambda: process(task, self.deps, measured))
         except PermanentFailure as failure:
             return failed(task, f"processing error: {type(failure.cause).__name__}"), time.time()
 
-    async def _record(self, delivery: Delivery, task: ImageTask, outcome: Outcome) -> Outcome | None:
+    async def _record(self, delivery: Delivery, task: ImageTask, outcome: ImageOutcome) -> ImageOutcome | None:
         """The outcome recorded; if it cannot be, a failure saying so; if not even that, the task
         goes to the DLQ (None)."""
         try:
@@ -244,7 +236,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         if not offsets or (only_changed and offsets == self._committed):
             return
         try:
-            await self.consumer.commit(offsets)  # type: ignore[arg-type]
+            await self.consumer.commit(offsets)
             self._committed = offsets
         except Exception as exc:  # noqa: BLE001 - retried on the next tick; work is idempotent
             log.warning("offset commit failed (%s); will retry", exc)
@@ -261,10 +253,10 @@ class ProcessorWorker(ConsumerRebalanceListener):
         """Drop the waiting tasks of revoked partitions (their new owner gets them again)."""
         for job in list(self.waiting.jobs()):
             lane = self.waiting.lane(job)
-            if lane is None or not any(item[0] in revoked for item in lane):  # type: ignore[attr-defined]
+            if not isinstance(lane, DequeLane) or not any(item[0] in revoked for item in lane):
                 continue
             self.waiting.remove(job)
-            for item in lane:  # type: ignore[attr-defined]
+            for item in lane:
                 if item[0] in revoked:
                     self.backlog.release()
                 else:
@@ -277,7 +269,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
         self._unqueue(set(revoked))
         await self._drain(set(revoked))
         await self._commit()
-        self.tracker.forget(set(revoked))  # type: ignore[arg-type]
+        self.tracker.forget(set(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("processing partitions %s", sorted(tp.partition for tp in assigned))
