@@ -2,7 +2,7 @@
 answering with its decision.
 
 The API does not decide: a job's fate is decided by the scheduler instance that would release
-it, in order with the release (services/scheduler/adapters/commands.py). The use case publishes
+it, in order with the release (services/scheduler/handlers/release.py, `Releaser.decide`). The use case publishes
 the command on the jobs topic (keyed by job_id, so it follows the job's own events), then
 waits until the projector has folded the decision into the view; the view and the decision are
 written in one transaction, so a read after the answer reflects it. While any command is
