@@ -8,7 +8,6 @@ logged 500 `{"error": "internal error"}` (so a bug never leaks a stack trace to 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -49,24 +48,6 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 
 RETRY_SHORTLY = {"Retry-After": "1"}
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What a use case answers, without knowing HTTP's framework: the app turns it into a
-    response with `respond`."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] | None = None
-
-    @classmethod
-    def error(cls, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
-        return cls(status, {"error": message}, headers)
-
-
-def respond(reply: Reply) -> JSONResponse:
-    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
