@@ -7,9 +7,8 @@ import sys
 import faust
 
 from services.storestats.adapters.topics import prepare_topics
-from services.storestats.adapters.web import add_pages
-from services.storestats.app import broker_credentials, build
-from services.storestats.handlers import add_agents
+from services.storestats.app import broker_credentials
+from services.storestats.bootstrap import build
 from services.storestats.settings import StoreStatsSettings
 from shared.logging import configure_logging
 from shared.serve import set_priority
@@ -26,6 +25,4 @@ if __name__ == "__main__":
     asyncio.run(prepare_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())
     stats = build(settings)
-    add_agents(stats)
-    add_pages(stats)
     faust.Worker(stats.app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

@@ -1,5 +1,6 @@
-"""The faust app: its topic, its database pool and the totals it exports (the agent is in
-handlers.py, the pages in adapters/web.py).
+"""The faust app: its topic, its database pool and the totals it exports (bootstrap.py adds
+the agent of adapters/stream.py, which runs the use case of handlers.py, and the pages of
+adapters/web.py).
 
 faust reads the stream (consumer group `<prefix>.storestats`, at least once: it commits only
 acked offsets); the state lives in PostgreSQL, keyed by `task_id`, rather than in faust's
@@ -67,10 +68,10 @@ def new_faust_app(settings: StoreStatsSettings) -> faust.App:
     )
 
 
-def build(settings: StoreStatsSettings) -> StatsApp:
-    """The app with its topic and pool; `__main__` adds the agent and the pages."""
+def stats_app(settings: StoreStatsSettings) -> StatsApp:
+    """The app with its topic and pool; bootstrap.build adds the agent and the pages."""
     app = new_faust_app(settings)
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    pool = make_pool(settings.database_url, max_size=2)  # opened by the writer (handlers.py)
+    pool = make_pool(settings.database_url, max_size=2)  # opened by the writer (adapters/stream.py)
     return StatsApp(app=app, settings=settings, results=app.topic(settings.topics.results, **raw), pool=pool,
                     stall=StallWatch(settings.stall_s))

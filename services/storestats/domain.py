@@ -18,11 +18,11 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.events import Timestamp
+from shared.events import Timestamp, iso
 
 OUTCOME_TYPES = ("ImageSucceeded", "ImageFailed")
 # "HTTP 404 from the image server" -> "HTTP 404"; "download timed out after 30s (3 attempts)" ->
@@ -48,8 +48,9 @@ class _Wire(BaseModel):
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """One image's outcome: succeeded with a perimeter, or failed with a reason category."""
+class CountedImage:
+    """One image's outcome as the store statistics count it: succeeded with a perimeter, or
+    failed with a reason category (read from an ImageSucceeded or ImageFailed event)."""
 
     task_id: str
     store_id: str
@@ -89,7 +90,7 @@ def is_unknown_store(totals: StoreTotals) -> bool:
     return not totals.succeeded and bool(totals.failed) and set(totals.failed) == {STORE_NOT_FOUND}
 
 
-def parse_outcome(raw: bytes) -> Outcome | None:
+def parse_outcome(raw: bytes) -> CountedImage | None:
     """The outcome in a record of the results topic; None for another event type. Raises
     ValueError for a record that is not such an event (not JSON, a field missing)."""
     try:
@@ -105,19 +106,15 @@ def parse_outcome(raw: bytes) -> Outcome | None:
     if wire.type == "ImageSucceeded":
         if wire.perimeter is None:
             raise ValueError("ImageSucceeded without a perimeter")
-        return Outcome(wire.task_id, wire.store_id, wire.occurred_at, perimeter=wire.perimeter)
+        return CountedImage(wire.task_id, wire.store_id, wire.occurred_at, perimeter=wire.perimeter)
     reason = reason_category((wire.reason or "").replace("\x00", ""))
-    return Outcome(wire.task_id, wire.store_id, wire.occurred_at, reason=reason)
+    return CountedImage(wire.task_id, wire.store_id, wire.occurred_at, reason=reason)
 
 
 def window_start(at: datetime, size_s: int) -> float:
     """Start (epoch seconds) of the tumbling window holding `at`: faust's own formula."""
     ts = at.timestamp()
     return float((ts // size_s) * size_s)
-
-
-def iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,7 @@ class WindowStats:
         return self.perimeter_sum / self.succeeded if self.succeeded else None
 
 
-def fold_window(stats: WindowStats | None, outcome: Outcome, size_s: int) -> WindowStats:
+def fold_window(stats: WindowStats | None, outcome: CountedImage, size_s: int) -> WindowStats:
     """`stats` with `outcome` counted (a new window's stats when `stats` is None)."""
     if stats is None:
         stats = WindowStats(outcome.store_id, window_start(outcome.occurred_at, size_s))
@@ -152,9 +149,10 @@ def fold_window(stats: WindowStats | None, outcome: Outcome, size_s: int) -> Win
 def published_record(stats: WindowStats, size_s: int) -> tuple[bytes, bytes]:
     """Key and value of the `<prefix>.store-stats` record for `stats`: the key is
     `store_id|window_start`, so the latest record per key is the window's current total."""
-    start = iso(stats.window_start)
+    begins = datetime.fromtimestamp(stats.window_start, UTC)
+    start, end = iso(begins), iso(begins + timedelta(seconds=size_s))
     mean = stats.mean_perimeter
-    value = {"store_id": stats.store_id, "window_start": start, "window_end": iso(stats.window_start + size_s),
+    value = {"store_id": stats.store_id, "window_start": start, "window_end": end,
              "images": stats.images, "succeeded": stats.succeeded, "failed": sum(stats.failed.values()),
              "failed_by_reason": dict(sorted(stats.failed.items())), "perimeter_sum": stats.perimeter_sum,
              "mean_perimeter": round(mean, 3) if mean is not None else None}
@@ -195,7 +193,7 @@ def totals_from_rows(rows: Iterable[tuple[str, int]], latest_mean: float | None)
     return StoreTotals(succeeded, failed, latest_mean)
 
 
-def recount(outcomes: Iterable[Outcome], size_s: int) -> dict[tuple[str, float], WindowStats]:
+def recount(outcomes: Iterable[CountedImage], size_s: int) -> dict[tuple[str, float], WindowStats]:
     """The exact statistics of `outcomes` (in partition order): each task counted once, at its
     first outcome. What the service's published records must equal once it has caught up."""
     seen: set[str] = set()

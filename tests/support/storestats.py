@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.storestats.domain import Outcome, WindowStats, iso, parse_outcome, recount
+from services.storestats.domain import CountedImage, WindowStats, parse_outcome, recount
+from shared.events import iso
 from shared.kafka import topic_partitions
 from tests.support.invariants import read_topics
 from tests.support.stack import Stack
@@ -20,12 +22,13 @@ WINDOW_S = 60
 def exact_recount(stack: Stack) -> dict[tuple[str, str], dict[str, Any]]:
     """(store_id, window_start) -> the published fields, folded from `<prefix>.results` read from
     the beginning with a plain consumer (each task once, at its first outcome)."""
-    outcomes: list[Outcome] = []
+    outcomes: list[CountedImage] = []
     for _, _, value in _records(stack, f"{stack.prefix}.results"):
         outcome = parse_outcome(value)
         if outcome is not None:
             outcomes.append(outcome)
-    return {(s.store_id, iso(s.window_start)): _fields(s) for s in recount(outcomes, WINDOW_S).values()}
+    windows = recount(outcomes, WINDOW_S).values()
+    return {(s.store_id, iso(datetime.fromtimestamp(s.window_start, UTC))): _fields(s) for s in windows}
 
 
 def published(stack: Stack) -> tuple[dict[tuple[str, str], dict[str, Any]], int]:

@@ -12,19 +12,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.storestats import domain
-from services.storestats.domain import Outcome, StoreTotals
+from services.storestats.domain import CountedImage, StoreTotals
 from shared.events import encode_event
 from tests.support.jobs import JobEvents
 
 T0 = datetime(2026, 11, 30, 10, 0, 30, tzinfo=UTC)
 
 
-def ok(task: str, store: str = "S1", perimeter: int = 14, at: datetime = T0) -> Outcome:
-    return Outcome(task, store, at, perimeter=perimeter)
+def ok(task: str, store: str = "S1", perimeter: int = 14, at: datetime = T0) -> CountedImage:
+    return CountedImage(task, store, at, perimeter=perimeter)
 
 
-def bad(task: str, reason: str, store: str = "S1", at: datetime = T0) -> Outcome:
-    return Outcome(task, store, at, reason=reason)
+def bad(task: str, reason: str, store: str = "S1", at: datetime = T0) -> CountedImage:
+    return CountedImage(task, store, at, reason=reason)
 
 
 def test_parses_both_outcomes_from_the_wire_and_ignores_other_events() -> None:

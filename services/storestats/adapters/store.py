@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from psycopg_pool import AsyncConnectionPool
 
 from services.storestats.domain import (
-    Outcome,
+    CountedImage,
     StoreTotals,
     WindowStats,
     totals_from_rows,
@@ -77,7 +77,7 @@ async def create_tables(pool: AsyncConnectionPool) -> None:
         await conn.execute(SCHEMA)
 
 
-async def count(pool: AsyncConnectionPool, outcomes: Sequence[Outcome], window_s: int) -> list[WindowStats]:
+async def count(pool: AsyncConnectionPool, outcomes: Sequence[CountedImage], window_s: int) -> list[WindowStats]:
     """Count `outcomes` (each task once, ever) and return the statistics of every window they
     count in, as they are after this batch."""
     rows = [(o.task_id, o.store_id, datetime.fromtimestamp(window_start(o.occurred_at, window_s), UTC),
@@ -110,3 +110,16 @@ async def prune(pool: AsyncConnectionPool, keep_s: int) -> int:
         done = await conn.execute(
             "DELETE FROM storestats_outcomes WHERE window_start < now() - make_interval(secs => %s)", (keep_s,))
         return done.rowcount
+
+
+class PostgresStats:
+    """StatsStore on the service's pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def count(self, images: Sequence[CountedImage], window_s: int) -> list[WindowStats]:
+        return await count(self._pool, images, window_s)
+
+    async def totals(self, stores: Sequence[str] | None = None) -> dict[str, StoreTotals]:
+        return await totals(self._pool, stores)
