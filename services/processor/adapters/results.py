@@ -48,11 +48,14 @@ def _rows(outcomes: list[ImageOutcome]) -> list[tuple[Any, ...]]:
     """The outcomes as result rows, in COLUMNS order."""
     rows: list[tuple[Any, ...]] = []
     for o in outcomes:
-        common = (o.task_id, o.job_id, o.visit_index, o.image_index, o.store_id, o.image_url)
         if isinstance(o, ImageSucceeded):
-            rows.append((*common, o.width, o.height, o.perimeter, None))
+            rows.append((o.task_id, o.job_id, o.visit_index, o.image_index, o.store_id, o.image_url,
+                         o.width, o.height, o.perimeter, None))
+        elif isinstance(o, ImageFailed):
+            rows.append((o.task_id, o.job_id, o.visit_index, o.image_index, o.store_id, o.image_url,
+                         None, None, None, o.reason))
         else:
-            rows.append((*common, None, None, None, o.reason if isinstance(o, ImageFailed) else None))
+            raise TypeError(f"not an outcome: {type(o).__name__}")
     return rows
 
 
