@@ -8,10 +8,21 @@ from collections.abc import Callable
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ConfigDict
 
 from shared.api import ErrorBody
 from shared.metrics import SERVICE_READY
 from shared.runtime import Runtime
+
+
+class NotReady(ErrorBody):
+    """`/readyz`'s 503: the house error model, `error` naming the checks failing, with each
+    check's result, the reasons known and the service's own details beside it."""
+
+    model_config = ConfigDict(extra="allow")
+    ready: bool
+    checks: dict[str, bool]
+    reasons: dict[str, str]
 
 
 def ops_router(runtime: Runtime, details: Callable[[], dict[str, object]] | None = None) -> APIRouter:
@@ -23,7 +34,7 @@ def ops_router(runtime: Runtime, details: Callable[[], dict[str, object]] | None
         """The process is alive."""
         return {"status": "ok", "service": runtime.service}
 
-    not_ready = {"model": ErrorBody, "description": "Not ready: `error` names the checks failing"}
+    not_ready = {"model": NotReady, "description": "Not ready: `error` names the checks failing"}
 
     @router.get("/readyz", responses={503: not_ready})
     async def readyz() -> JSONResponse:
