@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.support.client import Client
+from tests.support.client import Client, example_job
+from tests.support.contract import ContractCheck
 
 
 def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -23,8 +24,14 @@ def test_no_422_and_every_error_is_the_error_model(client: Client) -> None:
             for code, answer in op["responses"].items():
                 if code.startswith(("4", "5")):
                     schema = answer["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, code)
-        assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+                    model = "NotReady" if path == "/readyz" else "ErrorBody"
+                    assert schema == {"$ref": f"#/components/schemas/{model}"}, (path, method, code)
+        errors = spec["components"]["schemas"]
+        assert errors["ErrorBody"]["required"] == ["error"]
+        # readiness's 503 is the error model with the checks beside it
+        assert errors["NotReady"]["properties"]["error"] == errors["ErrorBody"]["properties"]["error"]
+        assert {"error", "ready", "checks"} <= set(errors["NotReady"]["required"])
+
 
 
 def test_the_documented_example_job_is_accepted(client: Client) -> None:
@@ -66,3 +73,15 @@ def test_the_progress_stream_and_batch_status_are_documented_and_answer_as_docum
     answer = client.http.post(f"{client.status_url}/api/status", json={"job_ids": [job_id]}).json()
     assert set(answer) == documented
     assert set(answer["jobs"][0]) <= set(spec["components"]["schemas"]["JobStatus"]["properties"])
+
+
+def test_every_answer_is_checked_against_the_documents(client: Client, answers_as_documented: ContractCheck) -> None:
+    """The response check of tests/e2e/conftest.py is on and finds both documents: a renamed
+    title or a moved document would otherwise turn it into a check of nothing."""
+    job_id = client.submit_ok(example_job(client))
+    assert client.status(job_id).status_code == 200
+    assert client.http.get(f"{client.status_url}/api/status/not-a-uuid").status_code == 400
+    checked = {origin: document for origin, document in answers_as_documented.documents.items() if document}
+    assert set(checked) == {client.ingest, client.status_url}, answers_as_documented.documents
+    assert {d.spec["info"]["title"] for d in checked.values()} == {"imagejobs ingest", "imagejobs status"}
+    assert not answers_as_documented.mismatches

@@ -1,7 +1,8 @@
 """Every HTTP answer the tests get from ingest and status, checked against the service's own
 OpenAPI document: the status code is documented for that path and method, a JSON body is valid
-for the documented schema (JSON Schema 2020-12, which OpenAPI 3.1 uses), and a progress stream
-is a documented `text/event-stream` answer.
+for the documented schema (JSON Schema 2020-12, which OpenAPI 3.1 uses; a field the schema does
+not name counts as a mismatch too, so a hand-built body cannot grow undocumented fields), and a
+progress stream is a documented `text/event-stream` answer.
 
 `ContractCheck.install(monkeypatch)` wraps httpx's transports (every client, `httpx.get` too), so
 a test cannot talk to a service around it. A mismatch raises at the call that received it and is
@@ -33,7 +34,7 @@ class ContractMismatch(AssertionError):
 @dataclass
 class Operation:
     responses: dict[str, Any]
-    components: dict[str, Any]
+    validators: Validators
 
     def check(self, status: int, content_type: str, body: bytes | None) -> str | None:
         """None if the answer is as documented, else what is wrong with it."""
@@ -56,7 +57,7 @@ class Operation:
             value = json.loads(body)
         except ValueError as exc:
             return f"the body is not JSON ({exc}): {body[:200]!r}"
-        validator = Draft202012Validator({**schema, "components": self.components}, format_checker=FormatChecker())
+        validator = self.validators.of(schema)
         problems = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
         if not problems:
             return None
@@ -65,13 +66,30 @@ class Operation:
 
 
 @dataclass
+class Validators:
+    """A validator per response schema of one document, built once (its components beside it)."""
+
+    components: dict[str, Any]
+    built: dict[str, Draft202012Validator] = field(default_factory=dict)
+
+    def of(self, schema: dict[str, Any]) -> Draft202012Validator:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self.built:
+            self.built[key] = Draft202012Validator({**closed(schema), "components": self.components},
+                                                   format_checker=FormatChecker())
+        return self.built[key]
+
+
+@dataclass
 class Document:
     """One service's OpenAPI document, its path templates as patterns."""
 
     spec: dict[str, Any]
+    validators: Validators = field(init=False)
     patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.validators = Validators(closed(self.spec.get("components", {})))
         for template in self.spec.get("paths", {}):
             pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
             self.patterns.append((re.compile(f"^{pattern}$"), template))
@@ -81,7 +99,7 @@ class Document:
             if pattern.match(path):
                 found = self.spec["paths"][template].get(method.lower())
                 if found is not None:
-                    return Operation(found.get("responses", {}), self.spec.get("components", {}))
+                    return Operation(found.get("responses", {}), self.validators)
         return None
 
 
@@ -132,6 +150,20 @@ class ContractCheck:
         if origin not in self.documents:
             self.documents[origin] = _read_document(origin)
         return self.documents[origin]
+
+
+def closed(schema: Any) -> Any:
+    """`schema` with every object that lists its properties and says nothing of others closed
+    (`additionalProperties: false`)."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: closed(value) for key, value in schema.items()}
+    if isinstance(out.get("properties"), dict) and not {"additionalProperties", "patternProperties",
+                                                         "unevaluatedProperties"} & set(out):
+        out["additionalProperties"] = False
+    return out
 
 
 def _is_stream(response: httpx.Response) -> bool:
