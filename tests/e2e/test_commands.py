@@ -169,11 +169,16 @@ def test_reschedules_racing_the_release_are_answered_truthfully(client: Client) 
 
 
 def test_the_openapi_document_describes_cancel_and_reschedule_with_their_answers(client: Client) -> None:
-    paths = client.http.get(f"{client.status_url}/openapi.json").json()["paths"]["/api/jobs/{job_id}"]
+    document = client.http.get(f"{client.status_url}/openapi.json").json()
+    paths, schemas = document["paths"]["/api/jobs/{job_id}"], document["components"]["schemas"]
     for method in ("delete", "patch"):
         answers = paths[method]["responses"]
         assert {"200", "409", "404", "504"} <= set(answers), (method, list(answers))
         assert "release owner" in answers["200"]["description"]
+        assert answers["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobChanged"}
         assert answers["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert schemas["JobChanged"]["required"] == ["job_id", "status", "scheduled_time"]
     body = paths["patch"]["requestBody"]["content"]["application/json"]
-    assert body["schema"]["required"] == ["scheduled_time"] and "scheduled_time" in body["example"]
+    assert body["schema"] == {"$ref": "#/components/schemas/RescheduleIn"} and "scheduled_time" in body["example"]
+    assert schemas["RescheduleIn"]["required"] == ["scheduled_time"]
+    assert schemas["RescheduleIn"]["properties"]["scheduled_time"]["format"] == "date-time"
