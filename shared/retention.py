@@ -36,9 +36,19 @@ class Expiry:
     expire: ExpireBatch
 
 
+class Deleted(dict[str, int]):
+    """Rows one batch deleted, per table, from an expiry that knows whether more rows are due
+    although no table's count reached the batch size: a batch cut by `within_batch` because the
+    next job would not fit deletes fewer rows than the batch, yet more are waiting."""
+
+    def __init__(self, counts: Mapping[str, int] | None = None, *, more_waiting: bool = False) -> None:
+        super().__init__(counts or {})
+        self.more_waiting = more_waiting
+
+
 def batch_was_full(deleted: Mapping[str, int], batch: int) -> bool:
     """A full batch means more may be waiting: run another at once rather than on the next tick."""
-    return max(deleted.values(), default=0) >= batch
+    return (isinstance(deleted, Deleted) and deleted.more_waiting) or max(deleted.values(), default=0) >= batch
 
 
 def within_batch(candidates: Sequence[tuple[T, int]], batch: int) -> list[T]:

@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.status.adapters.retention import expire_jobs
 from shared.events import JobWithdrawn
+from shared.retention import Deleted
 from tests.support.fold import ScratchView
 from tests.support.jobs import JobEvents
 
@@ -36,9 +37,9 @@ class FakeRuntime:
         self.pool, self.producer = pool, producer
 
 
-def expire(scratch: ScratchView, batch: int = 500) -> tuple[dict[str, int], list[UUID]]:
+def expire(scratch: ScratchView, batch: int = 500) -> tuple[Deleted, list[UUID]]:
     """One batch expired with a retention of 60 s; the jobs tombstoned."""
-    async def run() -> tuple[dict[str, int], list[UUID]]:
+    async def run() -> tuple[Deleted, list[UUID]]:
         producer = FakeProducer()
         async with AsyncConnectionPool(scratch.url, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
             deleted = await expire_jobs(FakeRuntime(pool, producer), "p.status", 60, batch)
@@ -117,4 +118,15 @@ def test_a_large_job_goes_in_a_batch_of_its_own(scratch: ScratchView) -> None:
     sql(scratch, "UPDATE status_jobs SET final_at = final_at - interval '1 minute' WHERE job_id = %s", large.job_id)
     first, tombstoned = expire(scratch, batch=3)  # the oldest first: the large one, alone
     assert tombstoned == [large.job_id] and first["status_outcomes"] == 5
-    assert expire(scratch, batch=3)[1] == [small.job_id]
+    assert first.more_waiting  # the small one is due too: the round goes on
+    second, tombstoned = expire(scratch, batch=3)
+    assert tombstoned == [small.job_id] and not second.more_waiting
+
+
+def test_a_batch_cut_below_its_size_says_more_are_waiting(scratch: ScratchView) -> None:
+    jobs = [finished(scratch, 2) for _ in range(3)]
+    age(scratch, *jobs)
+    first, tombstoned = expire(scratch, batch=5)  # 2 + 2 rows; a third job would make 6
+    assert (len(tombstoned), first["status_outcomes"], first.more_waiting) == (2, 4, True)
+    last, tombstoned = expire(scratch, batch=5)
+    assert (len(tombstoned), last.more_waiting) == (1, False)
