@@ -1,5 +1,7 @@
 """Store statistics settings (see the README's table)."""
 
+from pydantic import Field
+
 from shared.settings import CommonSettings
 
 
@@ -9,6 +11,8 @@ class StoreStatsSettings(CommonSettings):
     # Counted images are kept this long (by window start) to recognise repeats; a repeat of an
     # older one would count again. The per-store counters are kept for ever.
     storestats_keep_s: int = 7 * 24 * 3600
+    # how often the counted images older than that are pruned
+    storestats_prune_every_s: float = Field(600.0, gt=0)
     storestats_data_dir: str = ".state/storestats"  # faust's data dir (it keeps no tables here)
     # CPU priority (Unix niceness): a downstream report yields to the core on a shared machine
     storestats_nice: int = 10

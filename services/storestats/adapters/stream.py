@@ -55,14 +55,14 @@ def add_agents(stats: StatsApp, write_batch: Callable[[list[EventT]], Awaitable[
                 event.ack()
             stats.stall.progressed()
 
-    @app.timer(interval=600.0)
+    @app.timer(interval=stats.settings.storestats_prune_every_s)
     async def prune() -> None:
         if not stats.loaded.is_set():
             return
         try:  # an exception in a faust timer crashes the worker: a database blip waits for the next tick
             log.info("pruned %d counted images", await store.prune(stats.pool, stats.settings.storestats_keep_s))
         except Exception as exc:  # noqa: BLE001
-            log.warning("pruning counted images failed (%s); next try in 10 minutes", exc)
+            log.warning("pruning counted images failed (%s); trying again at the next prune", exc)
 
 
 async def take(queue: asyncio.Queue[EventT], stats_progress: StallWatch) -> list[EventT]:
