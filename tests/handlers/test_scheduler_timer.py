@@ -84,7 +84,7 @@ def test_the_release_owner_accepts_a_cancel_of_a_held_job_and_drops_it_from_the_
     ledger, later = FakeLedger(), datetime.now(UTC) + timedelta(hours=1)
     timer, held = holding(ledger, later)
     cancel = JobCancelRequested(job_id=held.job_id, command_id=uuid4())
-    [decision] = asyncio.run(timer.decide([(0, cancel)], owned={0}))
+    [decision] = asyncio.run(timer.decide([(0, cancel)], owned=lambda: {0}))
     assert decision.accepted and decision.state == "cancelled"
     assert not timer.holds(held.job_id) and len(timer.schedule) == 0
     assert ledger.states[held.job_id] == "cancelled" and ledger.stored[cancel.command_id] == decision
@@ -97,7 +97,7 @@ def test_a_command_on_a_job_whose_release_has_begun_is_refused_as_released() -> 
     timer, due = holding(ledger, now - timedelta(seconds=1))
     assert timer.take_due(now) == {due.job_id: 0}
     cancel = JobCancelRequested(job_id=due.job_id, command_id=uuid4())
-    [decision] = asyncio.run(timer.decide([(0, cancel)], owned={0}))
+    [decision] = asyncio.run(timer.decide([(0, cancel)], owned=lambda: {0}))
     assert not decision.accepted and decision.state == "released"
     assert ledger.states[due.job_id] == "pending"  # nothing changed in the table
     assert isinstance(ledger.published[0], JobCommandRefused) and ledger.published[0].state == "released"
@@ -108,10 +108,10 @@ def test_a_reschedule_moves_the_job_and_a_redelivered_command_gets_its_stored_an
     timer, held = holding(ledger, later)
     sooner = datetime.now(UTC) + timedelta(minutes=1)
     move = JobRescheduleRequested(job_id=held.job_id, command_id=uuid4(), scheduled_time=sooner)
-    [first] = asyncio.run(timer.decide([(0, move)], owned={0}))
+    [first] = asyncio.run(timer.decide([(0, move)], owned=lambda: {0}))
     assert first.accepted and timer.schedule.next_due_at() == sooner
     timer.schedule.move(held.job_id, later, 0)  # had the timer been moved again, a repeat must not touch it
-    [again] = asyncio.run(timer.decide([(0, move)], owned={0}))
+    [again] = asyncio.run(timer.decide([(0, move)], owned=lambda: {0}))
     assert again == first and timer.schedule.next_due_at() == later
     assert [type(e) for e in ledger.published] == [JobRescheduled, JobRescheduled]
 
@@ -121,5 +121,19 @@ def test_a_withdrawn_command_changes_nothing() -> None:
     timer, held = holding(ledger, later)
     cancel = JobCancelRequested(job_id=held.job_id, command_id=uuid4())
     ledger.withdrawn.add(cancel.command_id)
-    [decision] = asyncio.run(timer.decide([(0, cancel)], owned={0}))
+    [decision] = asyncio.run(timer.decide([(0, cancel)], owned=lambda: {0}))
     assert not decision.accepted and decision.state == "withdrawn" and timer.holds(held.job_id)
+
+
+def test_the_partitions_owned_are_asked_after_the_decisions_are_durable() -> None:
+    """A partition assigned back while a reschedule was being settled: a load that ran before
+    the decision was stored read the old time, so the timer itself must move the job. Asking
+    which partitions are owned before settling (partition 0 not yet back) would leave the job
+    due at its old time while the client was told the new one."""
+    ledger, later = FakeLedger(), datetime.now(UTC) + timedelta(hours=1)
+    timer, held = holding(ledger, later)
+    sooner = datetime.now(UTC) + timedelta(minutes=1)
+    move = JobRescheduleRequested(job_id=held.job_id, command_id=uuid4(), scheduled_time=sooner)
+    owned_once_stored = lambda: {0} if move.command_id in ledger.stored else set()  # noqa: E731
+    [decision] = asyncio.run(timer.decide([(0, move)], owned=owned_once_stored))
+    assert decision.accepted and timer.schedule.next_due_at() == sooner

@@ -49,7 +49,7 @@ class TakeJobs:
             if stored.withdrawn:
                 await self._announce_withdrawn(stored.withdrawn)
         if commands:
-            await self.releaser.decide(commands, self.owned())
+            await self.releaser.decide(commands, self.owned)
 
     async def _announce_withdrawn(self, job_ids: set[UUID]) -> None:
         """Jobs ingest withdrew before they arrived: the status view hides them."""

@@ -99,17 +99,19 @@ class Releaser:
         return job_id in self.schedule and job_id not in self._maybe_released
 
     # -- cancel and reschedule: decided by the job's release owner ---------------------------
-    async def decide(self, commands: Commands, owned: set[int]) -> list[Decision]:
+    async def decide(self, commands: Commands, owned: Callable[[], set[int]]) -> list[Decision]:
         """Decide the commands, make the decisions durable, apply them to the timer and hand
         their events to the producer, all under the release lock (so they are ordered after any
         release that popped the job first); then wait for the acknowledgements, so the caller
-        may commit the commands' offsets."""
+        may commit the commands' offsets. `owned` is asked inside the lock, after the decisions
+        are durable: a partition assigned back while they were settled was loaded with the new
+        times only if it loaded after them, and otherwise the timer must move the job itself."""
         job_commands = [c for _, c in commands]
         async with self.lock:
             decided = await retry_record_work("deciding commands", lambda: self.ledger.settle(
                 job_commands, self._answer(job_commands)))
             partition_of: dict[UUID, int] = {c.job_id: p for p, c in commands}
-            self.apply_decisions([d for d, new in decided if new], partition_of, owned)
+            self.apply_decisions([d for d, new in decided if new], partition_of, owned())
             decisions = [d for d, _ in decided]
             acks = await self.ledger.publish(decisions)
         await retry_record_work("publishing decisions", lambda: wait_or_resend(
