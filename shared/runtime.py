@@ -101,9 +101,25 @@ def exit_if_it_dies(task: asyncio.Task[Any], what: str) -> None:
     def check(done: asyncio.Task[Any]) -> None:
         if done.cancelled() or done.exception() is None:
             return
-        log.critical("%s died: %r; exiting so that the supervisor restarts this process", what, done.exception())
-        os.kill(os.getpid(), signal.SIGTERM)
+        exit_process(f"{what} died", done.exception())
     task.add_done_callback(check)
+
+
+def exit_process(what: str, exc: BaseException | None) -> None:
+    """SIGTERM to this process, so the supervisor restarts it."""
+    log.critical("%s: %r; exiting so that the supervisor restarts this process", what, exc)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def retry_in_listener(what: str, op: Callable[[], Awaitable[T]]) -> T:
+    """A rebalance listener's work, retried as `retry_forever` retries it. Any other error takes
+    the process down: aiokafka only logs what a listener raises, and the consumer would go on
+    without what the listener was loading (pending jobs, the view's stored offsets)."""
+    try:
+        return await retry_forever(what, op)
+    except Exception as exc:  # noqa: BLE001 - CancelledError is a BaseException: not caught
+        exit_process(f"{what} failed", exc)
+        raise
 
 
 class Runtime:

@@ -28,7 +28,7 @@ from services.scheduler.handlers.release import Releaser
 from services.scheduler.settings import SchedulerSettings
 from shared.consumer import ConsumerLoop
 from shared.retention import Expiry
-from shared.runtime import Runtime, exit_if_it_dies, retry_forever
+from shared.runtime import Runtime, exit_if_it_dies, retry_in_listener
 
 
 class SchedulerWorker(ConsumerRebalanceListener):
@@ -83,7 +83,7 @@ class SchedulerWorker(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         partitions = [tp.partition for tp in assigned]
-        await retry_forever("loading pending jobs", lambda: self.releaser.load(partitions))
+        await retry_in_listener("loading pending jobs", lambda: self.releaser.load(partitions))
 
 
 def build(settings: SchedulerSettings, runtime: Runtime) -> SchedulerWorker:

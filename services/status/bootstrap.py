@@ -90,6 +90,7 @@ class Background:
                                                            self.keys)),
                  asyncio.create_task(self.hub.run()),
                  start_retention(runtime, expiries)]
+        exit_if_it_dies(tasks[0], "the read-your-writes offsets client's start")
         exit_if_it_dies(tasks[1], "the command decisions poller")
         exit_if_it_dies(tasks[3], "the progress streams' poller")
         return tasks

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import signal
 import socket
 
 import psycopg
@@ -13,7 +14,7 @@ import pytest
 from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from shared.retry import TransientCondition
-from shared.runtime import retry_forever
+from shared.runtime import retry_forever, retry_in_listener
 
 
 def test_it_retries_until_the_operation_succeeds_and_returns_its_result() -> None:
@@ -93,3 +94,23 @@ def test_a_download_retry_waits_what_the_server_asked_else_backs_off_with_jitter
     assert fetcher._wait(state) == 2.0  # noqa: SLF001
     state.set_exception((ImageError, ImageError("HTTP 503", transient=True), None))
     assert 0 <= fetcher._wait(state) <= 0.05 * 2 ** 2  # noqa: SLF001 - full jitter, exponential
+
+
+def test_a_rebalance_listener_that_hits_a_bug_takes_the_process_down() -> None:
+    """aiokafka only logs what a listener raises: without the SIGTERM the consumer would go on
+    without the pending jobs or stored offsets the listener was loading."""
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        async def buggy() -> None:
+            raise TypeError("unsupported operand")
+        with pytest.raises(TypeError):
+            asyncio.run(retry_in_listener("loading pending jobs", buggy))
+        assert received == [signal.SIGTERM]
+
+        async def fine() -> str:
+            return "loaded"
+        assert asyncio.run(retry_in_listener("loading pending jobs", fine)) == "loaded"
+        assert received == [signal.SIGTERM]  # no second signal
+    finally:
+        signal.signal(signal.SIGTERM, previous)

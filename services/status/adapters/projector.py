@@ -28,7 +28,7 @@ from shared.db import transaction
 from shared.events import FINAL_STATUSES, ImageFailed, ImageSucceeded, JobStatusChanged, encode_event
 from shared.metrics import STAGE
 from shared.retry import PermanentFailure, retry_record_work
-from shared.runtime import Runtime, exit_if_it_dies, retry_forever
+from shared.runtime import Runtime, exit_if_it_dies, retry_in_listener
 
 log = logging.getLogger(__name__)
 JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a final status", ["status"])
@@ -114,7 +114,7 @@ class Projector(ConsumerRebalanceListener):
         async def load() -> dict[tuple[str, int], int]:
             async with self.runtime.pool.connection() as conn:
                 return await view.stored_offsets(conn)
-        stored = await retry_forever("loading stored offsets", load)
+        stored = await retry_in_listener("loading stored offsets", load)
         consumer = self.loop.consumer
         assert consumer is not None
         for tp in assigned:
