@@ -69,11 +69,13 @@ class FakeView:
         self.counted: dict[str, int] = {}
         self.folded: set[UUID] = set()
         self.reads = 0
+        self.landed = 0  # reads that have answered (or failed)
         self.fails = fails
 
     async def pending(self, owners: Collection[str] | None, recent: list[UUID]) -> tuple[int, set[UUID]]:
         self.reads += 1
         await asyncio.sleep(0.05)
+        self.landed += 1
         if self.fails:
             raise OSError("database down")
         counted = sum(n for owner, n in self.counted.items() if owners is None or owner in owners)

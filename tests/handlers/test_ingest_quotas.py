@@ -17,6 +17,7 @@ from services.ingest.handlers import SubmitJob, TenantQuotas
 from shared.api import Accepted, Limits
 from tests.handlers.fakes_ingest import FakeAdmissions, FakeKeys, FakePublisher, FakeView
 from tests.handlers.test_ingest_submit import NOW
+from tests.support.waiting import until
 
 TEN = json.dumps({"count": 1, "visits": [{"store_id": "S1", "visit_time": "10:00",
                                           "image_url": [f"http://img.test/{i}.jpg" for i in range(10)]}]}).encode()
@@ -126,7 +127,9 @@ async def test_jobs_other_ingest_processes_accepted_are_seen_within_one_read_int
     await asyncio.sleep(0.25)
     view.counted["t"] = 85  # another ingest accepted 85 images meanwhile
     assert isinstance(await submit("t"), Accepted)  # fits by this process's count; the read is due
-    await asyncio.sleep(0.06)  # that read has landed: 85 + the 20 not yet folded here
+    await until(lambda: view.landed == view.reads == 2)  # that read has landed: 85 + the 20 not yet folded here
+    for _ in range(3):  # and its caller has taken the answer in
+        await asyncio.sleep(0)
     refused = await submit("t")
     assert isinstance(refused, OverQuota) and "105 pending" in str(refused)
 

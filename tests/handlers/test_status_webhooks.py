@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 from services.status.domain import DELIVERED, FAILED, PENDING, Decision, Due, JobRow, Recorded, Sent, WebhookView
 from services.status.handlers.webhooks import RetryPolicy, WebhookDeliverer
 from shared.webhooks import webhook_id_for
+from tests.support.waiting import until
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(40))).decode()
 WHEN = datetime(2026, 12, 6, 5, 27, tzinfo=UTC)
@@ -90,12 +91,6 @@ class FakeReceiver:
 def deliverer(table: FakeTable, view: FakeView, receiver: FakeReceiver, in_flight: int = 32) -> WebhookDeliverer:
     return WebhookDeliverer(table, view, receiver, Webhook(SECRET), RetryPolicy(86_400, 0.001, 0.001),
                             in_flight=in_flight, rand=lambda: 0.5)
-
-
-async def until(condition: Callable[[], object], deadline_s: float = 5.0) -> None:
-    async with asyncio.timeout(deadline_s):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def running(loop: WebhookDeliverer, check: Callable[[], object]) -> None:
