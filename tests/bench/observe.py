@@ -34,6 +34,7 @@ from standardwebhooks import Webhook
 from shared.events import FINAL_STATUSES
 from tests.bench.burst import burst_bodies, run_burst, submit_all
 from tests.bench.images import fresh_images
+from tests.bench.soak_stack import process_tree
 
 CONNECTIONS = 16
 STREAM_TARGET = 2000
@@ -50,16 +51,7 @@ def cpu_ticks(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                found.append(int(entry))
-    return found
+    return process_tree().get(pid, [])
 
 
 def processes(stack: Any, infra: Any) -> dict[str, list[int]]:

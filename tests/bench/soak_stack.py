@@ -77,7 +77,7 @@ HZ = os.sysconf("SC_CLK_TCK")
 def cpu_ticks(pids: dict[str, int]) -> dict[str, int]:
     """CPU ticks (user + system) each program and its descendants (PostgreSQL's backends) used
     so far."""
-    kids = _proc_tree()
+    kids = process_tree()
 
     def ticks(pid: int) -> int:
         try:
@@ -100,7 +100,8 @@ def errors_in(logs: dict[str, list[str]]) -> dict[str, int]:
     return {name: n for name, lines in logs.items() if (n := sum(1 for ln in lines if ERROR_LINE.search(ln)))}
 
 
-def _proc_tree() -> dict[int, list[int]]:
+def process_tree() -> dict[int, list[int]]:
+    """parent pid -> its children's pids, for every process /proc lists now."""
     kids: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -172,7 +173,7 @@ class DevStack:
         """Each supervised program's own process: the child of its `deploy.devstack.prefix` wrapper."""
         if self.process is None:
             return {}
-        kids, found, todo = _proc_tree(), {}, [self.process.pid]
+        kids, found, todo = process_tree(), {}, [self.process.pid]
         while todo:
             pid = todo.pop()
             cmd = _cmdline(pid)
