@@ -10,7 +10,8 @@ from uuid import uuid4
 
 import pytest
 
-from services.processor.adapters.stores import StoreDirectory, StoreMasterNotLoaded
+from services.processor.adapters.stores import StoreDirectory
+from services.processor.domain import StoreMasterNotLoaded
 from services.processor.handlers.process import process
 from shared.events import ImageFailed, ImageTask
 from tests.handlers.fakes_processor import NoImages, deps_for
