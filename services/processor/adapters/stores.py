@@ -14,7 +14,7 @@ import time
 from services.processor.domain import StoreMasterNotLoaded
 from shared.runtime import Runtime
 
-__all__ = ["StoreDirectory", "StoreMasterNotLoaded"]
+__all__ = ["StoreDirectory"]
 
 
 class StoreDirectory:
