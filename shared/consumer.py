@@ -19,6 +19,10 @@ The loop reports the service ready (check `consumer`) once it has joined and whi
 progress (a consumer with lag that makes none for `STALL_S` is not ready, and says why), lets
 the runtime report its lag on a timer, and counts consumed events by type.
 
+No fetch waits for ever: aiokafka waits without a limit while its consumer joins the group, so
+each fetch is bounded; a consumer with no assignment for 10 s is not ready, and one that has
+waited `CONSUMER_REJOIN_DEADLINE_S` is replaced by a new one, which joins afresh.
+
 A batch the handler cannot apply for a reason retrying does not cure (`PermanentFailure`: the
 database refuses a value, a bug) is split in halves until the record that causes it is alone;
 that record is dead-lettered with the error and the rest is applied, so one record never
@@ -27,6 +31,7 @@ stops a partition.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -39,15 +44,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from shared.dlq import DeadLetterable, send_to_dlq
 from shared.events import Event, EventUnion, decode_event
 from shared.kafka import BUSY_FETCH_MIN_BYTES, consumer_options, set_fetch_wait
-from shared.metrics import CONSUMER_STALLED, EVENTS_CONSUMED
+from shared.metrics import CONSUMER_STALLED, CONSUMERS_REPLACED, EVENTS_CONSUMED
 from shared.pacing import Pacer
 from shared.retry import PermanentFailure, isolating, retry_record_work
-from shared.runtime import Runtime, consumer_lag, fetch_batch, retry_forever
+from shared.runtime import Runtime, consumer_lag, exit_process, fetch_batch, retry_forever
 from shared.settings import CommonSettings
-from shared.stall import StallWatch
+from shared.stall import JoinWatch, StallWatch
 
 log = logging.getLogger(__name__)
 BUSY_POLL_MS = 50
+REPLACE_CLOSE_S = 10.0  # leaving a stuck consumer: longer, and the process exits instead
 SKIP_LOOKS_AT = 512  # the envelope comes first: a type is within this many bytes of the start
 Record: TypeAlias = ConsumerRecord[Any, Any]  # as fetched: key and value bytes, or None (a tombstone)
 
@@ -88,11 +94,12 @@ class ConsumerLoop:
                  handle: Handler, *, commit: Literal["after_batch", "by_handler"],
                  listener: ConsumerRebalanceListener | None = None, accept: tuple[type[Event], ...] | None = None,
                  max_records: int = 2000, timeout_ms: int = 500, refused: Refused | None = None,
-                 skip: tuple[str, ...] = ()) -> None:
+                 skip: tuple[str, ...] = (), make_consumer: Callable[[], AIOKafkaConsumer] | None = None) -> None:
         """`refused(event, reason)`, when given, is told of each decoded event the handler
         refused for good (after it was dead-lettered), so the service can still end its job
         with a reason. `skip`: event types the service has no use for (often its own output
-        coming back on a topic it reads): their records are passed over without being decoded."""
+        coming back on a topic it reads): their records are passed over without being decoded.
+        `make_consumer` builds the Kafka consumer (tests hand in their own)."""
         self.settings, self.runtime, self.service = settings, runtime, service
         self.topics, self.handle, self.commit = topics, handle, commit
         self.listener, self.accept, self.refused = listener, accept, refused
@@ -104,21 +111,20 @@ class ConsumerLoop:
         self.pacer = Pacer(settings.busy_batch_wait_ms / 1000)
         self._busy = False
         self.stall = StallWatch(settings.stall_s)
+        self.joining = JoinWatch(settings.consumer_rejoin_deadline_s)
+        self._make_consumer = make_consumer or (lambda: AIOKafkaConsumer(**consumer_options(settings, service)))
         runtime.add_check("consumer", self.ready)
 
     async def run(self) -> None:
         """Consume for ever (cancel to stop; `close()` then leaves the group)."""
         await self.runtime.connected.wait()
-        self.consumer = AIOKafkaConsumer(**consumer_options(self.settings, self.service))
-        await retry_forever(f"starting the {self.service} consumer", self.consumer.start)
-        self.consumer.subscribe(self.topics, listener=self.listener)
-        self.runtime.track_consumer(self.consumer)
-        self.consuming = True
+        await self._join()
         while True:
             # while busy, come back often so that the switch to quiet follows the rate closely
             timeout_ms = min(self.timeout_ms, BUSY_POLL_MS) if self._busy else self.timeout_ms
-            records = await fetch_batch(self.consumer, self.service, timeout_ms=timeout_ms,
-                                        max_records=self.max_records)
+            records = await self._fetch(timeout_ms)
+            if records is None:  # still waiting for the group to assign partitions
+                continue
             self._pace(sum(len(r) for r in records.values()))
             if not records:
                 self.stall.progressed()  # caught up: nothing waits for this consumer
@@ -128,6 +134,52 @@ class ConsumerLoop:
             self.stall.progressed()
             if self.commit == "after_batch":
                 await retry_forever("committing offsets", self.consumer.commit)
+
+    async def _join(self) -> None:
+        """A new consumer, subscribed: it joins the group on its first fetch."""
+        self.consumer = self._make_consumer()
+        await retry_forever(f"starting the {self.service} consumer", self.consumer.start)
+        self.consumer.subscribe(self.topics, listener=self.listener)
+        self.runtime.track_consumer(self.consumer)
+        self.joining.restart()
+        self.consuming = True
+
+    async def _fetch(self, timeout_ms: int) -> dict[TopicPartition, list[Record]] | None:
+        """One fetch, bounded. aiokafka's `getmany` waits without any limit while the consumer
+        (re)joins its group, and a join that never completes (seen once after a broker restart:
+        the status view stopped folding for good, with nothing logged) would park this loop for
+        ever. None: no assignment yet; after `CONSUMER_REJOIN_DEADLINE_S` of that the consumer
+        is replaced by a new one, which joins afresh."""
+        assert self.consumer is not None
+        try:
+            async with asyncio.timeout(timeout_ms / 1000 + self.joining.grace_s):
+                records = await fetch_batch(self.consumer, self.service, timeout_ms=timeout_ms,
+                                            max_records=self.max_records)
+        except TimeoutError:
+            waited = self.joining.waiting(time.monotonic())
+            log.warning("%s: no partitions assigned by the group after %.0fs", self.service, waited)
+            if self.joining.overdue(time.monotonic()):
+                await self._replace_consumer(waited)
+            return None
+        self.joining.joined()
+        return records
+
+    async def _replace_consumer(self, waited: float) -> None:
+        """Leave the stuck consumer (bounded: a join that never ends may not close either; then
+        the process exits, for the supervisor to restart) and join with a new one."""
+        old, self.consuming = self.consumer, False
+        assert old is not None
+        log.error("%s: the Kafka consumer has waited %.0fs for the group to assign partitions; "
+                  "replacing it with a new one", self.service, waited)
+        CONSUMERS_REPLACED.labels(self.service).inc()
+        self.runtime.untrack_consumer(old)
+        try:
+            async with asyncio.timeout(REPLACE_CLOSE_S):
+                await old.stop()
+        except TimeoutError:
+            exit_process(f"{self.service}: closing a consumer stuck in its group join", None)
+            raise
+        await self._join()
 
     def _pace(self, count: int) -> None:
         """Let the next fetches wait for a larger round while busy, and not at all when quiet."""
@@ -177,6 +229,9 @@ class ConsumerLoop:
         """Joined, and not stalled: a consumer with lag that made no progress for STALL_S."""
         if not self.consuming or self.consumer is None:
             return False
+        waiting = self.joining.waited(time.monotonic())
+        if waiting > self.joining.grace_s:
+            return f"no partitions assigned by the group for {waiting:.0f}s (joining)"
         stalled = self.stall.stalled_for()
         behind = sum((await consumer_lag(self.consumer)).values()) if stalled else 0
         CONSUMER_STALLED.labels(self.service).set(1 if stalled and behind else 0)

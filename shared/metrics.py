@@ -10,6 +10,9 @@ EVENTS_DLQ = Counter("imagejobs_events_dlq_total", "Records sent to the DLQ", ["
 CONSUMER_LAG = Gauge("imagejobs_consumer_lag", "Records behind the end of the topic", ["service", "topic"])
 CONSUMER_STALLED = Gauge("imagejobs_consumer_stalled",
                          "1 while the service's consumer has lag and made no progress for STALL_S", ["service"])
+CONSUMERS_REPLACED = Counter("imagejobs_consumers_replaced_total",
+                             "Kafka consumers replaced after waiting CONSUMER_REJOIN_DEADLINE_S for an assignment",
+                             ["service"])
 DB_RETRIES = Counter("imagejobs_db_retries_total", "Database operations retried", ["service"])
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

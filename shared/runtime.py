@@ -87,7 +87,14 @@ async def fetch_batch(consumer: AIOKafkaConsumer, service: str,
     try:
         return dict(await consumer.getmany(**options))
     except asyncio.CancelledError:
-        raise
+        task = asyncio.current_task()
+        if task is None or task.cancelling():  # this loop is being stopped
+            raise
+        # a CancelledError of aiokafka's own (one of its tasks was cancelled) would otherwise end
+        # the loop as "cancelled", which looks like a shutdown: nobody would notice it stopped
+        log.warning("%s: fetching records was cancelled inside aiokafka; retrying", service)
+        await asyncio.sleep(0.5)
+        return {}
     except Exception as exc:  # noqa: BLE001
         log.warning("%s: fetching records failed (%s: %s); retrying", service, type(exc).__name__, exc)
         await asyncio.sleep(0.5)
@@ -158,6 +165,11 @@ class Runtime:
     def track_consumer(self, consumer: AIOKafkaConsumer) -> None:
         """Report this consumer's lag (records behind the end of its partitions) on the timer."""
         self._consumers.append(consumer)
+
+    def untrack_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        """A consumer replaced by a new one: no longer reported."""
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
 
     async def start(self) -> None:
         self._pool = make_pool(self.settings.database_url, self.settings.database_pool_max)

@@ -54,6 +54,10 @@ class CommonSettings(BaseSettings):
     http_body_timeout_s: float = 30.0
     # A consumer with lag that makes no progress for this long is not ready (/readyz names it).
     stall_s: float = 60.0
+    # A consumer that has waited this long for its group to assign it partitions (a join that
+    # never completes) is replaced by a new one; a rebalance normally takes seconds, at most the
+    # slowest member's revoke (bounded by max.poll.interval, 300 s, in theory).
+    consumer_rejoin_deadline_s: float = 120.0
     # Shares of the processors between tenants with work, `tenant=weight,...`; unlisted: 1.
     tenant_weights: str = ""
     # Retention (shared/retention.py): a job is forgotten this long after its final status; each

@@ -21,6 +21,7 @@ from shared import retry
 from shared.consumer import Batch, ConsumerLoop, Delivery
 from shared.retry import PermanentFailure, TransientCondition, is_transient, retry_record_work
 from shared.settings import CommonSettings
+from tests.support.records import Record
 
 
 @pytest.fixture(autouse=True)
@@ -123,17 +124,6 @@ class FakeRuntime:
 
     def add_check(self, name: str, check: Any) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    key: bytes | None = None
-    timestamp: int = 0
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class Handler:
