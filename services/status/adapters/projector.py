@@ -31,6 +31,7 @@ from shared.retry import PermanentFailure, retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies, retry_in_listener
 
 log = logging.getLogger(__name__)
+RELAY_PUBLISH_S = 30.0  # one round of the outbox relay, row locks held (see _publish_transitions)
 JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a final status", ["status"])
 
 
@@ -136,12 +137,14 @@ class Projector(ConsumerRebalanceListener):
             try:
                 await self._publish_transitions()
             except Exception as exc:  # noqa: BLE001 - retried on the next tick
-                log.warning("status relay failed (%s); retrying", exc)
+                log.warning("status relay failed (%s: %s); retrying", type(exc).__name__, exc)
 
     async def _publish_transitions(self) -> None:
         """Publish and mark in one transaction, rows locked: with several status instances,
-        one job's transitions are never published out of order."""
-        async with transaction(self.runtime.pool) as conn:
+        one job's transitions are never published out of order. Bounded: the fold updates the
+        same rows, so a publish that never ends (the idempotent producer retries a retriable
+        error for ever) must not hold their locks for ever; the rows are published again later."""
+        async with asyncio.timeout(RELAY_PUBLISH_S), transaction(self.runtime.pool) as conn:
             rows = await view.unemitted(conn)
             if not rows:
                 return
