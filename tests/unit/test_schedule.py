@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.scheduler.domain import Schedule, released, task_partition, tasks_for
+from services.scheduler.domain import RecentlyReleased, Schedule, released, task_partition, tasks_for
 from shared.events import JobSubmitted, Visit
 
 T0 = datetime(2025, 2, 16, 5, 0, tzinfo=UTC)
@@ -190,3 +190,41 @@ def test_a_release_of_many_small_jobs_loads_four_processors_evenly() -> None:
         per_processor = [sum(per_partition[p::4]) for p in range(4)]
         worst.append(max(per_processor) / (5120 / 4))
     assert max(worst) <= 1.03, worst
+
+
+# -- jobs released lately: kept while their mark may race a re-published submit, then forgotten --
+def test_a_released_job_is_remembered_until_its_mark_is_grace_old_then_forgotten() -> None:
+    lately = RecentlyReleased(grace_s=60, most=1000)
+    first, second = uuid4(), uuid4()
+    lately.released(first)
+    lately.released(second)
+    lately.forget_old(now=10_000)  # not marked yet: however old, kept (the mark may still race)
+    assert first in lately and second in lately
+    lately.marked([first, second], now=100)
+    lately.forget_old(now=159)
+    assert len(lately) == 2
+    lately.forget_old(now=161)
+    assert first not in lately and second not in lately and len(lately) == 0
+
+
+def test_an_unmarked_release_holds_back_the_later_ones_but_the_count_bound_always_holds() -> None:
+    lately = RecentlyReleased(grace_s=60, most=3)
+    ids = [uuid4() for _ in range(5)]
+    for job_id in ids:
+        lately.released(job_id)
+    lately.marked(ids[1:], now=990)  # the oldest is still being marked
+    lately.forget_old(now=1_000)
+    assert len(lately) == 3 and ids[0] not in lately and ids[1] not in lately  # over the bound: oldest first
+    lately.forget_old(now=1_051)
+    assert len(lately) == 0  # the rest were marked over a grace ago
+
+
+def test_a_steady_stream_of_releases_keeps_only_about_a_grace_of_them() -> None:
+    lately = RecentlyReleased(grace_s=60, most=100_000)
+    for second in range(600):  # 40 jobs a second for 10 minutes, each marked 2 s after release
+        batch = [uuid4() for _ in range(40)]
+        for job_id in batch:
+            lately.released(job_id)
+        lately.marked(batch, now=second + 2)
+        lately.forget_old(now=second)
+    assert 60 * 40 <= len(lately) <= 63 * 40

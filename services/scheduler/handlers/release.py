@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prometheus_client import Counter, Gauge
 
-from services.scheduler.domain import Decided, Decision, Found, Schedule, decide_all, released
+from services.scheduler.domain import Decided, Decision, Found, RecentlyReleased, Schedule, decide_all, released
 from services.scheduler.handlers.dispatch import Dispatcher, wait_or_resend
 from services.scheduler.ports import Acks, CommandLedger, Publisher, ReleaseStore
 from services.scheduler.settings import SchedulerSettings
@@ -40,7 +41,8 @@ HOT_HORIZON_S = 5.0
 PREFETCH_S = 1.0  # how far ahead of their due time jobs' events are read into memory
 PREFETCH_EVERY_S = 0.25
 HOT_MAX = 20_000
-RELEASED_LATELY_MAX = 100_000  # ids; a release is marked in the table within seconds
+RELEASED_LATELY_MAX = 100_000  # ids (a hard bound; they go RELEASED_LATELY_S after their mark)
+RELEASED_LATELY_S = 60.0  # a release is marked in the table within seconds
 MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
 Commands = list[tuple[int, JobCommand]]  # (partition, command)
@@ -72,11 +74,8 @@ class Releaser:
         # release was begun by the process that died): dispatched on from there when released
         self._resume: dict[UUID, int] = {}
         self._confirming = asyncio.Semaphore(MAX_UNCONFIRMED_RELEASES)
-        # jobs this instance released lately: a re-published submit (an Idempotency-Key retry,
-        # or a redelivery) stored while a release was still being marked read the row as
-        # pending, and must not be held again (it released the job twice). Older ones are
-        # caught by the row's state; the bound keeps this small.
-        self._released_lately: dict[UUID, None] = {}
+        # jobs this instance released lately (see RecentlyReleased: why, and how long)
+        self._released_lately = RecentlyReleased(RELEASED_LATELY_S, RELEASED_LATELY_MAX)
 
     # -- the schedule in memory ------------------------------------------------------------
     def add_submitted(self, submitted: Submitted, owned: set[int]) -> None:
@@ -238,9 +237,8 @@ class Releaser:
         due = dict(self.schedule.pop_due_entries(now, self.settings.scheduler_release_batch))
         for job_id in due:
             self._maybe_released.pop(job_id, None)
-            self._released_lately[job_id] = None
-        while len(self._released_lately) > RELEASED_LATELY_MAX:
-            del self._released_lately[next(iter(self._released_lately))]
+            self._released_lately.released(job_id)
+        self._released_lately.forget_old(time.monotonic())
         return due
 
     async def _announce(self, jobs: list[JobSubmitted]) -> Acks:
@@ -256,6 +254,7 @@ class Releaser:
             await retry_record_work("marking jobs released", lambda: self.store.mark_released(jobs))
             RELEASED.inc(len(jobs))
         finally:
+            self._released_lately.marked((job.job_id for job in jobs), time.monotonic())
             self._confirming.release()
 
     async def wait_confirmed(self) -> None:
