@@ -19,7 +19,11 @@ def json_formatter() -> logging.Formatter:
 class OncePer(logging.Filter):
     """Lets a record of loggers under `prefix` through at most once per `every_s` for each
     message template (its unformatted `msg`): a library that repeats one error a hundred times a
-    second while a broker restarts says it once a minute, and its rare errors still show."""
+    second while a broker restarts says it once a minute, and its rare errors still show.
+
+    aiokafka logs conditions it retries on its own (a broker not up yet, no group coordinator
+    yet) at ERROR; they are shown as WARNING, so ERROR keeps meaning "someone should look": only
+    a record with a traceback (one of its tasks died) stays ERROR."""
 
     def __init__(self, prefix: str, every_s: float) -> None:
         super().__init__()
@@ -36,6 +40,8 @@ class OncePer(logging.Filter):
         if len(self._last) > 1000:  # templates, not values: a handful; bounded all the same
             self._last.clear()
         self._last[key] = record.created
+        if record.levelno == logging.ERROR and not record.exc_info:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 

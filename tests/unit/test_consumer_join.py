@@ -9,6 +9,7 @@ consumer do (a real broker cannot be made to hang a join on demand)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -149,6 +150,16 @@ def test_a_library_error_repeated_while_a_broker_restarts_is_logged_once_a_minut
     assert passed == [True, False, False, True]
     assert once.filter(record("aiokafka.consumer.fetcher", "Unexpected error in fetcher routine", 2))
     assert all(once.filter(record("shared.runtime", "mine", t)) for t in (0, 0, 0))  # not aiokafka: all pass
+    retried = record("aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: %s", 0)
+    assert once.filter(retried) and retried.levelname == "WARNING"  # aiokafka retries it: not an ERROR
+    try:
+        raise RuntimeError("bug")
+    except RuntimeError:
+        died = logging.LogRecord("aiokafka.producer.sender", logging.ERROR, __file__, 1,
+                                 "Unexpected error in sender routine", (), sys.exc_info())
+    assert once.filter(died) and died.levelname == "ERROR"  # one of its tasks died: stays an ERROR
+    mine = record("shared.consumer", "a real error", 0)
+    assert once.filter(mine) and mine.levelname == "ERROR"
 
 
 def test_a_cancellation_from_inside_aiokafka_does_not_end_the_loop_but_a_stop_does() -> None:
