@@ -87,3 +87,17 @@ def test_revoked_partitions_store_their_cursors_and_drop_their_jobs() -> None:
     asyncio.run(round_then_revoke())
     assert table.cursors[lost.job_id] > 0 and lost.job_id not in dispatcher.queue
     assert kept.job_id in dispatcher.queue
+
+
+def test_a_job_resumed_with_every_task_already_dispatched_leaves_nothing_behind() -> None:
+    """A crash after the last round's cursors were stored but before the release was marked: the
+    job is released again with all its tasks dispatched. Nothing is queued, and nothing about it
+    is kept (it was kept until its partition was revoked)."""
+    dispatcher = Dispatcher(SchedulerSettings(dispatch_window=WINDOW), FakeTable(), FakeTaskSender(), lambda: 1.0)
+    done = job("team-a", 3)
+    dispatcher.add(done, partition=0, dispatched=3)
+    assert len(dispatcher.queue) == 0 and done.job_id not in dispatcher.queue
+    assert done.job_id not in dispatcher._jobs and done.job_id not in dispatcher._events  # noqa: SLF001
+    half = job("team-a", 3)
+    dispatcher.add(half, partition=0, dispatched=1)
+    assert half.job_id in dispatcher._jobs and len(dispatcher.queue) == 2  # noqa: SLF001 - two left: queued

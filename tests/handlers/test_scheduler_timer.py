@@ -137,3 +137,19 @@ def test_the_partitions_owned_are_asked_after_the_decisions_are_durable() -> Non
     owned_once_stored = lambda: {0} if move.command_id in ledger.stored else set()  # noqa: E731
     [decision] = asyncio.run(timer.decide([(0, move)], owned=owned_once_stored))
     assert decision.accepted and timer.schedule.next_due_at() == sooner
+
+
+def test_revoking_a_partition_forgets_where_its_half_dispatched_jobs_were_to_resume() -> None:
+    """A job found due and half dispatched on assignment is resumed from its count when released
+    here; if its partition is revoked first, its new owner resumes it, and nothing of it stays."""
+    table = FakeTable()
+    timer, due = releaser(table), datetime.now(UTC) - timedelta(seconds=1)
+    lost, kept = uuid4(), uuid4()
+    table.pending = [(lost, due, 3, 2), (kept, due, 4, 1)]  # (job, due, partition, dispatched)
+
+    async def scenario() -> None:
+        await timer.load([3, 4])
+        assert timer._resume == {lost: 2, kept: 1}  # noqa: SLF001
+        await timer.forget({3})
+    asyncio.run(scenario())
+    assert timer._resume == {kept: 1} and not timer.holds(lost)  # noqa: SLF001

@@ -94,6 +94,9 @@ class Dispatcher:
 
     def _queue_job(self, job_id: UUID, partition: int, tenant: str | None, priority: int, total: int,
                    dispatched: int) -> None:
+        if dispatched >= total:  # every task went out before a crash: nothing to queue, nor to keep
+            self._events.pop(job_id, None)
+            return
         self._jobs[job_id] = (partition, tenant_label(tenant), tenant or "")
         self.queue.add(tenant or "", priority, job_id, CursorLane(total, dispatched))
         self.wakeup.set()

@@ -147,6 +147,8 @@ class Releaser:
             await self.dispatcher.forget(lost)
             self.schedule.drop_partitions(lost)
             self._hot = {j: h for j, h in self._hot.items() if h[0] not in lost}
+            for job_id in [j for j, p in self._maybe_released.items() if p in lost]:
+                self._resume.pop(job_id, None)  # loaded with the partition: its new owner resumes it
             self._maybe_released = {j: p for j, p in self._maybe_released.items() if p not in lost}
 
     async def load(self, partitions: list[int]) -> None:
