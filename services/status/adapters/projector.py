@@ -118,12 +118,15 @@ class Projector(ConsumerRebalanceListener):
         stored = await retry_in_listener("loading stored offsets", load)
         consumer = self.loop.consumer
         assert consumer is not None
+        unseen = []
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
-                await consumer.seek_to_beginning(tp)
+                unseen.append(tp)
             else:
                 consumer.seek(tp, offset)
+        if unseen:  # one reset for all: each call may wait a request timeout, and no heartbeat goes meanwhile
+            await consumer.seek_to_beginning(*unseen)
 
     # -- outbox relay: publish status transitions ------------------------------------------
     async def _relay(self) -> None:
