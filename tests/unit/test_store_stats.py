@@ -117,3 +117,21 @@ def test_records_the_table_would_refuse_are_value_errors_not_endless_retries(raw
     """A tombstone, absurd nesting, a NUL in a text field, a perimeter over bigint: skipped."""
     with pytest.raises(ValueError):
         domain.parse_outcome(raw)  # type: ignore[arg-type]
+
+
+def test_readiness_asked_before_the_consumer_has_started_is_a_503_not_a_500() -> None:
+    """faust starts its web server before its consumer thread: a probe in between found
+    `ConsumerNotStarted` raised through the page (a 500 and a traceback logged at ERROR)."""
+    from types import SimpleNamespace
+
+    from faust.exceptions import ConsumerNotStarted
+
+    from services.storestats.adapters.web import readiness
+
+    class NotStarted:
+        def assignment(self) -> set[object]:
+            raise ConsumerNotStarted("Consumer thread not yet started")
+    stats = SimpleNamespace(app=SimpleNamespace(consumer=NotStarted()),
+                            settings=SimpleNamespace(topics=SimpleNamespace(results="t.results")))
+    checks, reasons = readiness(stats)  # type: ignore[arg-type]
+    assert checks == {"kafka": False} and reasons == {"kafka": "the consumer is starting"}

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -67,7 +68,10 @@ def readiness(stats: StatsApp) -> tuple[dict[str, bool], dict[str, str]]:
     """The checks, and why the failing ones fail (`progress`: lag, and no batch written for
     STALL_S)."""
     app = stats.app
-    assigned = stats.settings.topics.results in {tp.topic for tp in app.consumer.assignment()}
+    try:
+        assigned = stats.settings.topics.results in {tp.topic for tp in app.consumer.assignment()}
+    except ConsumerNotStarted:  # asked in the moment between the web server's start and the consumer's
+        return {"kafka": False}, {"kafka": "the consumer is starting"}
     checks = {"kafka": assigned, "database": stats.loaded.is_set(), "settled": not app.rebalancing}
     reasons: dict[str, str] = {}
     stalled = stats.stall.stalled_for()
