@@ -47,7 +47,7 @@ from shared.kafka import BUSY_FETCH_MIN_BYTES, consumer_options, set_fetch_wait
 from shared.metrics import CONSUMER_STALLED, CONSUMERS_REPLACED, EVENTS_CONSUMED
 from shared.pacing import Pacer
 from shared.retry import PermanentFailure, isolating, retry_record_work
-from shared.runtime import Runtime, consumer_lag, exit_process, fetch_batch, retry_forever
+from shared.runtime import Runtime, consumer_lag, fetch_batch, retry_forever
 from shared.settings import CommonSettings
 from shared.stall import JoinWatch, StallWatch
 
@@ -166,7 +166,8 @@ class ConsumerLoop:
 
     async def _replace_consumer(self, waited: float) -> None:
         """Leave the stuck consumer (bounded: a join that never ends may not close either; then
-        the process exits, for the supervisor to restart) and join with a new one."""
+        this loop ends with the error, and the service's `exit_if_it_dies` watch on it takes the
+        process down for the supervisor to restart) and join with a new one."""
         old, self.consuming = self.consumer, False
         assert old is not None
         log.error("%s: the Kafka consumer has waited %.0fs for the group to assign partitions; "
@@ -177,8 +178,8 @@ class ConsumerLoop:
             async with asyncio.timeout(REPLACE_CLOSE_S):
                 await old.stop()
         except TimeoutError:
-            exit_process(f"{self.service}: closing a consumer stuck in its group join", None)
-            raise
+            raise RuntimeError(f"{self.service}: a consumer stuck in its group join did not close "
+                               f"in {REPLACE_CLOSE_S:.0f}s") from None
         await self._join()
 
     def _pace(self, count: int) -> None:

@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from unittest.mock import patch
 
 from aiokafka import TopicPartition
 
@@ -185,3 +186,24 @@ def test_a_cancellation_from_inside_aiokafka_does_not_end_the_loop_but_a_stop_do
         return got, stopping.cancelled()
     got, stopped = asyncio.run(scenario())
     assert got == {} and stopped
+
+
+def test_a_stuck_consumer_that_will_not_close_ends_the_loop_with_the_reason() -> None:
+    """Its service watches the loop (`exit_if_it_dies`), so the process exits once, for the
+    supervisor to restart it."""
+    class WillNotClose(FakeConsumer):
+        async def stop(self) -> None:
+            await asyncio.Event().wait()
+
+    async def scenario() -> BaseException | None:
+        runtime = FakeRuntime()
+        loop = ConsumerLoop(CommonSettings(consumer_rejoin_deadline_s=0.4), runtime, "test", ["t"],  # type: ignore[arg-type]
+                            lambda batch: asyncio.sleep(0), commit="by_handler", timeout_ms=20,
+                            make_consumer=lambda: WillNotClose(stuck=True))  # type: ignore[arg-type, return-value]
+        runtime.connected.set()
+        with patch("shared.consumer.REPLACE_CLOSE_S", 0.05):
+            task = asyncio.create_task(loop.run())
+            await asyncio.wait({task}, timeout=5)
+        return task.exception() if task.done() else None
+    error = asyncio.run(scenario())
+    assert isinstance(error, RuntimeError) and "did not close" in str(error)
