@@ -222,13 +222,20 @@ async def decisions(conn: AsyncConnection[Any], command_ids: list[UUID]) -> dict
     return {c: (accepted, state) for c, accepted, state in rows}
 
 
+UNEMITTED = ("SELECT job_id, status, total_images, succeeded, failed FROM status_jobs"
+             " WHERE emitted_status IS DISTINCT FROM status AND submitted"
+             " ORDER BY job_id LIMIT %s FOR UPDATE SKIP LOCKED")
+
+
 async def unemitted(conn: AsyncConnection[Any], limit: int = 1000) -> list[tuple[UUID, str, int, int, int]]:
     """(job_id, status, total, succeeded, failed) of rows whose status change was not published,
-    locked (SKIP LOCKED: another status instance takes others) until the transaction ends."""
-    return await (await conn.execute(
-        "SELECT job_id, status, total_images, succeeded, failed FROM status_jobs"
-        " WHERE emitted_status IS DISTINCT FROM status AND submitted"
-        " LIMIT %s FOR UPDATE SKIP LOCKED", (limit,))).fetchall()
+    locked (SKIP LOCKED: another status instance takes others) until the transaction ends.
+
+    Ordered by job id so the plan walks the partial index `status_jobs_unemitted`: PostgreSQL
+    cannot estimate how few rows `IS DISTINCT FROM` between two columns leaves, and with a bare
+    LIMIT it chose a sequential scan of the whole view on every round (in the soak 3.5 ms a
+    round, a tenth of a core, growing with the table; the index walk reads only what is due)."""
+    return await (await conn.execute(UNEMITTED, (limit,))).fetchall()
 
 
 async def mark_emitted(conn: AsyncConnection[Any], rows: list[tuple[UUID, str]]) -> None:
