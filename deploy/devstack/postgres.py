@@ -119,6 +119,9 @@ class PostgresServer(ChildServer):
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             self.check_alive()
+            if not accepting_connections(self.pgdata):
+                time.sleep(0.05)
+                continue
             try:
                 with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres",
                                      autocommit=True, connect_timeout=2) as conn:
@@ -131,6 +134,18 @@ class PostgresServer(ChildServer):
             except psycopg.OperationalError:
                 time.sleep(0.2)
         raise self.not_ready(f"accept connections on port {self.port}", deadline_s)
+
+
+def accepting_connections(pgdata: Path) -> bool:
+    """The server says it accepts connections: the status line of its `postmaster.pid` (the 8th)
+    reads `ready`, as `pg_ctl -w` checks. A client connecting before that, in the few ms while
+    it starts up, is refused with a FATAL line in the server's log ("the database system is
+    starting up"), which `make run`'s output and the soak's error count would show."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) >= 8 and lines[7].strip() == "ready"
 
 
 def let_server_user_traverse(path: Path) -> None:
