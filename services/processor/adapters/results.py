@@ -167,8 +167,9 @@ class Recorder:
 
     async def _publish(self, outcomes: list[ImageOutcome]) -> None:
         producer = self._runtime.producer
-        # the task id as a header too: the scheduler frees the task's place in its dispatch window
-        # by reading it, without decoding the outcome (services/scheduler/adapters/completions.py)
+        # the task id as a header too, so a reader can tell which task an outcome is about without
+        # decoding it (the scheduler no longer reads it: it frees places in its dispatch window
+        # from the processors' committed offsets, services/scheduler/adapters/completions.py)
         acks = [await producer.send(self._topic, encode_event(o), key=str(o.job_id).encode(),
                                     headers=[("task_id", o.task_id.encode())]) for o in outcomes]
         await asyncio.gather(*acks)
