@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS storestats_totals (
 
 # Each window's sums, kept as its rows are counted: reading a window (or a store's latest mean)
 # costs one row per reason, not a scan of every image the window holds. Grouping the image rows
-# on every batch cost PostgreSQL a quarter of a core in the soak, growing with the window and,
+# on every batch cost PostgreSQL 37% of a core in the soak, growing with the window and,
 # for the latest mean, with everything kept (STORESTATS_KEEP_S: 7 days by default).
 WINDOW_SUMS = """
 CREATE TABLE storestats_windows (
@@ -101,9 +101,9 @@ ORDER BY store_id, window_start DESC
 async def create_tables(pool: AsyncConnectionPool) -> None:
     async with transaction(pool) as conn:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('storestats_schema'))")
-        found = await (await conn.execute("SELECT to_regclass('storestats_windows') IS NULL")).fetchone()
+        missing = await (await conn.execute("SELECT to_regclass('storestats_windows') IS NULL")).fetchone()
         await conn.execute(SCHEMA)
-        if found and found[0]:  # a fresh install, or one from before the sums: they start from the rows kept
+        if missing and missing[0]:  # a fresh install, or one from before the sums: they start from the rows kept
             await conn.execute(WINDOW_SUMS)
 
 
