@@ -1,20 +1,22 @@
-"""The processor's pure rules: measuring an image, the simulated GPU delay, error classes, and
-which offsets may be committed when tasks finish out of order."""
+"""The processor's pure rules: measuring an image, the simulated GPU delay, error classes, the
+order fetched tasks start in, and which offsets may be committed when tasks finish out of order."""
 
 from __future__ import annotations
 
 import io
 import random
 import warnings
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from PIL import Image
 
+from shared.fairness import DequeLane, FairQueue
 from shared.retry import TransientCondition
 
 P = TypeVar("P", bound=Hashable)  # a partition (Kafka's TopicPartition in the service)
+T = TypeVar("T")
 
 
 class StoreMasterNotLoaded(TransientCondition):  # a condition that passes: retried
@@ -196,6 +198,52 @@ def parse_gpu_delay(spec: str) -> tuple[float, float]:
 
 def gpu_delay(bounds: tuple[float, float], rng: random.Random) -> float:
     return rng.uniform(*bounds) if bounds[1] > 0 else 0.0
+
+
+# -- the order fetched tasks start in -------------------------------------------------------
+class StartQueue(Generic[T]):
+    """Fetched tasks waiting for a download slot: shared between tenants by weight
+    (shared/fairness.py), so another tenant's task is not queued behind this processor's whole
+    backlog; within a tenant the most urgent priority first, then in the order fetched, which on
+    each partition is offset order.
+
+    Not a tenant's jobs in turn: the scheduler already interleaved them when it dispatched, and
+    a processor commits only below its oldest unfinished task on a partition, while the
+    scheduler's dispatch window frees a place only once the committed offset passes its task.
+    Starting a tenant's later tasks first therefore filled the window with finished tasks: at
+    550 images/s on 2 cores it stayed full and jobs were released up to 2 s late."""
+
+    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+        self._queue: FairQueue[T] = FairQueue(weights)
+        self._lanes: set[tuple[str, int]] = set()  # (tenant, priority) of lanes that may hold tasks
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, tenant: str, priority: int, item: T) -> None:
+        self._lanes.add((tenant, priority))
+        self._queue.append(tenant, priority, (tenant, priority), item)
+
+    def pop(self) -> T | None:
+        """The next task to start, or None when none waits."""
+        picked = self._queue.pop()
+        return None if picked is None else picked[1]
+
+    def drop(self, unwanted: Callable[[T], bool]) -> int:
+        """Forget the waiting tasks `unwanted` picks (a revoked partition's), keeping the
+        others in order; how many were dropped."""
+        dropped = 0
+        for tenant, priority in list(self._lanes):
+            lane = self._queue.lane((tenant, priority))
+            if not isinstance(lane, DequeLane):  # emptied by pop()
+                self._lanes.discard((tenant, priority))
+                continue
+            if any(unwanted(item) for item in lane):
+                self._queue.remove((tenant, priority))
+                kept: DequeLane[T] = DequeLane(item for item in lane if not unwanted(item))
+                dropped += len(lane) - len(kept)
+                self._queue.add(tenant, priority, (tenant, priority), kept)
+        return dropped
 
 
 # -- offsets: which may be committed when tasks finish out of order ------------------------

@@ -24,13 +24,13 @@ from collections.abc import Callable, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Histogram
 
-from services.processor.domain import OffsetTracker
+from services.processor.domain import OffsetTracker, StartQueue
 from services.processor.handlers.process import OUTCOMES, Deps, failed, process
 from services.processor.ports import Edge, ResultRecorder
 from services.processor.settings import ProcessorSettings
 from shared.consumer import Batch, ConsumerLoop, Delivery
 from shared.events import ImageOutcome, ImageSucceeded, ImageTask
-from shared.fairness import DequeLane, FairQueue, parse_weights
+from shared.fairness import parse_weights
 from shared.metrics import STAGE, tenant_label
 from shared.retry import PermanentFailure, retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies
@@ -72,7 +72,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
                                  max_records=s.processor_concurrency * 2, timeout_ms=200)
         self._inflight: set[asyncio.Task[None]] = set()
         # fetched tasks waiting for a download slot: (partition, record, outcome already recorded)
-        self.waiting: FairQueue[tuple[TopicPartition, Delivery, ImageOutcome | None]] = FairQueue(
+        self.waiting: StartQueue[tuple[TopicPartition, Delivery, ImageOutcome | None]] = StartQueue(
             parse_weights(s.tenant_weights))
         self._work = asyncio.Event()
         self._running: Counter[TopicPartition] = Counter()  # started tasks not finished, per partition
@@ -144,14 +144,13 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 self.backlog.release()
                 return
             self.tracker.started(tp, delivery.offset)
-            self.waiting.append(task.tenant or "", task.priority, task.job_id, (tp, delivery, known.get(task.task_id)))
+            self.waiting.put(task.tenant or "", task.priority, (tp, delivery, known.get(task.task_id)))
             self._work.set()
 
     async def _start_fairly(self) -> None:
         """Whenever a download slot is free, start the next waiting task: shared fairly between
-        tenants (TENANT_WEIGHTS), within a tenant the most urgent job first, then its jobs in
-        turn (shared/fairness.py), so a task of another tenant's small job is not queued behind
-        this processor's whole backlog."""
+        tenants (TENANT_WEIGHTS), within a tenant the most urgent first, then in the order
+        fetched (domain.StartQueue says why not its jobs in turn)."""
         while True:
             await self.slots.acquire()
             while not len(self.waiting):
@@ -159,7 +158,7 @@ class ProcessorWorker(ConsumerRebalanceListener):
                 await self._work.wait()
             picked = self.waiting.pop()
             assert picked is not None
-            tp, delivery, known = picked[1]
+            tp, delivery, known = picked
             task: ImageTask = delivery.event
             assert self.consumer is not None
             if tp not in self.consumer.assignment():  # revoked while it waited: its new owner has it
@@ -251,17 +250,8 @@ class ProcessorWorker(ConsumerRebalanceListener):
 
     def _unqueue(self, revoked: set[TopicPartition]) -> None:
         """Drop the waiting tasks of revoked partitions (their new owner gets them again)."""
-        for job in list(self.waiting.jobs()):
-            lane = self.waiting.lane(job)
-            if not isinstance(lane, DequeLane) or not any(item[0] in revoked for item in lane):
-                continue
-            self.waiting.remove(job)
-            for item in lane:
-                if item[0] in revoked:
-                    self.backlog.release()
-                else:
-                    task = item[1].event
-                    self.waiting.append(task.tenant or "", task.priority, job, item)
+        for _ in range(self.waiting.drop(lambda item: item[0] in revoked)):
+            self.backlog.release()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if not revoked:
