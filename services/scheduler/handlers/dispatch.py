@@ -37,6 +37,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.window import TasksOut
 from shared.events import MAX_JOBS_PER_DISPATCH_EVENT, JobSubmitted, TasksDispatched, encode_event, envelope, utcnow
 from shared.fairness import CursorLane, FairQueue, parse_weights
+from shared.group_commit import GroupCommit
 from shared.metrics import STAGE, latency_histogram, tenant_label
 from shared.retry import retry_record_work
 from shared.runtime import exit_if_it_dies
@@ -63,6 +64,8 @@ class Dispatcher:
         could be missed, and its place in the window held until the lease ends)."""
         self.settings, self.store, self.sender, self.owned_share = settings, store, sender, owned_share
         self.watching = watching
+        # rounds' cursors acknowledged meanwhile are stored in one statement (shared/group_commit.py)
+        self._cursor_writes: GroupCommit[tuple[UUID, int]] = GroupCommit(self._store_cursors)
         self.queue: FairQueue[int] = FairQueue(parse_weights(settings.tenant_weights))
         self.wakeup = asyncio.Event()
         # job -> (partition, tenant label, tenant as queued), while queued or unconfirmed
@@ -230,12 +233,19 @@ class Dispatcher:
                 self._acked[job_id] = max(cursor, self._acked.get(job_id, 0))
             if milestones:
                 await retry_record_work("storing dispatch cursors",
-                                        lambda: self.store.record_dispatched(milestones))
+                                        lambda: self._cursor_writes.write(milestones.items()))
             for job_id in cursors:
                 if job_id not in self.queue and job_id in milestones:  # its last task is out and stored
                     self._drop(job_id)
         finally:
             self._confirming.release()
+
+    async def _store_cursors(self, cursors: list[tuple[UUID, int]]) -> None:
+        """Several rounds' cursors at once: a job in more than one keeps its furthest."""
+        furthest: dict[UUID, int] = {}
+        for job_id, cursor in cursors:
+            furthest[job_id] = max(cursor, furthest.get(job_id, 0))
+        await self.store.record_dispatched(furthest)
 
     def _note_offsets(self, sends: list[TaskRecord], acks: Acks) -> None:
         """Where each task of an acknowledged round landed: it is done once the processors'

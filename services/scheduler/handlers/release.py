@@ -33,6 +33,7 @@ from services.scheduler.handlers.dispatch import Dispatcher, wait_or_resend
 from services.scheduler.ports import Acks, CommandLedger, Publisher, ReleaseStore
 from services.scheduler.settings import SchedulerSettings
 from shared.events import JobCommand, JobSubmitted
+from shared.group_commit import GroupCommit
 from shared.retry import retry_record_work
 from shared.runtime import exit_if_it_dies
 
@@ -57,6 +58,8 @@ class Releaser:
                  ledger: CommandLedger, dispatcher: Dispatcher) -> None:
         self.settings = settings
         self.store, self.publisher, self.ledger = store, publisher, ledger
+        # releases acknowledged meanwhile are marked in one statement (shared/group_commit.py)
+        self._marks: GroupCommit[JobSubmitted] = GroupCommit(store.mark_released)
         self.dispatcher = dispatcher
         self.schedule = Schedule()
         self.wakeup = asyncio.Event()
@@ -253,7 +256,7 @@ class Releaser:
         crash re-releases them on restart (tasks keep their task_id: nothing twice in effect)."""
         try:
             await retry_record_work("releasing jobs", lambda: wait_or_resend(acks, lambda: self._announce(jobs)))
-            await retry_record_work("marking jobs released", lambda: self.store.mark_released(jobs))
+            await retry_record_work("marking jobs released", lambda: self._marks.write(jobs))
             RELEASED.inc(len(jobs))
         finally:
             self._released_lately.marked((job.job_id for job in jobs), time.monotonic())
