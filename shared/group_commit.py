@@ -1,12 +1,13 @@
 """Group commit: many callers' small writes in one statement.
 
-Each caller awaits `write(items)`. The first caller's items are written at once; items from
-callers who arrive while that write runs wait for it and then go together in the next one. So
-an idle caller waits for nothing extra, and under load there is one write per round trip rather
-than one per caller. The scheduler marks jobs released and stores dispatch cursors this way: at
-100 submits/s each job fell due on its own, and one transaction per release and per dispatch
-round was a third of the scheduler's CPU, with PostgreSQL's share on top (docs/benchmarks.md
-"Soak").
+Each caller awaits `write(items)`. A write starts `linger_s` after the first caller's items
+arrive and carries everything that arrived by then; items arriving while it runs go in the next
+one. So under load there is one write per `linger_s` (or per round trip) rather than one per
+caller, and a caller waits `linger_s` longer (and for a write already running). Only for writes nobody waits on to see
+a result: the scheduler marks jobs released (the `JobReleased` event is already out; the mark
+only tells a restart not to release them again) and stores dispatch cursors this way. At 100
+submits/s each job fell due on its own, and a transaction per release and per dispatch round
+was a third of the scheduler's CPU, with PostgreSQL's share on top (docs/benchmarks.md "Soak").
 
 A write that fails fails every caller whose items were in it, with the same exception; each
 caller's own retry (shared/retry.py) then writes its items again, grouped with whatever waits
@@ -25,8 +26,9 @@ T = TypeVar("T")
 class GroupCommit(Generic[T]):
     """`write(items)` through `flush(all items waiting)`, one flush at a time (module docstring)."""
 
-    def __init__(self, flush: Callable[[list[T]], Awaitable[None]]) -> None:
+    def __init__(self, flush: Callable[[list[T]], Awaitable[None]], linger_s: float = 0.0) -> None:
         self._flush = flush
+        self._linger_s = linger_s
         self._waiting: list[tuple[list[T], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -40,8 +42,10 @@ class GroupCommit(Generic[T]):
 
     async def _flush_while_waiting(self) -> None:
         while self._waiting:
-            group, self._waiting = self._waiting, []
+            group: list[tuple[list[T], asyncio.Future[None]]] = []
             try:
+                await asyncio.sleep(self._linger_s)
+                group, self._waiting = self._waiting, []
                 await self._flush([item for items, _ in group for item in items])
             except Exception as exc:  # noqa: BLE001 - handed to every caller in the group
                 outcome: BaseException | None = exc

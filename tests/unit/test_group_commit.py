@@ -94,3 +94,17 @@ def test_a_cancelled_caller_leaves_the_others_written() -> None:
             await gone
         return store.writes
     assert asyncio.run(scenario()) == [["a"], ["b", "c"]]  # b's write stands: writes are idempotent
+
+
+def test_with_a_linger_writes_close_together_go_in_one() -> None:
+    async def scenario() -> list[list[str]]:
+        store = Store()
+        group = GroupCommit(store.flush, linger_s=0.05)
+        first = asyncio.create_task(group.write(["a"]))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(group.write(["b"]))
+        await asyncio.sleep(0.01)
+        assert store.writes == []  # still lingering
+        await asyncio.gather(first, second, group.write(["c"]))
+        return store.writes
+    assert asyncio.run(scenario()) == [["a", "b", "c"]]

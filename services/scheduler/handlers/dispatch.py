@@ -48,7 +48,8 @@ LEASE_S = 300.0
 # this often: a backlog dispatched in turns would otherwise publish one event per task or so (in
 # a 10,000-image burst, as many as the outcomes, for the status view to fold).
 PROGRESS_EVERY_S = 2.0
-MAX_UNCONFIRMED_ROUNDS = 16
+MAX_UNCONFIRMED_ROUNDS = 16  # rounds handed to the producer, not yet acknowledged
+CURSOR_LINGER_S = 0.1  # acknowledged rounds' cursors are stored together this often (shared/group_commit.py)
 EVENTS_KEPT = 20_000  # jobs whose JobSubmitted stays in memory while they are dispatched
 LATENESS = latency_histogram("imagejobs_scheduler_lateness_seconds", "First task emitted minus scheduled_time")
 TASKS_EMITTED = Total("imagejobs_scheduler_tasks_emitted_total", "Image tasks emitted")
@@ -65,7 +66,7 @@ class Dispatcher:
         self.settings, self.store, self.sender, self.owned_share = settings, store, sender, owned_share
         self.watching = watching
         # rounds' cursors acknowledged meanwhile are stored in one statement (shared/group_commit.py)
-        self._cursor_writes: GroupCommit[tuple[UUID, int]] = GroupCommit(self._store_cursors)
+        self._cursor_writes: GroupCommit[tuple[UUID, int]] = GroupCommit(self._store_cursors, CURSOR_LINGER_S)
         self.queue: FairQueue[int] = FairQueue(parse_weights(settings.tenant_weights))
         self.wakeup = asyncio.Event()
         # job -> (partition, tenant label, tenant as queued), while queued or unconfirmed
@@ -228,17 +229,17 @@ class Dispatcher:
                        cursors: dict[UUID, int], milestones: dict[UUID, int]) -> None:
         try:
             await retry_record_work("dispatching tasks", lambda: wait_or_resend(acks, lambda: self.sender.send(sends)))
-            self._note_offsets(sends, acks)
-            for job_id, cursor in cursors.items():
-                self._acked[job_id] = max(cursor, self._acked.get(job_id, 0))
-            if milestones:
-                await retry_record_work("storing dispatch cursors",
-                                        lambda: self._cursor_writes.write(milestones.items()))
-            for job_id in cursors:
-                if job_id not in self.queue and job_id in milestones:  # its last task is out and stored
-                    self._drop(job_id)
         finally:
-            self._confirming.release()
+            self._confirming.release()  # acknowledged: storing the cursors waits without holding a place
+        self._note_offsets(sends, acks)
+        for job_id, cursor in cursors.items():
+            self._acked[job_id] = max(cursor, self._acked.get(job_id, 0))
+        if milestones:
+            await retry_record_work("storing dispatch cursors",
+                                    lambda: self._cursor_writes.write(milestones.items()))
+        for job_id in cursors:
+            if job_id not in self.queue and job_id in milestones:  # its last task is out and stored
+                self._drop(job_id)
 
     async def _store_cursors(self, cursors: list[tuple[UUID, int]]) -> None:
         """Several rounds' cursors at once: a job in more than one keeps its furthest."""

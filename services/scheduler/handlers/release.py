@@ -45,6 +45,7 @@ HOT_MAX = 20_000
 RELEASED_LATELY_MAX = 100_000  # ids (a hard bound; they go RELEASED_LATELY_S after their mark)
 RELEASED_LATELY_S = 60.0  # a release is marked in the table within seconds
 MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
+MARK_LINGER_S = 0.1  # acknowledged releases are marked together this often (shared/group_commit.py)
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
 Commands = list[tuple[int, JobCommand]]  # (partition, command)
 PENDING = Gauge("imagejobs_scheduler_pending_jobs", "Jobs waiting for their time (this instance)")
@@ -59,7 +60,7 @@ class Releaser:
         self.settings = settings
         self.store, self.publisher, self.ledger = store, publisher, ledger
         # releases acknowledged meanwhile are marked in one statement (shared/group_commit.py)
-        self._marks: GroupCommit[JobSubmitted] = GroupCommit(store.mark_released)
+        self._marks: GroupCommit[JobSubmitted] = GroupCommit(store.mark_released, MARK_LINGER_S)
         self.dispatcher = dispatcher
         self.schedule = Schedule()
         self.wakeup = asyncio.Event()
@@ -255,12 +256,15 @@ class Releaser:
         """After the broker acknowledged the jobs' `JobReleased`, mark them released. Until then a
         crash re-releases them on restart (tasks keep their task_id: nothing twice in effect)."""
         try:
-            await retry_record_work("releasing jobs", lambda: wait_or_resend(acks, lambda: self._announce(jobs)))
+            try:
+                await retry_record_work("releasing jobs",
+                                        lambda: wait_or_resend(acks, lambda: self._announce(jobs)))
+            finally:
+                self._confirming.release()  # acknowledged: the mark waits without holding a place
             await retry_record_work("marking jobs released", lambda: self._marks.write(jobs))
             RELEASED.inc(len(jobs))
         finally:
             self._released_lately.marked((job.job_id for job in jobs), time.monotonic())
-            self._confirming.release()
 
     async def wait_confirmed(self) -> None:
         """Every release handed to the producer is acknowledged and marked."""
