@@ -49,7 +49,9 @@ class GroupCommit(Generic[T]):
                 await self._flush([item for items, _ in group for item in items])
             except Exception as exc:  # noqa: BLE001 - handed to every caller in the group
                 outcome: BaseException | None = exc
-            except BaseException:  # cancelled (the service stops): nobody waits for ever
+            except BaseException:  # cancelled: only when the loop is torn down; nobody waits for ever
+                # (cancelled, not failed: a failure would make each caller's task report a death
+                # while the service is stopping anyway)
                 for _, done in group + self._waiting:
                     if not done.done():
                         done.cancel()

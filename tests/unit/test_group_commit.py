@@ -97,14 +97,16 @@ def test_a_cancelled_caller_leaves_the_others_written() -> None:
 
 
 def test_with_a_linger_writes_close_together_go_in_one() -> None:
-    async def scenario() -> list[list[str]]:
+    async def scenario() -> tuple[list[list[str]], list[list[str]]]:
         store = Store()
-        group = GroupCommit(store.flush, linger_s=0.05)
+        group = GroupCommit(store.flush, linger_s=0.5)  # far longer than a busy loop stalls
         first = asyncio.create_task(group.write(["a"]))
-        await asyncio.sleep(0.01)
+        await settle()
         second = asyncio.create_task(group.write(["b"]))
-        await asyncio.sleep(0.01)
-        assert store.writes == []  # still lingering
+        await settle()
+        lingering = list(store.writes)
         await asyncio.gather(first, second, group.write(["c"]))
-        return store.writes
-    assert asyncio.run(scenario()) == [["a", "b", "c"]]
+        return lingering, store.writes
+    lingering, writes = asyncio.run(scenario())
+    assert lingering == []
+    assert writes == [["a", "b", "c"]]

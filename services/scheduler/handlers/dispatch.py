@@ -48,7 +48,10 @@ LEASE_S = 300.0
 # this often: a backlog dispatched in turns would otherwise publish one event per task or so (in
 # a 10,000-image burst, as many as the outcomes, for the status view to fold).
 PROGRESS_EVERY_S = 2.0
-MAX_UNCONFIRMED_ROUNDS = 16  # rounds handed to the producer, not yet acknowledged
+# Rounds handed to the producer, not yet acknowledged. Storing an acknowledged round's cursors
+# holds no place: with PostgreSQL down they wait (bounded by the jobs queued), and a crash then
+# dispatches those jobs' tasks again from their stored cursors, with the same task ids.
+MAX_UNCONFIRMED_ROUNDS = 16
 CURSOR_LINGER_S = 0.1  # acknowledged rounds' cursors are stored together this often (shared/group_commit.py)
 EVENTS_KEPT = 20_000  # jobs whose JobSubmitted stays in memory while they are dispatched
 LATENESS = latency_histogram("imagejobs_scheduler_lateness_seconds", "First task emitted minus scheduled_time")
@@ -168,8 +171,8 @@ class Dispatcher:
         now, stamp = time.monotonic(), utcnow()
         for job_id, ordinal in picks:
             job = events.get(job_id)
-            if job is None:
-                continue  # no longer in the schedule (its partition was taken over meanwhile)
+            if job is None or job_id not in self._jobs:
+                continue  # no longer in the schedule, or dropped (its partition revoked) while loading
             positions = self._positions.get(job_id)
             if positions is None:
                 positions = self._positions[job_id] = image_positions(job)

@@ -44,7 +44,10 @@ PREFETCH_EVERY_S = 0.25
 HOT_MAX = 20_000
 RELEASED_LATELY_MAX = 100_000  # ids (a hard bound; they go RELEASED_LATELY_S after their mark)
 RELEASED_LATELY_S = 60.0  # a release is marked in the table within seconds
-MAX_UNCONFIRMED_RELEASES = 16  # release batches handed to the producer, not yet acknowledged
+# Release batches handed to the producer, not yet acknowledged. Marking an acknowledged batch
+# holds no place: with PostgreSQL down the marks wait (only jobs read ahead, at most HOT_MAX, can
+# be released then), and a crash then releases those jobs again, with the same task ids.
+MAX_UNCONFIRMED_RELEASES = 16
 MARK_LINGER_S = 0.1  # acknowledged releases are marked together this often (shared/group_commit.py)
 Submitted = list[tuple[int, JobSubmitted]]  # (partition, event)
 Commands = list[tuple[int, JobCommand]]  # (partition, command)
