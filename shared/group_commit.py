@@ -3,8 +3,8 @@
 Each caller awaits `write(items)`. A write starts `linger_s` after the first caller's items
 arrive and carries everything that arrived by then; items arriving while it runs go in the next
 one. So under load there is one write per `linger_s` (or per round trip) rather than one per
-caller, and a caller waits `linger_s` longer (and for a write already running). Only for writes nobody waits on to see
-a result: the scheduler marks jobs released (the `JobReleased` event is already out; the mark
+caller, and a caller waits `linger_s` longer (and for a write already running). Only for writes
+nobody waits on to see a result: the scheduler marks jobs released (the `JobReleased` event is already out; the mark
 only tells a restart not to release them again) and stores dispatch cursors this way. At 100
 submits/s each job fell due on its own, and a transaction per release and per dispatch round
 was a third of the scheduler's CPU, with PostgreSQL's share on top (docs/benchmarks.md "Soak").

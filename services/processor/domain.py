@@ -8,7 +8,7 @@ import random
 import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from PIL import Image
 
@@ -214,14 +214,12 @@ class StartQueue(Generic[T]):
     550 images/s on 2 cores it stayed full and jobs were released up to 2 s late."""
 
     def __init__(self, weights: Mapping[str, float] | None = None) -> None:
-        self._queue: FairQueue[T] = FairQueue(weights)
-        self._lanes: set[tuple[str, int]] = set()  # (tenant, priority) of lanes that may hold tasks
+        self._queue: FairQueue[T] = FairQueue(weights)  # one lane per (tenant, priority)
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def put(self, tenant: str, priority: int, item: T) -> None:
-        self._lanes.add((tenant, priority))
         self._queue.append(tenant, priority, (tenant, priority), item)
 
     def pop(self) -> T | None:
@@ -233,16 +231,15 @@ class StartQueue(Generic[T]):
         """Forget the waiting tasks `unwanted` picks (a revoked partition's), keeping the
         others in order; how many were dropped."""
         dropped = 0
-        for tenant, priority in list(self._lanes):
-            lane = self._queue.lane((tenant, priority))
-            if not isinstance(lane, DequeLane):  # emptied by pop()
-                self._lanes.discard((tenant, priority))
+        for key in list(self._queue.jobs()):
+            lane = self._queue.lane(key)
+            if not isinstance(lane, DequeLane) or not any(unwanted(item) for item in lane):
                 continue
-            if any(unwanted(item) for item in lane):
-                self._queue.remove((tenant, priority))
-                kept: DequeLane[T] = DequeLane(item for item in lane if not unwanted(item))
-                dropped += len(lane) - len(kept)
-                self._queue.add(tenant, priority, (tenant, priority), kept)
+            self._queue.remove(key)
+            kept: DequeLane[T] = DequeLane(item for item in lane if not unwanted(item))
+            dropped += len(lane) - len(kept)
+            tenant, priority = cast(tuple[str, int], key)  # put() keys each lane by them
+            self._queue.add(tenant, priority, key, kept)
         return dropped
 
 
