@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from services.status.adapters.kafka import CommandPublisher, EndOffsets
@@ -17,9 +18,11 @@ from services.status.adapters.retention import expired_jobs
 from services.status.adapters.tenants import pending_by_owner
 from services.status.adapters.view import ViewReader
 from services.status.adapters.webhooks import WebhookSender, WebhookStore
+from services.status.domain import FoldCoverage
 from services.status.handlers.commands import Decisions, JobCommands
 from services.status.handlers.jobs import JobReader
 from services.status.handlers.progress import JobProgress, ProgressHub
+from services.status.handlers.read_cache import ReadCache
 from services.status.handlers.tenants import export_tenant_pending
 from services.status.handlers.webhooks import MAX_IN_FLIGHT, RetryPolicy, WebhookDeliverer, WebhookReader
 from services.status.settings import StatusSettings
@@ -57,18 +60,37 @@ def build(settings: StatusSettings) -> StatusService:
     runtime = Runtime(settings, "status")
     webhooks = CompletionWebhooks(settings, runtime)
     reads = ViewReader(runtime)
-    hub = ProgressHub(reads, settings.status_stream_poll_s, settings.status_max_streams)
+    coverage = FoldCoverage()  # the projector keeps it; the hub and the cache rely on it
+    hub = ProgressHub(reads, settings.status_stream_poll_s, settings.status_max_streams, coverage)
+    cache = ReadCache(reads, coverage, settings.status_read_cache_jobs, settings.status_read_cache_age_s)
     offsets = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.jobs, kafka_security(settings))
     decisions = Decisions(reads)
     reader = JobReader(reads, lambda job_ids: offsets.ends_of(runtime.producer, job_ids),
-                       runtime.connected.is_set, settings.status_read_your_writes_wait_s)
+                       runtime.connected.is_set, settings.status_read_your_writes_wait_s, cache)
     commands = JobCommands(reader, CommandPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
                            decisions, ZoneInfo(settings.default_timezone), settings.ingest_max_schedule_days,
                            settings.status_command_wait_s, settings.status_read_your_writes_wait_s)
     use_cases = StatusUseCases(reader, commands, JobProgress(reader, reads, hub), WebhookReader(reader, webhooks.store),
                                keys, settings.status_stream_heartbeat_s, settings.status_stream_send_timeout_s)
-    background = Background(settings, runtime, keys, webhooks, hub, offsets, decisions)
+    background = Background(settings, runtime, keys, webhooks, Followers(hub, cache, coverage), offsets, decisions)
     return StatusService(use_cases, runtime, background)
+
+
+@dataclass(frozen=True)
+class Followers:
+    """What follows the fold's commits in memory: the progress streams and the status reads."""
+
+    hub: ProgressHub
+    cache: ReadCache
+    coverage: FoldCoverage
+
+    def folded(self, job_ids: set[UUID]) -> None:
+        self.hub.nudge(job_ids)
+        self.cache.folded(job_ids)
+
+    def moved(self) -> None:
+        self.cache.clear()
+        self.hub.moved()
 
 
 class Background:
@@ -76,10 +98,11 @@ class Background:
     stop them in order (`async with` it, or hand it to FastAPI as the lifespan)."""
 
     def __init__(self, settings: StatusSettings, runtime: Runtime, keys: ApiKeys, webhooks: CompletionWebhooks,
-                 hub: ProgressHub, offsets: EndOffsets, decisions: Decisions) -> None:
+                 followers: Followers, offsets: EndOffsets, decisions: Decisions) -> None:
         self.settings, self.runtime, self.keys, self.webhooks = settings, runtime, keys, webhooks
-        self.hub, self.offsets, self.decisions = hub, offsets, decisions
-        self.projector = Projector(settings, runtime, webhooks_due=webhooks.wake, jobs_folded=hub.nudge)
+        self.hub, self.cache, self.offsets, self.decisions = followers.hub, followers.cache, offsets, decisions
+        self.projector = Projector(settings, runtime, webhooks_due=webhooks.wake, jobs_folded=followers.folded,
+                                   coverage=followers.coverage, fold_moved=followers.moved)
 
     def _start_tasks(self) -> list[asyncio.Task[None]]:
         runtime = self.runtime
@@ -89,10 +112,12 @@ class Background:
                  asyncio.create_task(export_tenant_pending(runtime.connected.wait, lambda: pending_by_owner(runtime),
                                                            self.keys)),
                  asyncio.create_task(self.hub.run()),
-                 start_retention(runtime, expiries)]
+                 start_retention(runtime, expiries),
+                 asyncio.create_task(self.cache.run())]
         exit_if_it_dies(tasks[0], "the read-your-writes offsets client's start")
         exit_if_it_dies(tasks[1], "the command decisions poller")
         exit_if_it_dies(tasks[3], "the progress streams' poller")
+        exit_if_it_dies(tasks[5], "the status read cache's refresh")
         return tasks
 
     @asynccontextmanager

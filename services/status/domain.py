@@ -54,6 +54,17 @@ class JobRow:
         return min(self.total, max(self.dispatched, self.succeeded + self.failed))
 
 
+@dataclass
+class FoldCoverage:
+    """Whether this process's fold holds every partition of the topics it folds (set by the
+    projector at each assignment, cleared at each revocation). While it does, every change to
+    the view is made by this process and announced by it after its commit (the fold's
+    `jobs_folded` callback): the progress streams need not poll for other instances' changes,
+    and status reads may be answered from memory (handlers/read_cache.py)."""
+
+    complete: bool = False
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who asks: their tenant (None without auth), whether keys are on, and the owners recorded

@@ -24,6 +24,13 @@ class ManyJobReads(Protocol):
     async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]: ...
 
 
+class CachedReads(Protocol):
+    """One job of the view and, when failed, its failed images (None: not in the view), from
+    memory when that is safe (handlers/read_cache.py::ReadCache)."""
+
+    async def find(self, job_id: UUID) -> tuple[JobRow, list[Any] | None] | None: ...
+
+
 class FoldProgress(Protocol):
     """How far the fold has read each partition of the jobs topic."""
 

@@ -32,3 +32,7 @@ class StatusSettings(CommonSettings):
     status_stream_heartbeat_s: float = 15.0
     status_stream_send_timeout_s: float = 30.0
     status_max_streams: int = 3072
+    # status reads from memory (handlers/read_cache.py): how many jobs are held (0: off) and how
+    # old an answer may be at most (what anything but this process's fold changed shows by then)
+    status_read_cache_jobs: int = 50_000
+    status_read_cache_age_s: float = 5.0

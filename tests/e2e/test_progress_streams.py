@@ -105,3 +105,33 @@ def test_batch_status_refuses_a_bad_body_naming_the_field(client: Client) -> Non
         assert answer.status_code == 400 and answer.json()["error"].startswith(message), answer.text
     raw = client.http.post(url, content=b"{", headers={"Content-Type": "application/json"})
     assert raw.status_code == 400 and raw.json()["error"].startswith("body: must be JSON")
+
+
+def reads_from(client: Client, source: str) -> float:
+    """The status process's count of status reads answered from `source` (memory or view)."""
+    for line in client.http.get(f"{client.status_url}/metrics").text.splitlines():
+        if line.startswith(f'imagejobs_status_reads_total{{source="{source}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_polled_status_comes_from_memory_yet_never_lags_what_the_stream_has_shown(client: Client) -> None:
+    """One status instance folds every partition, so repeated reads are answered from memory;
+    still, once the stream has shown a status (read from the view after the fold's commit), a
+    status read right after says the same or later, never an older cached one."""
+    w, h = unique_size()
+    slow = f"{client.images}/slow/800/{w}x{h + 1}.png"
+    job_id = client.submit_ok(job_due_in(client, 1, [client.image(w, h), slow]))
+    memory_before = reads_from(client, "memory")
+    for _ in range(3):
+        assert client.status(job_id).json()["status"] == "scheduled"  # cached: nothing changes it till due
+    rank = {"scheduled": 0, "ongoing": 1, "completed": 2}
+    with client.http.stream("GET", events_url(client, job_id)) as response:
+        for event in Stream(response):
+            read = client.status(job_id).json()
+            shown = event.status
+            done = read["images"]["succeeded"] + read["images"]["failed"]
+            assert rank[read["status"]] >= rank[shown["status"]], (shown, read)
+            assert done >= shown["images"]["succeeded"] + shown["images"]["failed"], (shown, read)
+    assert read == shown and read["status"] == "completed"
+    assert reads_from(client, "memory") >= memory_before + 2

@@ -4,13 +4,22 @@ the fake view (tests/handlers/fakes_status.py) whose rows the test moves, no Kaf
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
-from services.status.domain import MAX_BATCH_IDS, Caller, JobNotFound, RetryShortly, parse_job_ids, progress_id
-from services.status.handlers.progress import JobProgress, Opened, ProgressHub
+from services.status.domain import (
+    MAX_BATCH_IDS,
+    Caller,
+    FoldCoverage,
+    JobNotFound,
+    RetryShortly,
+    parse_job_ids,
+    progress_id,
+)
+from services.status.handlers.progress import COVERED_POLL_S, JobProgress, Opened, ProgressHub
 from shared.api import JobStatus, StoreError
 from shared.schedule_time import InvalidInput
 from tests.handlers.fakes_status import FakeView, reader
@@ -143,23 +152,74 @@ def test_many_streams_cost_one_query_per_tick() -> None:
     assert asyncio.run(run()) == 1
 
 
+async def statuses_seen(view: FakeView, hub: ProgressHub, job: UUID,
+                        when_scheduled: Callable[[], Awaitable[None]]) -> list[str]:
+    """Follow the job's stream to its end with the hub running; `when_scheduled` runs once the
+    stream has shown `scheduled` (it moves the job, and tells the hub or not)."""
+    poller = asyncio.create_task(hub.run())
+    try:
+        opened = await JobProgress(reader(view), view, hub).open(str(job), ANYONE, None)
+        assert isinstance(opened, Opened)
+        seen = []
+        async with asyncio.timeout(5):
+            async for _, status in opened.events:
+                seen.append(status.status)
+                if status.status == "scheduled":
+                    await when_scheduled()
+        return seen
+    finally:
+        poller.cancel()
+
+
 def test_a_fold_nudge_moves_a_stream_before_the_next_poll() -> None:
+    view = FakeView()
+    job = view.add()
+    hub = ProgressHub(view, every_s=60, max_streams=10)  # the poll would come only after a minute
+
+    async def folded() -> None:
+        view.move(job, "completed", 2)
+        hub.nudge({job, uuid4()})  # a job nobody watches is ignored
+    assert asyncio.run(statuses_seen(view, hub, job, folded)) == ["scheduled", "completed"]
+
+
+def test_while_this_fold_holds_every_partition_a_new_stream_is_read_at_once_and_the_poll_is_a_safety_net() -> None:
     async def run() -> list[str]:
         view = FakeView()
-        job = view.add()
-        hub = ProgressHub(view, every_s=60, max_streams=10)  # the poll would come only after a minute
+        job, other = view.add(), view.add()
+        coverage = FoldCoverage(complete=True)
+        hub = ProgressHub(view, every_s=0.01, max_streams=10, coverage=coverage)
+        assert hub.poll_every_s == COVERED_POLL_S
         poller = asyncio.create_task(hub.run())
         try:
+            hub.subscribe(other)  # the hub's first full read is spent on this one
+            async with asyncio.timeout(5):
+                while view.queries == 0:
+                    await asyncio.sleep(0.001)
             opened = await JobProgress(reader(view), view, hub).open(str(job), ANYONE, None)
             assert isinstance(opened, Opened)
+            view.move(job, "ongoing", 1)  # folded between the stream's first read and its subscription
             seen = []
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(1):  # well before the next full read (COVERED_POLL_S)
                 async for _, status in opened.events:
                     seen.append(status.status)
-                    if status.status == "scheduled":
+                    if status.status == "ongoing":
                         view.move(job, "completed", 2)
-                        hub.nudge({job, uuid4()})  # a job nobody watches is ignored
+                        hub.nudge({job})
+            coverage.complete = False
+            assert hub.poll_every_s == 0.01
             return seen
         finally:
             poller.cancel()
-    assert asyncio.run(run()) == ["scheduled", "completed"]
+    assert asyncio.run(run()) == ["scheduled", "ongoing", "completed"]
+
+
+def test_when_the_folds_partitions_move_every_watched_job_is_read_at_once() -> None:
+    view = FakeView()
+    job = view.add()
+    hub = ProgressHub(view, every_s=60, max_streams=10, coverage=FoldCoverage(complete=True))
+
+    async def moved() -> None:
+        await asyncio.sleep(0.05)  # the newcomer's own read is done
+        view.move(job, "completed", 2)  # another instance folded it: no nudge here
+        hub.moved()
+    assert asyncio.run(statuses_seen(view, hub, job, moved)) == ["scheduled", "completed"]

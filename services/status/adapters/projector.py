@@ -15,13 +15,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 from uuid import UUID
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
 
 from services.status.adapters import view
-from services.status.domain import unstorable
+from services.status.domain import FoldCoverage, unstorable
 from services.status.settings import StatusSettings
 from shared.consumer import Batch, ConsumerLoop
 from shared.db import transaction
@@ -38,13 +39,18 @@ JOBS_FINISHED = Counter("imagejobs_status_jobs_finished_total", "Jobs reaching a
 class Projector(ConsumerRebalanceListener):
     def __init__(self, settings: StatusSettings, runtime: Runtime,
                  webhooks_due: Callable[[], None] = lambda: None,
-                 jobs_folded: Callable[[Iterable[UUID]], None] = lambda _: None) -> None:
+                 jobs_folded: Callable[[set[UUID]], None] = lambda _: None,
+                 coverage: FoldCoverage | None = None, fold_moved: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.runtime = runtime
         # called when a fold made webhook deliveries (handlers/webhooks.py), so they go out now
         self._webhooks_due = webhooks_due
         # told the jobs each committed fold touched (handlers/progress.py: their streams move now)
         self._jobs_folded = jobs_folded
+        # whether this fold holds every partition (domain.FoldCoverage), and who to tell when
+        # its partitions moved (what they cached may have been changed by another instance)
+        self.coverage = coverage or FoldCoverage()
+        self._fold_moved = fold_moved
         topics = settings.topics
         # offsets are stored with the view (by_handler), never committed to Kafka
         self.loop = ConsumerLoop(settings, runtime, view.CONSUMER, [topics.jobs, topics.results], self._fold,
@@ -76,7 +82,7 @@ class Projector(ConsumerRebalanceListener):
             return webhooks
         if await retry_record_work("folding events", apply):
             self._webhooks_due()
-        self._jobs_folded(e.job_id for e in events)  # read only while a progress stream is open
+        self._jobs_folded({e.job_id for e in events})
         self._observe_folded(batch)
         self._relay_wakeup.set()
 
@@ -98,6 +104,8 @@ class Projector(ConsumerRebalanceListener):
             await retry_record_work("folding a substitute failure", apply)
         except PermanentFailure as failure:
             log.error("outcome %s could not be folded even as a failure: %s", event.task_id, failure)
+            return
+        self._jobs_folded({substitute.job_id})
 
     def _observe_folded(self, batch: Batch) -> None:
         """recorded -> folded, per outcome: now minus the outcome record's timestamp."""
@@ -109,7 +117,8 @@ class Projector(ConsumerRebalanceListener):
 
     # -- assignment: resume from the offsets stored with the view --------------------------
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        return None
+        self.coverage.complete = False
+        self._fold_moved()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         async def load() -> dict[tuple[str, int], int]:
@@ -127,6 +136,8 @@ class Projector(ConsumerRebalanceListener):
                 consumer.seek(tp, offset)
         if unseen:  # one reset for all: each call may wait a request timeout, and no heartbeat goes meanwhile
             await consumer.seek_to_beginning(*unseen)
+        self.coverage.complete = holds_every_partition(consumer, assigned, self.loop.topics)
+        self._fold_moved()
 
     # -- outbox relay: publish status transitions ------------------------------------------
     async def _relay(self) -> None:
@@ -160,3 +171,16 @@ class Projector(ConsumerRebalanceListener):
         for _, status, *_ in rows:
             if status in FINAL_STATUSES:
                 JOBS_FINISHED.labels(status).inc()
+
+
+def holds_every_partition(consumer: Any, assigned: Iterable[TopicPartition], topics: Iterable[str]) -> bool:
+    """Whether `assigned` is every partition the cluster has of each of `topics` (False while a
+    topic's partitions are not known yet)."""
+    held: dict[str, set[int]] = {}
+    for tp in assigned:
+        held.setdefault(tp.topic, set()).add(tp.partition)
+    for topic in topics:
+        every = consumer.partitions_for_topic(topic)
+        if not every or held.get(topic, set()) != set(every):
+            return False
+    return True

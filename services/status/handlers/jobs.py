@@ -30,7 +30,7 @@ from services.status.domain import (
     first_error_per_store,
     parse_job_ids,
 )
-from services.status.ports import PartitionEnds, ViewReads
+from services.status.ports import CachedReads, PartitionEnds, ViewReads
 from shared.api import BatchStatus, Images, JobList, JobListed, JobStatus, Result, Results, StoreError
 from shared.events import iso
 from shared.schedule_time import InvalidInput
@@ -41,10 +41,18 @@ NOT_FOLDED = "status not available yet; retry shortly"
 
 class JobReader:
     def __init__(self, reads: ViewReads, partition_ends: PartitionEnds, connected: Callable[[], bool],
-                 wait_s: float) -> None:
+                 wait_s: float, cache: CachedReads | None = None) -> None:
         self.reads, self._partition_ends, self._connected, self._wait_s = reads, partition_ends, connected, wait_s
+        self._cache = cache  # handlers/read_cache.py: a job in the view, from memory when that is safe
 
     async def status(self, raw_id: str | None, caller: Caller) -> JobStatus:
+        if self._cache is not None and self._connected():
+            known = await self._cache.find(parse_job_id(raw_id))
+            if known is not None:  # else: not in the view yet, or unknown: the read-your-writes wait below
+                row, failures = known
+                if not caller.may_see(row):  # another tenant's job: as if it did not exist
+                    raise JobNotFound()
+                return full_status(row, failures)
         found = await self.find(raw_id, caller)
         # the per-store errors: only a failed job's status answer needs them
         failures = await self.reads.failures(found.job_id) if found.status == FAILED else None
@@ -109,12 +117,7 @@ class JobReader:
 
     async def find(self, raw_id: str | None, caller: Caller) -> JobRow:
         """The caller's job; InvalidInput for a malformed id, JobNotFound, or RetryShortly."""
-        if not raw_id:
-            raise InvalidInput("jobid: required")
-        try:
-            job_id = UUID(raw_id)
-        except ValueError:
-            raise InvalidInput("job_id: must be a UUID") from None
+        job_id = parse_job_id(raw_id)
         if not self._connected():
             raise RetryShortly(NOT_CONNECTED)
         row = await self.reads.load_job(job_id)
@@ -127,6 +130,16 @@ class JobReader:
         if row is None or not caller.may_see(row):  # another tenant's job: as if it did not exist
             raise JobNotFound()
         return row
+
+
+def parse_job_id(raw_id: str | None) -> UUID:
+    """The job id a client sent; InvalidInput when missing or not a UUID."""
+    if not raw_id:
+        raise InvalidInput("jobid: required")
+    try:
+        return UUID(raw_id)
+    except ValueError:
+        raise InvalidInput("job_id: must be a UUID") from None
 
 
 def encode_cursor(at: datetime, job_id: UUID) -> str:
