@@ -19,16 +19,26 @@ from psycopg_pool import AsyncConnectionPool
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK_ID = 771_020_411  # any fixed number, the same in every service
+CUSTOM_PLANS = "-c plan_cache_mode=force_custom_plan"  # see make_pool
 
 
 def make_pool(url: str, max_size: int = 10) -> AsyncConnectionPool:
     """A pool that reconnects by itself; opened without waiting so start-up never blocks.
 
     Connections are in autocommit mode: a single statement is one round trip (no BEGIN and
-    COMMIT around it); statements that must commit together use `transaction(pool)`."""
+    COMMIT around it); statements that must commit together use `transaction(pool)`.
+
+    Every statement is planned for its parameters at each call (`plan_cache_mode =
+    force_custom_plan`; psycopg still prepares it, so it is parsed once). The services look many
+    keys up at once (`= ANY(%s)`, `unnest(%s)`: a batch's task or job ids) in tables that grow
+    from empty, and a prepared statement's generic plan, made while a table was small, stays:
+    on the `make run` stack it scanned processor_results whole for every batch of tasks (12-29
+    ms a call a few bursts in, 1.1 ms planned afresh), and joined the store statistics' tables
+    whole (70-170 ms a call, 2-4 ms afresh): most of PostgreSQL's CPU in a burst. Planning
+    afresh costs some tens of microseconds a statement."""
     return AsyncConnectionPool(
         url, min_size=1, max_size=max_size, open=False, timeout=5.0,
-        kwargs={"autocommit": True, "connect_timeout": 3},
+        kwargs={"autocommit": True, "connect_timeout": 3, "options": CUSTOM_PLANS},
         reconnect_timeout=0,  # keep trying for ever: the database may be restarting
     )
 
