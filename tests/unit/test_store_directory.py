@@ -71,3 +71,29 @@ def test_a_task_is_not_failed_while_the_store_master_is_missing() -> None:
     table.rows = {"S00339218"}
     outcome, _ = asyncio.run(process(task, deps))
     assert isinstance(outcome, ImageFailed) and outcome.reason == "store not found"
+
+
+def test_a_refresh_that_falls_due_under_load_reads_the_table_once() -> None:
+    """Hundreds of tasks look stores up at the moment the refresh falls due: one of them reads
+    the whole table, the others wait for it, then everyone has the new rows."""
+    class SlowTable(FakeStoresTable):
+        full_reads = 0
+
+        async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+            if not params:
+                self.full_reads += 1
+                await asyncio.sleep(0.01)  # the read takes a while: the others arrive meanwhile
+            return await super().execute(sql, params)
+
+    table = SlowTable()
+    table.rows = {"S00339218"}
+    stores = StoreDirectory(table, refresh_s=0.2)  # type: ignore[arg-type]
+
+    async def scenario() -> list[bool]:
+        assert await stores.loaded()
+        table.full_reads = 0
+        table.rows = {"S00339218", "S01408764"}  # a new import
+        await asyncio.sleep(0.25)  # the refresh is due
+        return await asyncio.gather(*(stores.exists("S01408764") for _ in range(200)))
+    assert asyncio.run(scenario()) == [True] * 200
+    assert table.full_reads == 1

@@ -9,6 +9,7 @@ ready (check `store_master`) until the first import has committed (it is one tra
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from services.processor.domain import StoreMasterNotLoaded
@@ -23,6 +24,7 @@ class StoreDirectory:
         self._refresh_s = refresh_s
         self._known: set[str] = set()
         self._loaded_at = 0.0
+        self._reloading = asyncio.Lock()
 
     async def loaded(self) -> bool:
         """The store master has been imported (the table has rows)."""
@@ -32,7 +34,11 @@ class StoreDirectory:
 
     async def exists(self, store_id: str) -> bool:
         if time.monotonic() - self._loaded_at > self._refresh_s:
-            await self._reload()
+            # One reload for all: each of the hundreds of tasks under way when the refresh fell
+            # due used to read the whole table (64 reloads of 4,944 rows in one burst).
+            async with self._reloading:
+                if time.monotonic() - self._loaded_at > self._refresh_s:  # nobody did it meanwhile
+                    await self._reload()
         if store_id in self._known:
             return True
         if not await self.loaded():
