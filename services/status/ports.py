@@ -3,6 +3,7 @@ implement them; bootstrap.py plugs one into the other)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -29,6 +30,7 @@ class CachedReads(Protocol):
     memory when that is safe (handlers/read_cache.py::ReadCache)."""
 
     async def find(self, job_id: UUID) -> tuple[JobRow, list[Any] | None] | None: ...
+    def folded(self, job_ids: Iterable[UUID]) -> None: ...
 
 
 class FoldProgress(Protocol):

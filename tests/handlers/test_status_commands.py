@@ -12,13 +12,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.status.domain import Caller, CommandRefused, CommandUndecided, JobNotFound, RetryShortly
+from services.status.domain import Caller, CommandRefused, CommandUndecided, FoldCoverage, JobNotFound, RetryShortly
 from services.status.handlers.commands import Decisions, JobCommands
+from services.status.handlers.jobs import JobReader
+from services.status.handlers.read_cache import ReadCache
 from shared.api import JobChanged
 from shared.events import JobCancelRequested, JobCommand, iso
 from shared.publishing import NotAccepted
 from shared.schedule_time import InvalidInput
-from tests.handlers.fakes_status import FakeBus, FakeView, reader
+from tests.handlers.fakes_status import FakeBus, FakeEnds, FakeView, reader
 
 LATER = datetime.now(UTC) + timedelta(hours=1)
 ANYONE = Caller(None, keys_on=False)
@@ -114,3 +116,24 @@ def test_another_keys_job_is_not_found() -> None:
     with pytest.raises(JobNotFound):
         call(view, bus, "cancel", str(job), Caller("mallory", keys_on=True))
     assert view.folded == {} and bus.published == []
+
+
+def test_a_status_read_right_after_an_accepted_cancel_says_cancelled_even_from_a_cached_status() -> None:
+    """The fake bus changes the view and folds the decision without the fold's announcement to
+    the read cache (the moment the two race): the command itself tells the cache."""
+    async def run() -> str:
+        view = FakeView()
+        job = view.add("scheduled", scheduled_time=LATER)
+        cache = ReadCache(view, FoldCoverage(complete=True), max_jobs=100, max_age_s=60)
+        jobs = JobReader(view, FakeEnds(), lambda: True, 0.2, cache)
+        assert (await jobs.status(str(job), ANYONE)).status == "scheduled"  # now cached
+        decisions = Decisions(view)
+        poller = asyncio.create_task(decisions.run())
+        try:
+            commands = JobCommands(jobs, FakeBus(view, accept), decisions, ZoneInfo("Asia/Kolkata"), 366,
+                                   wait_s=0.3, view_wait_s=0.2)
+            await commands.cancel(str(job), ANYONE)
+        finally:
+            poller.cancel()
+        return (await jobs.status(str(job), ANYONE)).status
+    assert asyncio.run(run()) == "cancelled"

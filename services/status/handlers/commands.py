@@ -124,6 +124,9 @@ class JobCommands:
             raise CommandUndecided(f"the scheduler has not decided the {noun} yet; it stays queued and"
                                    " will be decided: repeat the request to learn the decision")
         accepted, state = decision
+        # The decision is in the view: a status read from now on must show it, even if this
+        # process's fold has not yet told the read cache it committed (the two race by a hair).
+        self.reader.changed(command.job_id)
         now = await self.reader.find(raw_id, caller)
         if accepted:
             return changed(raw_id, now)

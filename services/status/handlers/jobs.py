@@ -58,6 +58,12 @@ class JobReader:
         failures = await self.reads.failures(found.job_id) if found.status == FAILED else None
         return full_status(found, failures)
 
+    def changed(self, job_id: UUID) -> None:
+        """The view has committed a change to the job that this process's fold may not have
+        announced yet (a command's decision): its next status read goes to the view."""
+        if self._cache is not None:
+            self._cache.folded({job_id})
+
     async def results(self, raw_id: str, caller: Caller, limit: int, offset: int) -> Results:
         found = await self.find(raw_id, caller)
         items = await self.reads.results_page(found.job_id, limit, offset)
