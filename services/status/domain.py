@@ -186,6 +186,18 @@ def _add(effects: Effects, event: Any) -> None:
         effects.outcomes.setdefault(event.task_id, event)
 
 
+def jobs_touched(events: Iterable[Any]) -> set[UUID]:
+    """Every job a batch of events may change: each event's own, and the other jobs whose
+    running totals a dispatch record carries (`TasksDispatched.others`). What the fold
+    announces after its commit (the read cache and the progress streams rely on it)."""
+    touched: set[UUID] = set()
+    for event in events:
+        touched.add(event.job_id)
+        if isinstance(event, TasksDispatched):
+            touched.update(event.others)
+    return touched
+
+
 def unstorable(outcome: ImageSucceeded | ImageFailed, reason: str) -> ImageFailed:
     """The failure that stands for an outcome the view could not store (it was dead-lettered):
     same image, a reason that says so."""

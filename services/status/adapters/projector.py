@@ -22,7 +22,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client import Counter
 
 from services.status.adapters import view
-from services.status.domain import FoldCoverage, unstorable
+from services.status.domain import FoldCoverage, jobs_touched, unstorable
 from services.status.settings import StatusSettings
 from shared.consumer import Batch, ConsumerLoop
 from shared.db import transaction
@@ -82,7 +82,7 @@ class Projector(ConsumerRebalanceListener):
             return webhooks
         if await retry_record_work("folding events", apply):
             self._webhooks_due()
-        self._jobs_folded({e.job_id for e in events})
+        self._jobs_folded(jobs_touched(events))
         self._observe_folded(batch)
         self._relay_wakeup.set()
 
