@@ -26,7 +26,7 @@ from tests.bench.frontdoor import overload
 from tests.bench.timing import one_job_latencies, summary
 from tests.support.stack import Infra, Stack
 
-BEFORE = os.environ.get("BENCH_BEFORE", "576b052")  # the last commit before issues 19 and 18
+BEFORE = os.environ.get("BENCH_BEFORE", "e9f34fe")  # the last commit before this stop's changes (issue 20)
 ROUNDS = 2
 
 
@@ -73,11 +73,13 @@ def compare(infra: Infra, base: str, ref: str = BEFORE, quick: bool = False) -> 
 
 def lines(result: dict[str, Any]) -> list[str]:
     """Markdown rows for docs/benchmarks.md."""
-    before, after = result["before"], result["after"]
-    out = [f"Before (`{result['ref']}`) and after, alternated {result['rounds']} times in this run, medians:", "",
-           "| figure | before | after |", "|---|---|---|"]
+    before, after, runs = result["before"], result["after"], result.get("runs", {})
+    out = [f"Before (`{result['ref']}`) and after (this tree), alternated {result['rounds']} times in this run:"
+           " medians, then each run in order", "",
+           "| figure | before | after | before, each run | after, each run |", "|---|---|---|---|---|"]
     for key in ("burst_images_per_s", "one_job_p50_ms", "one_job_p99_ms", "front_door_p99_ms"):
-        out.append(f"| {key} | {before[key]} | {after[key]} |")
+        each = {side: ", ".join(f"{run[key]:,.1f}" for run in runs.get(side, [])) for side in ("before", "after")}
+        out.append(f"| {key} | {before[key]:,.1f} | {after[key]:,.1f} | {each['before']} | {each['after']} |")
     return out
 
 

@@ -121,7 +121,8 @@ def write_report(r: dict[str, Any]) -> Path:
         lines += observer_lines(r["observers"], _peer(r, "bullmq", "burst", "images_per_s"),
                                 r["peers"]["limit_images_per_s"])
     if r.get("before_after"):
-        lines += ["## Before and after issues 19 and 18 (the same run)", ""] + compare_lines(r["before_after"]) + [""]
+        lines += [f"## Before and after `{r['before_after']['ref']}` (the same run)", ""] + compare_lines(
+            r["before_after"]) + [""]
     front = r["front_door"]
     lines += ["", "## Front door detail", "",
               f"{front['requests']} submits ({front['images']} images) at {front['rate']}/s: "
