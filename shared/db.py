@@ -7,6 +7,7 @@ service start-up under an advisory lock, each once (recorded in `schema_migratio
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,9 +39,16 @@ def make_pool(url: str, max_size: int = 10) -> AsyncConnectionPool:
     afresh costs some tens of microseconds a statement."""
     return AsyncConnectionPool(
         url, min_size=1, max_size=max_size, open=False, timeout=5.0,
-        kwargs={"autocommit": True, "connect_timeout": 3, "options": CUSTOM_PLANS},
+        kwargs={"autocommit": True, "connect_timeout": 3, "options": with_custom_plans(url)},
         reconnect_timeout=0,  # keep trying for ever: the database may be restarting
     )
+
+
+def with_custom_plans(url: str) -> str:
+    """The connection's `options`: those of DATABASE_URL (or else of PGOPTIONS, as libpq would
+    take them), then plan_cache_mode: an operator's statement_timeout or search_path is kept."""
+    given = psycopg.conninfo.conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS", "")
+    return f"{given} {CUSTOM_PLANS}".strip()
 
 
 def columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:

@@ -84,9 +84,12 @@ class Followers:
     cache: ReadCache
     coverage: FoldCoverage
 
+    def folding(self, job_ids: set[UUID]) -> None:
+        self.cache.folding(job_ids)
+
     def folded(self, job_ids: set[UUID]) -> None:
-        self.hub.nudge(job_ids)
         self.cache.folded(job_ids)
+        self.hub.nudge(job_ids)
 
     def moved(self) -> None:
         self.cache.clear()
@@ -102,6 +105,7 @@ class Background:
         self.settings, self.runtime, self.keys, self.webhooks = settings, runtime, keys, webhooks
         self.hub, self.cache, self.offsets, self.decisions = followers.hub, followers.cache, offsets, decisions
         self.projector = Projector(settings, runtime, webhooks_due=webhooks.wake, jobs_folded=followers.folded,
+                                   jobs_folding=followers.folding,
                                    coverage=followers.coverage, fold_moved=followers.moved)
 
     def _start_tasks(self) -> list[asyncio.Task[None]]:

@@ -196,3 +196,27 @@ def test_the_status_use_case_checks_the_owner_and_lists_failures_from_memory_too
         with pytest.raises(JobNotFound):  # not in the view: the read-your-writes wait, then 404
             await jobs.status(unknown, ANYONE)
     asyncio.run(run())
+
+
+def test_from_a_folds_start_until_it_says_it_committed_reads_go_to_the_view() -> None:
+    """The commit lands before the fold's coroutine resumes to say so (or its reply is lost and
+    the fold retries): reads in between must not answer the cached status."""
+    async def run() -> None:
+        view = FakeView()
+        job, other = view.add(), view.add()
+        cache, _ = cached(view)
+        await cache.find(job)
+        await cache.find(other)
+        cache.folding({job})
+        view.move(job, "ongoing", 1)  # committed; the fold has not said so yet
+        before = view.queries
+        assert await status_of(cache, job) == "ongoing" and view.queries == before + 1
+        assert await status_of(cache, other) == "scheduled" and view.queries == before + 1  # untouched: memory
+        cache.folded({job})
+        refresher = asyncio.create_task(cache.run())
+        try:
+            await refreshed(cache, view, before + 1)
+            assert await status_of(cache, job) == "ongoing" and view.queries == before + 2
+        finally:
+            refresher.cancel()
+    asyncio.run(run())

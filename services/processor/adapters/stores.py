@@ -35,10 +35,15 @@ class StoreDirectory:
     async def exists(self, store_id: str) -> bool:
         if time.monotonic() - self._loaded_at > self._refresh_s:
             # One reload for all: each of the hundreds of tasks under way when the refresh fell
-            # due used to read the whole table (64 reloads of 4,944 rows in one burst).
-            async with self._reloading:
-                if time.monotonic() - self._loaded_at > self._refresh_s:  # nobody did it meanwhile
+            # due used to read the whole table (64 reloads of 4,944 rows in one burst). While one
+            # task reloads, the others use the stores known so far (a miss is checked in the
+            # table below anyway); with none known yet, they wait for that reload's outcome.
+            if not self._reloading.locked():
+                async with self._reloading:
                     await self._reload()
+            elif not self._known:
+                async with self._reloading:
+                    pass
         if store_id in self._known:
             return True
         if not await self.loaded():

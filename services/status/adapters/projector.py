@@ -12,9 +12,10 @@ Status transitions are published as `JobStatusChanged` by an outbox relay: rows 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -40,6 +41,7 @@ class Projector(ConsumerRebalanceListener):
     def __init__(self, settings: StatusSettings, runtime: Runtime,
                  webhooks_due: Callable[[], None] = lambda: None,
                  jobs_folded: Callable[[set[UUID]], None] = lambda _: None,
+                 jobs_folding: Callable[[set[UUID]], None] = lambda _: None,
                  coverage: FoldCoverage | None = None, fold_moved: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -47,6 +49,7 @@ class Projector(ConsumerRebalanceListener):
         self._webhooks_due = webhooks_due
         # told the jobs each committed fold touched (handlers/progress.py: their streams move now)
         self._jobs_folded = jobs_folded
+        self._jobs_folding = jobs_folding  # before the transaction: see `announced`
         # whether this fold holds every partition (domain.FoldCoverage), and who to tell when
         # its partitions moved (what they cached may have been changed by another instance)
         self.coverage = coverage or FoldCoverage()
@@ -80,9 +83,10 @@ class Projector(ConsumerRebalanceListener):
                 webhooks = await view.fold(conn, events)
                 await view.store_offsets(conn, offsets)
             return webhooks
-        if await retry_record_work("folding events", apply):
-            self._webhooks_due()
-        self._jobs_folded(jobs_touched(events))
+        touched = jobs_touched(events)
+        with self.announced(touched):
+            if await retry_record_work("folding events", apply):
+                self._webhooks_due()
         self._observe_folded(batch)
         self._relay_wakeup.set()
 
@@ -101,11 +105,21 @@ class Projector(ConsumerRebalanceListener):
             async with transaction(self.runtime.pool) as conn:
                 await view.fold(conn, [substitute])
         try:
-            await retry_record_work("folding a substitute failure", apply)
+            with self.announced({substitute.job_id}):
+                await retry_record_work("folding a substitute failure", apply)
         except PermanentFailure as failure:
             log.error("outcome %s could not be folded even as a failure: %s", event.task_id, failure)
-            return
-        self._jobs_folded({substitute.job_id})
+
+    @contextlib.contextmanager
+    def announced(self, job_ids: set[UUID]) -> Iterator[None]:
+        """Tell the followers (the read cache, the progress streams) which jobs a fold may change
+        before its transaction, and that it is over after it, committed or not: a read between
+        the commit and this coroutine resuming must not answer from memory."""
+        self._jobs_folding(job_ids)
+        try:
+            yield
+        finally:
+            self._jobs_folded(job_ids)
 
     def _observe_folded(self, batch: Batch) -> None:
         """recorded -> folded, per outcome: now minus the outcome record's timestamp."""

@@ -62,7 +62,7 @@ class JobReader:
         """The view has committed a change to the job that this process's fold may not have
         announced yet (a command's decision): its next status read goes to the view."""
         if self._cache is not None:
-            self._cache.folded({job_id})
+            self._cache.changed({job_id})
 
     async def results(self, raw_id: str, caller: Caller, limit: int, offset: int) -> Results:
         found = await self.find(raw_id, caller)

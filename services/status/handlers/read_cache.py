@@ -7,17 +7,21 @@ not changed since the last one.
 
 The rule that keeps a cached answer true: while this process's fold holds every partition
 (`domain.FoldCoverage`), nothing but that fold changes a job's status, and it announces the jobs
-each committed batch touched (`folded`). A touched job that is cached is read again, in one
-query for all of them; until that read has landed, its reads go to the database, so no read
-answers an older status than one the view has committed before the read began. A job read
-while a fold touched it is not cached from that read (its answer may predate the commit).
+each batch touches before its transaction (`folding`) and again once it has committed
+(`folded`). From the first announcement until the job's cached answer has been read again
+(one query for all the touched jobs), its reads go to the database, so no read answers an
+older status than one the view had committed before the read began: not even in the moment
+between the commit and the fold's coroutine resuming, nor while a commit whose reply was lost
+is retried. A job read while a fold touched it is not cached from that read.
 When the fold's partitions move, the cache is emptied and stays off until they are all here
 again; with several status instances (each holds some partitions) every read is a query, as
 before.
 
 An answer is also never older than STATUS_READ_CACHE_AGE_S (5 s): a change made by anything
-else (retention deleting an expired job, an instance that lost its partitions still finishing a
-commit) is seen within that. At most STATUS_READ_CACHE_JOBS jobs are held (oldest first out);
+else is seen within that: retention deleting an expired job, an instance that lost its
+partitions still finishing a commit, or the time between this process being dropped from the
+group (a session timeout while its fold was stuck) and its consumer learning so at the next
+rejoin, when the revocation empties the cache. At most STATUS_READ_CACHE_JOBS jobs are held (oldest first out);
 0 turns the cache off.
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
@@ -50,6 +55,7 @@ class ReadCache:
         self._clock = clock
         self._entries: dict[UUID, tuple[Found, float]] = {}  # job -> (its answer, when read); oldest first
         self._loading: dict[UUID, bool] = {}  # reads under way: False once a fold touched the job meanwhile
+        self._folding: Tally[UUID] = Tally()  # jobs a fold under way may be changing
         self._stale: set[UUID] = set()  # cached, touched by a committed fold, not read again yet
         self._refreshing: set[UUID] = set()  # being read again now
         self._wakeup = asyncio.Event()
@@ -60,7 +66,7 @@ class ReadCache:
 
     async def find(self, job_id: UUID) -> Found | None:
         """The job as the view holds it (None: not in the view), from memory when that is safe."""
-        if not self.on or job_id in self._stale or job_id in self._refreshing:
+        if not self.on or job_id in self._folding or job_id in self._stale or job_id in self._refreshing:
             return await self._query(job_id)
         cached = self._entries.get(job_id)
         if cached is not None and self._clock() - cached[1] <= self._max_age_s:
@@ -88,8 +94,24 @@ class ReadCache:
             del self._entries[next(iter(self._entries))]
         self._entries[job_id] = (found, self._clock())
 
+    def folding(self, job_ids: Iterable[UUID]) -> None:
+        """This process's fold is about to write `job_ids` (each call is ended by `folded`)."""
+        for job_id in job_ids:
+            self._folding[job_id] += 1
+            if job_id in self._loading:
+                self._loading[job_id] = False
+
     def folded(self, job_ids: Iterable[UUID]) -> None:
-        """This process's fold committed changes to `job_ids`."""
+        """The fold that announced `job_ids` by `folding` has committed (or given up)."""
+        for job_id in job_ids:
+            if self._folding[job_id] <= 1:
+                del self._folding[job_id]
+            else:
+                self._folding[job_id] -= 1
+        self.changed(job_ids)
+
+    def changed(self, job_ids: Iterable[UUID]) -> None:
+        """The view has committed changes to `job_ids`: their cached answers are read again."""
         for job_id in job_ids:
             if job_id in self._loading:
                 self._loading[job_id] = False
