@@ -58,8 +58,8 @@ class JobRow:
 class FoldCoverage:
     """Whether this process's fold holds every partition of the topics it folds (set by the
     projector at each assignment, cleared at each revocation). While it does, every change to
-    the view is made by this process and announced by it after its commit (the fold's
-    `jobs_folded` callback): the progress streams need not poll for other instances' changes,
+    the view is made by this process and announced by it before its transaction and after it
+    (`Projector.announced`): the progress streams need not poll for other instances' changes,
     and status reads may be answered from memory (handlers/read_cache.py)."""
 
     complete: bool = False
@@ -189,7 +189,8 @@ def _add(effects: Effects, event: Any) -> None:
 def jobs_touched(events: Iterable[Any]) -> set[UUID]:
     """Every job a batch of events may change: each event's own, and the other jobs whose
     running totals a dispatch record carries (`TasksDispatched.others`). What the fold
-    announces after its commit (the read cache and the progress streams rely on it)."""
+    announces before its transaction and after it (the read cache and the progress streams
+    rely on it)."""
     touched: set[UUID] = set()
     for event in events:
         touched.add(event.job_id)

@@ -47,9 +47,11 @@ class Projector(ConsumerRebalanceListener):
         self.runtime = runtime
         # called when a fold made webhook deliveries (handlers/webhooks.py), so they go out now
         self._webhooks_due = webhooks_due
-        # told the jobs each committed fold touched (handlers/progress.py: their streams move now)
+        # told the jobs each fold may change, before its transaction (`jobs_folding`: the read
+        # cache stops answering them from memory) and after it (`jobs_folded`: their streams
+        # move now, their cached statuses are read again); see `announced`
         self._jobs_folded = jobs_folded
-        self._jobs_folding = jobs_folding  # before the transaction: see `announced`
+        self._jobs_folding = jobs_folding
         # whether this fold holds every partition (domain.FoldCoverage), and who to tell when
         # its partitions moved (what they cached may have been changed by another instance)
         self.coverage = coverage or FoldCoverage()

@@ -21,8 +21,8 @@ An answer is also never older than STATUS_READ_CACHE_AGE_S (5 s): a change made 
 else is seen within that: retention deleting an expired job, an instance that lost its
 partitions still finishing a commit, or the time between this process being dropped from the
 group (a session timeout while its fold was stuck) and its consumer learning so at the next
-rejoin, when the revocation empties the cache. At most STATUS_READ_CACHE_JOBS jobs are held (oldest first out);
-0 turns the cache off.
+rejoin, when the revocation empties the cache. At most STATUS_READ_CACHE_JOBS jobs are held
+(oldest first out); 0 turns the cache off.
 """
 
 from __future__ import annotations
