@@ -71,3 +71,49 @@ def test_any_order_batching_and_repeats_make_exactly_one_delivery(scratch: Scrat
             conn.execute("DELETE FROM status_outcomes WHERE job_id = %s", (job.job_id,))
         scratch.fold(events, batch_size)
     assert [row[:4] for row in deliveries(scratch, job.job_id)] == [(f"msg_{job.job_id}", HOOK, "pending", 0)]
+
+
+def test_attempts_finishing_together_are_recorded_in_one_transaction_each_as_it_went(scratch: ScratchView) -> None:
+    """WebhookStore.record groups the attempts that finish while one is being recorded: each
+    caller gets its own answer, an attempt on a row another instance took over is not recorded,
+    and every recorded attempt is in the job's history."""
+    import asyncio
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from services.status.adapters.webhooks import WebhookStore
+    from services.status.domain import DELIVERED, PENDING, Decision, Sent
+
+    jobs = [JobEvents.new(("S1", 1)) for _ in range(3)]
+    for job in jobs:
+        scratch.fold([hooked(job), job.released(), job.ok("S1", 0, 0)])
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        async with AsyncConnectionPool(scratch.url, min_size=1, max_size=2, open=False) as pool:
+            store = WebhookStore(SimpleNamespace(pool=pool))
+            claimed = {due.job_id: due for due in await store.claim(10_000, 30.0)}  # other tests' rows too
+            dues = [claimed[job.job_id] for job in jobs]
+            taken_over = replace(dues[2], attempts=5)  # as if another instance had recorded meanwhile
+            now = datetime.now(UTC)
+            answers = await asyncio.gather(
+                store.record(dues[0], now, Sent(204, None, 3), Decision(DELIVERED)),
+                store.record(dues[1], now, Sent(500, "HTTP 500 \x00 from the receiver", 4),
+                             Decision(PENDING, now + timedelta(seconds=5))),
+                store.record(taken_over, now, Sent(204, None, 2), Decision(DELIVERED)))
+        with psycopg.connect(scratch.url) as conn:
+            rows = conn.execute("SELECT d.job_id, d.state, d.attempts, count(a.*) FROM webhook_deliveries d"
+                                " LEFT JOIN webhook_attempts a USING (job_id) WHERE d.job_id = ANY(%s)"
+                                " GROUP BY 1, 2, 3", ([job.job_id for job in jobs],)).fetchall()
+        return list(answers), rows
+
+    answers, rows = asyncio.run(scenario())
+    assert answers[0] is not None and answers[0].delay_s is not None and answers[0].delay_s >= 0
+    assert answers[1] is not None and answers[1].delay_s is None  # recorded, not delivered
+    assert answers[2] is None  # the row was no longer as this attempt claimed it
+    by_job = {job_id: (state, attempts, history) for job_id, state, attempts, history in rows}
+    assert by_job[jobs[0].job_id] == ("delivered", 1, 1)
+    assert by_job[jobs[1].job_id] == ("pending", 1, 1)
+    assert by_job[jobs[2].job_id] == ("pending", 0, 0)

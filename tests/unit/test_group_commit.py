@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from shared.group_commit import GroupCommit
+from shared.group_commit import GroupCall, GroupCommit
 
 
 class Store:
@@ -110,3 +110,44 @@ def test_with_a_linger_writes_close_together_go_in_one() -> None:
     lingering, writes = asyncio.run(scenario())
     assert lingering == []
     assert writes == [["a", "b", "c"]]
+
+
+def test_a_group_call_answers_each_caller_with_its_own_items_result() -> None:
+    async def scenario() -> tuple[list[list[str]], list[str]]:
+        store = Store()
+
+        async def flush(items: list[str]) -> list[str]:
+            await store.flush(items)
+            return [item.upper() for item in items]
+        group: GroupCall[str, str] = GroupCall(flush)
+        store.open.clear()
+        first = asyncio.create_task(group.call("a"))
+        await settle()
+        later = [asyncio.create_task(group.call(x)) for x in ("b", "c", "d")]
+        await settle()
+        store.open.set()
+        return store.writes, list(await asyncio.gather(first, *later))
+    writes, answers = asyncio.run(scenario())
+    assert writes == [["a"], ["b", "c", "d"]]
+    assert answers == ["A", "B", "C", "D"]
+
+
+def test_a_failed_group_call_fails_the_callers_it_carried() -> None:
+    async def scenario() -> list[object]:
+        store = Store()
+        store.refused = {"c"}
+
+        async def flush(items: list[str]) -> list[str]:
+            await store.flush(items)
+            return list(items)
+        group: GroupCall[str, str] = GroupCall(flush)
+        store.open.clear()
+        first = asyncio.create_task(group.call("a"))
+        await settle()
+        later = [asyncio.create_task(group.call(x)) for x in ("b", "c")]
+        await settle()
+        store.open.set()
+        return list(await asyncio.gather(first, *later, return_exceptions=True))
+    first, *later = asyncio.run(scenario())
+    assert first == "a"
+    assert all(isinstance(outcome, RuntimeError) for outcome in later)

@@ -21,7 +21,9 @@ from psycopg import AsyncConnection
 from yarl import URL
 
 from services.status.domain import PENDING, Decision, Due, Recorded, Sent, WebhookView
-from shared.db import transaction
+from shared.db import columns, transaction
+from shared.group_commit import GroupCall
+from shared.retry import is_transient
 from shared.ssrf import AddressNotAllowed, GuardedResolver, check_url_host
 from shared.webhooks import webhook_id_for
 
@@ -38,15 +40,24 @@ CLAIM = (
     " WHERE job_id IN (SELECT job_id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= now()"
     " ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
     " RETURNING job_id, webhook_id, url, attempts, created_at")
-# Only if the row is still as it was claimed: when another instance took it over after the
-# lease ran out and recorded first, this attempt is not recorded again (the receiver got the
-# message twice, with the same webhook-id: at least once).
+# Many attempts at once (a burst makes many jobs final together), each row only if it is still as
+# it was claimed: when another instance took it over after the lease ran out and recorded first,
+# this attempt is not recorded again (the receiver got the message twice, with the same
+# webhook-id: at least once).
 RECORD = (
-    "UPDATE webhook_deliveries SET attempts = attempts + 1, state = %(state)s, next_attempt_at = %(next)s,"
-    " last_status = %(status)s, last_error = %(error)s,"
-    " delivered_at = CASE WHEN %(state)s = 'delivered' THEN now() END"
-    " WHERE job_id = %(job_id)s AND state = 'pending' AND attempts = %(attempts)s"
-    " RETURNING extract(epoch FROM delivered_at - created_at)::float8")
+    "UPDATE webhook_deliveries AS d SET attempts = d.attempts + 1, state = v.state, next_attempt_at = v.next,"
+    " last_status = v.status, last_error = v.error,"
+    " delivered_at = CASE WHEN v.state = 'delivered' THEN now() END"
+    " FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], %s::int[], %s::text[])"
+    " AS v(job_id, attempts, state, next, status, error)"
+    " WHERE d.job_id = v.job_id AND d.state = 'pending' AND d.attempts = v.attempts"
+    " RETURNING d.job_id, extract(epoch FROM d.delivered_at - d.created_at)::float8")
+RECORD_ATTEMPTS = (
+    "INSERT INTO webhook_attempts (job_id, attempt, at, status_code, error, duration_ms)"
+    " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::int[], %s::text[], %s::int[])"
+    " ON CONFLICT DO NOTHING")
+# A record waits for the one running (GroupCall): under load one transaction carries many.
+RECORD_LINGER_S = 0.0
 
 
 async def claim(conn: AsyncConnection[Any], limit: int, lease_s: float) -> list[Due]:
@@ -54,18 +65,26 @@ async def claim(conn: AsyncConnection[Any], limit: int, lease_s: float) -> list[
     return [Due(*row) for row in rows]
 
 
-async def record(conn: AsyncConnection[Any], due: Due, at: datetime, sent: Sent, decision: Decision) -> Recorded | None:
-    """Store the attempt and its decision; None when the row was no longer ours."""
-    row = await (await conn.execute(RECORD, {
-        "state": decision.state, "next": decision.next_attempt_at, "status": sent.status_code,
-        "error": sent.error, "job_id": due.job_id, "attempts": due.attempts})).fetchone()
-    if row is None:
-        return None
-    await conn.execute(
-        "INSERT INTO webhook_attempts (job_id, attempt, at, status_code, error, duration_ms)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (due.job_id, due.attempts + 1, at, sent.status_code, sent.error, sent.duration_ms))
-    return Recorded(row[0])
+Attempt = tuple[Due, datetime, Sent, Decision]
+
+
+def _text(error: str | None) -> str | None:
+    """An error as PostgreSQL's text takes it (an exception's message may quote a NUL byte a
+    receiver sent)."""
+    return error.replace("\x00", "\\x00") if error else error
+
+
+async def record(conn: AsyncConnection[Any], attempts: list[Attempt]) -> list[Recorded | None]:
+    """Store the attempts and their decisions, in order; None for a row that was no longer ours."""
+    rows = await (await conn.execute(RECORD, columns(
+        [(due.job_id, due.attempts, decision.state, decision.next_attempt_at, sent.status_code, _text(sent.error))
+         for due, _, sent, decision in attempts]))).fetchall()
+    delays: dict[UUID, float | None] = dict(rows)
+    ours = [(due.job_id, due.attempts + 1, at, sent.status_code, _text(sent.error), sent.duration_ms)
+            for due, at, sent, _ in attempts if due.job_id in delays]
+    if ours:
+        await conn.execute(RECORD_ATTEMPTS, columns(ours))
+    return [Recorded(delays[due.job_id]) if due.job_id in delays else None for due, *_ in attempts]
 
 
 async def pending(conn: AsyncConnection[Any]) -> int:
@@ -96,14 +115,37 @@ class WebhookStore:
 
     def __init__(self, runtime: Any) -> None:
         self._runtime = runtime  # its pool exists once the app has started
+        self._records: GroupCall[Attempt, Recorded | None | Exception] = GroupCall(self._record_many, RECORD_LINGER_S)
 
     async def claim(self, limit: int, lease_s: float) -> list[Due]:
         async with self._runtime.pool.connection() as conn:
             return await claim(conn, limit, lease_s)
 
     async def record(self, due: Due, at: datetime, sent: Sent, decision: Decision) -> Recorded | None:
-        async with transaction(self._runtime.pool) as conn:
-            return await record(conn, due, at, sent, decision)
+        """Recorded with the attempts that finish meanwhile, in one transaction (shared/group_commit.py)."""
+        outcome = await self._records.call((due, at, sent, decision))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def _record_many(self, attempts: list[Attempt]) -> list[Recorded | None | Exception]:
+        """One transaction for all; if the database refuses it for a reason other than its own
+        state, one per attempt, so only the attempt at fault fails (and is claimed again when
+        its lease runs out) and no other waits behind it."""
+        try:
+            async with transaction(self._runtime.pool) as conn:
+                return list(await record(conn, attempts))
+        except Exception as exc:
+            if len(attempts) == 1 or is_transient(exc):
+                raise
+        alone: list[Recorded | None | Exception] = []
+        for attempt in attempts:
+            try:
+                async with transaction(self._runtime.pool) as conn:
+                    alone.extend(await record(conn, [attempt]))
+            except Exception as exc:  # noqa: BLE001 - its caller gets it
+                alone.append(exc)
+        return alone
 
     async def pending(self) -> int:
         async with self._runtime.pool.connection() as conn:
