@@ -29,6 +29,10 @@ class StatusSettings(CommonSettings):
     # an idle stream open, a client that takes no data for the send timeout is cut off, and
     # past the cap a new stream is answered 503 (HTTP_MAX_CONNECTIONS leaves room above it)
     status_stream_poll_s: float = 0.1
+    # a stream's intermediate statuses at most this often (the latest when the gap is over; the
+    # final one at once): each event is a socket write, and a job's counts change with nearly
+    # every fold batch (handlers/progress.py); 0 sends every change
+    status_stream_min_gap_s: float = 1.0
     status_stream_heartbeat_s: float = 15.0
     status_stream_send_timeout_s: float = 30.0
     status_max_streams: int = 3072

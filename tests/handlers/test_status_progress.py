@@ -108,6 +108,43 @@ def test_a_stream_sends_each_change_and_ends_with_the_final_status() -> None:
     assert ids == [progress_id(s) for s in seen] and len(set(ids)) == 3
 
 
+def test_intermediate_statuses_are_spaced_by_the_gap_and_the_final_one_goes_at_once() -> None:
+    """STATUS_STREAM_MIN_GAP_S: changes within the gap after an event are not sent one by one;
+    the latest goes when the gap is over, and the final status does not wait for it."""
+    gap = 0.4
+
+    async def scenario() -> list[tuple[float, str, int]]:
+        view = FakeView()
+        job = view.add(total=4)
+        hub = ProgressHub(view, every_s=0.005, max_streams=10)
+        poller = asyncio.create_task(hub.run())
+        sent: list[tuple[float, str, int]] = []
+        loop = asyncio.get_running_loop()
+
+        async def drive() -> None:
+            for done in (1, 2, 3):  # three changes well within the gap after the first event
+                await asyncio.sleep(0.05)
+                view.move(job, "ongoing", done)
+            while not any(status == "ongoing" for _, status, _ in sent):
+                await asyncio.sleep(0.01)
+            view.move(job, "completed", 4)  # right after an event: inside the next gap
+        try:
+            opened = await JobProgress(reader(view), view, hub, min_gap_s=gap).open(str(job), ANYONE, None)
+            assert isinstance(opened, Opened)
+            driver = asyncio.create_task(drive())
+            async with asyncio.timeout(5):
+                async for _, status in opened.events:
+                    sent.append((loop.time(), status.status, status.images.succeeded))
+            await driver
+            return sent
+        finally:
+            poller.cancel()
+    sent = asyncio.run(scenario())
+    assert [(status, done) for _, status, done in sent] == [("scheduled", 0), ("ongoing", 3), ("completed", 4)]
+    assert sent[1][0] - sent[0][0] >= gap - 0.01  # the ongoing ones waited out the gap; only the latest went
+    assert sent[2][0] - sent[1][0] < gap / 2  # the final status did not
+
+
 def test_resuming_with_the_last_event_id_skips_what_the_client_has() -> None:
     view = FakeView()
     job = view.add()
