@@ -280,3 +280,13 @@ class OffsetTracker(Generic[P]):
     def forget(self, partitions: set[P]) -> None:
         for partition in partitions:
             self._parts.pop(partition, None)
+
+
+def possibly_processed(offset: int, end_at_assignment: int | None) -> bool:
+    """Whether a task record may have been processed already by an earlier owner of its
+    partition: any record that was in the partition when this instance got it (below the
+    partition's end offset then; None: not known, so any record). A record written after that
+    reached no other processor of the group; a task dispatched again after a scheduler crash
+    (a new record, the same task_id) is caught later by the result row's key, so the lookup
+    saves only downloads and skipping it never doubles a result."""
+    return end_at_assignment is None or offset < end_at_assignment

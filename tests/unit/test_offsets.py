@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.processor.domain import OffsetTracker
+from services.processor.domain import OffsetTracker, possibly_processed
 
 P0, P1 = ("jobs", 0), ("jobs", 1)
 
@@ -102,3 +102,9 @@ def test_interleaved_start_and_finish_never_skips_work(steps: list[bool], rnd) -
             done.add(offset)
         smallest_unfinished = min(set(range(next_offset + 1)) - done)
         assert tracker.committable().get(P0, 0) <= smallest_unfinished
+
+
+def test_only_records_already_there_at_assignment_may_have_been_processed_by_a_previous_owner() -> None:
+    assert possibly_processed(41, end_at_assignment=42)  # in the partition when it was given to us
+    assert not possibly_processed(42, end_at_assignment=42)  # written since: no other processor saw it
+    assert possibly_processed(10_000, end_at_assignment=None)  # end unknown: look every record up
