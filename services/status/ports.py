@@ -13,10 +13,9 @@ from shared.events import JobCommand
 
 
 class JobReads(Protocol):
-    """One job of the view, and its failed images (store_id, visit_index, image_index, error)."""
+    """One job of the view (its failed images come with `ManyJobReads.load_jobs`)."""
 
     async def load_job(self, job_id: UUID) -> JobRow | None: ...
-    async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]: ...
 
 
 class ManyJobReads(Protocol):

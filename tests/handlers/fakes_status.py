@@ -43,14 +43,12 @@ class FakeView:
                                    failed, row.owner, dispatched=row.total if succeeded + failed else 0)
 
     async def load_job(self, job_id: UUID) -> JobRow | None:
+        self.queries += 1
         return self.rows.get(job_id)
 
     async def load_jobs(self, job_ids: list[UUID]) -> list[tuple[JobRow, list[Any] | None]]:
         self.queries += 1
         return [(self.rows[j], self.errors.get(j)) for j in job_ids if j in self.rows]
-
-    async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
-        return list(self.errors.get(job_id, []))
 
     async def folded_offsets(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return {tp: self.folded_up_to for tp in partitions}

@@ -35,6 +35,17 @@ def test_a_status_is_the_api_model_with_errors_only_when_failed() -> None:
     assert answer.error == [StoreError(store_id="S1", error="first"), StoreError(store_id="S2", error="HTTP 404")]
 
 
+def test_a_status_is_one_view_query_even_for_a_failed_job() -> None:
+    view = FakeView()
+    failed = view.add()
+    view.move(failed, "failed", 1, 1)
+    view.errors[failed] = [("S1", 0, 1, "HTTP 500")]
+    before = view.queries
+    answer = asyncio.run(reader(view).status(str(failed), ANYONE))
+    assert answer.error == [StoreError(store_id="S1", error="HTTP 500")]
+    assert view.queries - before == 1  # the row and its failures together
+
+
 @pytest.mark.parametrize("raw_id, message", [(None, "jobid: required"), ("", "jobid: required"),
                                              ("nope", "job_id: must be a UUID")])
 def test_a_malformed_id_is_refused_naming_the_field(raw_id: str | None, message: str) -> None:

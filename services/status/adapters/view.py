@@ -198,13 +198,6 @@ async def list_jobs(conn: AsyncConnection[Any], owners: list[str], keys_on: bool
     return [(JobRow(*row[:9]), row[9]) for row in rows]
 
 
-async def failures(conn: AsyncConnection[Any], job_id: UUID) -> list[tuple[str, int, int, str]]:
-    """(store_id, visit_index, image_index, error) of the job's failed images."""
-    return await (await conn.execute(
-        "SELECT store_id, visit_index, image_index, error FROM status_outcomes WHERE job_id = %s AND NOT ok",
-        (job_id,))).fetchall()
-
-
 async def results_page(conn: AsyncConnection[Any], job_id: UUID, limit: int, offset: int) -> list[dict[str, Any]]:
     rows = await (await conn.execute(
         "SELECT task_id, store_id, image_url, ok, width, height, perimeter, error"
@@ -256,9 +249,6 @@ class ViewReader:
 
     async def load_job(self, job_id: UUID) -> JobRow | None:
         return await self._on_connection(load_job, job_id)
-
-    async def failures(self, job_id: UUID) -> list[tuple[str, int, int, str]]:
-        return await self._on_connection(failures, job_id)
 
     async def list_jobs(self, owners: list[str], keys_on: bool, status: str | None, limit: int,
                         after: tuple[datetime, UUID] | None) -> list[tuple[JobRow, datetime]]:

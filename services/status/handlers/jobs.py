@@ -46,17 +46,21 @@ class JobReader:
         self._cache = cache  # handlers/read_cache.py: a job in the view, from memory when that is safe
 
     async def status(self, raw_id: str | None, caller: Caller) -> JobStatus:
-        if self._cache is not None and self._connected():
-            known = await self._cache.find(parse_job_id(raw_id))
-            if known is not None:  # else: not in the view yet, or unknown: the read-your-writes wait below
-                row, failures = known
-                if not caller.may_see(row):  # another tenant's job: as if it did not exist
-                    raise JobNotFound()
-                return full_status(row, failures)
-        found = await self.find(raw_id, caller)
-        # the per-store errors: only a failed job's status answer needs them
-        failures = await self.reads.failures(found.job_id) if found.status == FAILED else None
-        return full_status(found, failures)
+        """The caller's job's status: one path for every read. The job and its failures (one
+        query, or memory when the cache may answer); not in the view yet, the read-your-writes
+        wait; then the owner check."""
+        job_id = parse_job_id(raw_id)
+        if not self._connected():
+            raise RetryShortly(NOT_CONNECTED)
+        if self._cache is not None:
+            known = await self._cache.find(job_id)
+        else:
+            loaded = await self.reads.load_jobs([job_id])
+            known = loaded[0] if loaded else None
+        row, failures = known if known is not None else await self._folded_soon(job_id)
+        if not caller.may_see(row):  # another tenant's job: as if it did not exist
+            raise JobNotFound()
+        return full_status(row, failures)
 
     def changed(self, job_id: UUID) -> None:
         """The view has committed a change to the job that this process's fold may not have
@@ -128,14 +132,22 @@ class JobReader:
             raise RetryShortly(NOT_CONNECTED)
         row = await self.reads.load_job(job_id)
         if row is None:
-            try:
-                async with asyncio.timeout(self._wait_s + 1):
-                    row = (await self._wait_for_folds([job_id])).get(job_id, (None, None))[0]
-            except TimeoutError:  # Kafka did not answer the offset lookup: we cannot tell yet
-                raise RetryShortly(NOT_FOLDED) from None
-        if row is None or not caller.may_see(row):  # another tenant's job: as if it did not exist
+            row = (await self._folded_soon(job_id))[0]
+        if not caller.may_see(row):  # another tenant's job: as if it did not exist
             raise JobNotFound()
         return row
+
+    async def _folded_soon(self, job_id: UUID) -> tuple[JobRow, list[Any] | None]:
+        """A job not in the view yet, once the fold has it (read-your-writes); JobNotFound when
+        the fold has caught up without it, RetryShortly when that cannot be told yet."""
+        try:
+            async with asyncio.timeout(self._wait_s + 1):
+                found = (await self._wait_for_folds([job_id])).get(job_id)
+        except TimeoutError:  # Kafka did not answer the offset lookup: we cannot tell yet
+            raise RetryShortly(NOT_FOLDED) from None
+        if found is None:
+            raise JobNotFound()
+        return found
 
 
 def parse_job_id(raw_id: str | None) -> UUID:
