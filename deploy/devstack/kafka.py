@@ -23,6 +23,12 @@ from deploy.devstack.net import require_free_port
 from deploy.devstack.paths import KAFKA_LIB, KAFKA_POM
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.xml")
+# The local broker is a development broker sharing a small machine with the whole stack: its JIT
+# compiles with C1 only. Fully tiered (C2), the compiler threads were most of the broker's CPU in
+# the bursts of a fresh stack (0.2-0.9 CPU s per 10,000 images, against 0.3 s of request
+# handling) and recompile for every new traffic shape; C1-compiled request handling measured the
+# same within noise (docs/benchmarks.md). A broker of docker-compose.yml keeps the JVM's default.
+DEV_JVM_OPTS = "-XX:TieredStopAtLevel=1"
 
 
 def java_binary() -> str:
@@ -80,6 +86,9 @@ class KafkaBroker(ChildServer):
     controller_port: int
     data_dir: Path
     heap: str = "768m"
+    # Extra JVM options (KAFKA_JVM_OPTS for `make run`); by default the JIT stops at its first
+    # tier (DEV_JVM_OPTS says why)
+    jvm_opts: str = ""
     # A node of a multi-broker cluster (tests): its id, every controller as `id@host:port`,
     # the cluster id all nodes are formatted with, and the internal topics' replication.
     node_id: int = 1
@@ -116,6 +125,7 @@ class KafkaBroker(ChildServer):
     def _java_prefix(self) -> list[str]:
         return [
             java_binary(), "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+            *(self.jvm_opts or DEV_JVM_OPTS).split(),
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
             "-cp", f"{ensure_jars()}/*",
         ]

@@ -161,7 +161,7 @@ def run() -> int:
         java_binary()
         ensure_jars()
         kafka = KafkaBroker(_env_int("KAFKA_PORT", 9092), _env_int("KAFKA_CONTROLLER_PORT", 9093),
-                            state / "kafka")
+                            state / "kafka", jvm_opts=os.environ.get("KAFKA_JVM_OPTS", ""))
     if "DATABASE_URL" not in os.environ:
         postgres_bindir()
         pg = PostgresServer(_env_int("POSTGRES_PORT", 5432), state / "postgres")
