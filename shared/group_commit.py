@@ -51,10 +51,17 @@ class _Batches(Generic[T, R]):
         while self._waiting:
             group: list[tuple[list[T], asyncio.Future[list[R] | None]]] = []
             results: Sequence[R] | None = None
+            answers: list[list[R] | None] = []
             try:
                 await asyncio.sleep(self._linger_s)
                 group, self._waiting = self._waiting, []
                 results = await self._flush([item for items, _ in group for item in items])
+                at = 0
+                for items, _ in group:  # each caller's slice (here: a flush answering badly fails them all)
+                    answers.append(None if results is None else list(results[at:at + len(items)]))
+                    at += len(items)
+                if results is not None and at != len(results):
+                    raise ValueError(f"a flush of {at} items answered {len(results)} results")
             except Exception as exc:  # noqa: BLE001 - handed to every caller in the group
                 outcome: BaseException | None = exc
             except BaseException:  # cancelled: only when the loop is torn down; nobody waits for ever
@@ -67,13 +74,11 @@ class _Batches(Generic[T, R]):
                 raise
             else:
                 outcome = None
-            at = 0
-            for items, done in group:
-                mine, at = (None if results is None else list(results[at:at + len(items)])), at + len(items)
+            for i, (_, done) in enumerate(group):
                 if done.done():  # its caller was cancelled; the write stands (idempotent)
                     continue
                 if outcome is None:
-                    done.set_result(mine)
+                    done.set_result(answers[i])
                 else:
                     done.set_exception(outcome)
 

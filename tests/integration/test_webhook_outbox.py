@@ -87,7 +87,7 @@ def test_attempts_finishing_together_are_recorded_in_one_transaction_each_as_it_
     from services.status.adapters.webhooks import WebhookStore
     from services.status.domain import DELIVERED, PENDING, Decision, Sent
 
-    jobs = [JobEvents.new(("S1", 1)) for _ in range(3)]
+    jobs = [JobEvents.new(("S1", 1)) for _ in range(4)]
     for job in jobs:
         scratch.fold([hooked(job), job.released(), job.ok("S1", 0, 0)])
 
@@ -102,7 +102,10 @@ def test_attempts_finishing_together_are_recorded_in_one_transaction_each_as_it_
                 store.record(dues[0], now, Sent(204, None, 3), Decision(DELIVERED)),
                 store.record(dues[1], now, Sent(500, "HTTP 500 \x00 from the receiver", 4),
                              Decision(PENDING, now + timedelta(seconds=5))),
-                store.record(taken_over, now, Sent(204, None, 2), Decision(DELIVERED)))
+                store.record(taken_over, now, Sent(204, None, 2), Decision(DELIVERED)),
+                # one job twice in a batch (its lease ran out and it was claimed again): the first counts
+                store.record(dues[3], now, Sent(204, None, 2), Decision(DELIVERED)),
+                store.record(dues[3], now, Sent(500, "HTTP 500", 2), Decision(PENDING, now + timedelta(seconds=5))))
         with psycopg.connect(scratch.url) as conn:
             rows = conn.execute("SELECT d.job_id, d.state, d.attempts, count(a.*) FROM webhook_deliveries d"
                                 " LEFT JOIN webhook_attempts a USING (job_id) WHERE d.job_id = ANY(%s)"
@@ -113,7 +116,9 @@ def test_attempts_finishing_together_are_recorded_in_one_transaction_each_as_it_
     assert answers[0] is not None and answers[0].delay_s is not None and answers[0].delay_s >= 0
     assert answers[1] is not None and answers[1].delay_s is None  # recorded, not delivered
     assert answers[2] is None  # the row was no longer as this attempt claimed it
+    assert answers[3] is not None and answers[3].delay_s is not None and answers[4] is None
     by_job = {job_id: (state, attempts, history) for job_id, state, attempts, history in rows}
     assert by_job[jobs[0].job_id] == ("delivered", 1, 1)
     assert by_job[jobs[1].job_id] == ("pending", 1, 1)
     assert by_job[jobs[2].job_id] == ("pending", 0, 0)
+    assert by_job[jobs[3].job_id] == ("delivered", 1, 1)

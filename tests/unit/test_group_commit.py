@@ -151,3 +151,13 @@ def test_a_failed_group_call_fails_the_callers_it_carried() -> None:
     first, *later = asyncio.run(scenario())
     assert first == "a"
     assert all(isinstance(outcome, RuntimeError) for outcome in later)
+
+
+def test_a_flush_answering_the_wrong_number_of_results_fails_its_callers_instead_of_hanging() -> None:
+    async def scenario() -> list[object]:
+        async def flush(items: list[str]) -> list[str]:
+            return items[:-1]  # one answer short
+        group: GroupCall[str, str] = GroupCall(flush)
+        async with asyncio.timeout(2):
+            return list(await asyncio.gather(group.call("a"), group.call("b"), return_exceptions=True))
+    assert all(isinstance(outcome, ValueError) for outcome in asyncio.run(scenario()))

@@ -75,16 +75,24 @@ def _text(error: str | None) -> str | None:
 
 
 async def record(conn: AsyncConnection[Any], attempts: list[Attempt]) -> list[Recorded | None]:
-    """Store the attempts and their decisions, in order; None for a row that was no longer ours."""
+    """Store the attempts and their decisions, in order; None for a row that was no longer ours.
+    Two attempts of one job in a batch (its lease ran out while the first waited to be recorded,
+    and it was claimed again): the first is recorded, the other is not ours, as when they are
+    recorded one after the other (one UPDATE would apply either of them)."""
+    first: dict[UUID, int] = {}
+    for i, (due, *_) in enumerate(attempts):
+        first.setdefault(due.job_id, i)
+    distinct = [attempts[i] for i in sorted(first.values())]
     rows = await (await conn.execute(RECORD, columns(
         [(due.job_id, due.attempts, decision.state, decision.next_attempt_at, sent.status_code, _text(sent.error))
-         for due, _, sent, decision in attempts]))).fetchall()
+         for due, _, sent, decision in distinct]))).fetchall()
     delays: dict[UUID, float | None] = dict(rows)
     ours = [(due.job_id, due.attempts + 1, at, sent.status_code, _text(sent.error), sent.duration_ms)
-            for due, at, sent, _ in attempts if due.job_id in delays]
+            for due, at, sent, _ in distinct if due.job_id in delays]
     if ours:
         await conn.execute(RECORD_ATTEMPTS, columns(ours))
-    return [Recorded(delays[due.job_id]) if due.job_id in delays else None for due, *_ in attempts]
+    return [Recorded(delays[due.job_id]) if due.job_id in delays and first[due.job_id] == i else None
+            for i, (due, *_) in enumerate(attempts)]
 
 
 async def pending(conn: AsyncConnection[Any]) -> int:
@@ -140,11 +148,13 @@ class WebhookStore:
                 raise
         alone: list[Recorded | None | Exception] = []
         for attempt in attempts:
+            answer: Recorded | None | Exception
             try:
                 async with transaction(self._runtime.pool) as conn:
-                    alone.extend(await record(conn, [attempt]))
-            except Exception as exc:  # noqa: BLE001 - its caller gets it
-                alone.append(exc)
+                    [answer] = await record(conn, [attempt])
+            except Exception as exc:  # noqa: BLE001 - its caller gets it (a failed commit too)
+                answer = exc
+            alone.append(answer)
         return alone
 
     async def pending(self) -> int:
