@@ -98,7 +98,9 @@ def test_a_read_a_fold_overtook_is_not_kept() -> None:
         cache, _ = cached(view)
         view.gate.clear()
         read = asyncio.create_task(cache.find(job))
-        await asyncio.sleep(0)  # the read has its (old) answer and waits
+        async with asyncio.timeout(5):
+            while view.queries == 0:  # until the read has its (old) answer and waits
+                await asyncio.sleep(0)
         view.move(job, "completed", 2)
         cache.folded({job})
         view.gate.set()
@@ -219,4 +221,21 @@ def test_from_a_folds_start_until_it_says_it_committed_reads_go_to_the_view() ->
             assert await status_of(cache, job) == "ongoing" and view.queries == before + 2
         finally:
             refresher.cancel()
+    asyncio.run(run())
+
+
+def test_reads_that_arrive_together_share_one_query() -> None:
+    """Reads the cache cannot answer (here: it is off) that arrive in the same moment are one
+    query, and each gets its own job's answer (or None for an unknown id)."""
+    async def run() -> None:
+        view = FakeView()
+        jobs = [view.add() for _ in range(10)]
+        view.move(jobs[3], "ongoing", 1)
+        cache, _ = cached(view, complete=False)
+        unknown = UUID(int=7)
+        found = await asyncio.gather(*(cache.find(j) for j in [*jobs, jobs[3], unknown]))
+        assert view.queries == 1
+        assert [f[0].job_id for f in found[:11] if f is not None] == [*jobs, jobs[3]]
+        assert found[3] is not None and found[3][0].status == "ongoing" and found[10] == found[3]
+        assert found[11] is None
     asyncio.run(run())
