@@ -10,9 +10,11 @@ from uuid import uuid4
 from zoneinfo import ZoneInfo
 
 import httpx
+import psycopg
 import pytest
+from fastapi import Request
 
-from services.status.app import create_app
+from services.status.app import create_app, use_cases
 from services.status.bootstrap import StatusUseCases
 from services.status.handlers.commands import Decisions, JobCommands
 from services.status.handlers.progress import JobProgress, ProgressHub
@@ -104,3 +106,41 @@ def test_a_cancelled_job_answers_the_cancel_with_the_job() -> None:
     answer = client(view).delete(f"/api/jobs/{job}")
     assert answer.status_code == 200
     assert answer.json() == {"job_id": str(job), "status": "cancelled", "scheduled_time": "2026-12-06T09:00:00Z"}
+
+
+class DownView(FakeView):
+    async def load_jobs(self, job_ids: list[Any]) -> list[Any]:
+        raise psycopg.OperationalError("connection refused")
+
+
+def routed_counting(calls: list[str], cases: StatusUseCases) -> Any:
+    """A stand-in for the route's `use_cases` dependency that notes each request it served."""
+    async def routed(request: Request) -> StatusUseCases:
+        calls.append(request.url.path)
+        return cases
+    return routed
+
+
+def test_the_status_read_shortcut_answers_exactly_as_the_routed_read() -> None:
+    """`GET /api/status/{id}` skips FastAPI's routing (app.StatusReadShortcut); `GET
+    /api/status?jobid=` does not. Every outcome is the same status, body and headers."""
+    view = FakeView()
+    mine, theirs = view.add(owner="team-a"), view.add(owner="team-b")
+    failed = view.add(owner="team-a")
+    view.move(failed, "failed", 1, 1)
+    cases: list[tuple[Client, str, dict[str, str]]] = [
+        (client(view), str(job), {}) for job in (mine, failed, theirs, uuid4(), "nope")]
+    cases += [(client(view), str(mine), {"Authorization": auth}) for auth in
+              ("Bearer nope", "Basic c2stdGVhbS1h", "Bearer ", f"bearer {KEY}")]
+    cases += [(client(view, connected=False), str(mine), {}), (client(DownView()), str(mine), {})]
+    for http, job_id, headers in cases:
+        routed_calls: list[str] = []
+        http.app.dependency_overrides[use_cases] = routed_counting(routed_calls, http.app.state.use_cases)
+        short = http.get(f"/api/status/{job_id}", headers=headers)
+        routed_answer = http.get("/api/status", params={"jobid": job_id}, headers=headers)
+        assert (short.status_code, short.content) == (routed_answer.status_code, routed_answer.content), job_id
+        for name in ("content-type", "content-length", "retry-after", "www-authenticate"):
+            assert short.headers.get(name) == routed_answer.headers.get(name), (job_id, headers, name)
+        down = isinstance(http.app.state.use_cases.reader.reads, DownView)
+        assert routed_calls == (["/api/status/" + job_id] if down else []) + ["/api/status"], (job_id, headers)
+    assert client(view).get(f"/api/status/{failed}").json()["status"] == "failed"  # a failed job was among them
