@@ -79,15 +79,20 @@ def cpu_per_thousand(before: dict[str, int], after: dict[str, int], images: int)
     return {name: round((after[name] - before.get(name, 0)) / HZ / images * 1000, 3) for name in after}
 
 
-async def poll_until_final(status_url: str, job_ids: list[str], seen_at: dict[str, float]) -> None:
-    """16 keep-alive connections, each taking the next pending job in turn (round and round)."""
+async def poll_until_final(status_url: str, job_ids: list[str], seen_at: dict[str, float]) -> int:
+    """16 keep-alive connections, each taking the next pending job in turn (round and round);
+    returns how many reads that took. A closed loop: each connection asks again as soon as it
+    has its answer, so the cheaper a read, the more reads (and the more of the client's own CPU)."""
     pending = deque(job_ids)
+    reads = 0
 
     async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal reads
         while pending:
             job_id = pending.popleft()
             async with session.get(f"{status_url}/api/status/{job_id}") as response:
                 body = await response.json()
+            reads += 1
             if body.get("status") in FINAL_STATUSES:
                 seen_at[job_id] = time.time()
             else:
@@ -95,6 +100,7 @@ async def poll_until_final(status_url: str, job_ids: list[str], seen_at: dict[st
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS)) as session:
         await asyncio.gather(*(worker(session) for _ in range(CONNECTIONS)))
+    return reads
 
 
 async def follow_stream(session: aiohttp.ClientSession, status_url: str, job_id: str,
@@ -186,8 +192,9 @@ async def observed_burst(database_url: str, ingest: str, status_url: str, image_
             raise RuntimeError(f"{how}: set-up ran past the due time: raise lead_s")
         await asyncio.sleep(due_wall - time.time())
         at_due()  # the CPU readings from here on are the burst's own, without its set-up
+        reads = 0
         if how == "polling":
-            await poll_until_final(status_url, job_ids, seen_at)
+            reads = await poll_until_final(status_url, job_ids, seen_at)
         elif how == "streams":
             await asyncio.gather(*follow)
         else:
@@ -203,6 +210,8 @@ async def observed_burst(database_url: str, ingest: str, status_url: str, image_
             "images_per_s": round(jobs * 10 / (last - due_wall), 1),
             "delay_p50_ms": round(statistics.median(delays), 1),
             "delay_p99_ms": round(delays[int(0.99 * (len(delays) - 1))], 1), "delay_max_ms": round(delays[-1], 1)}
+        if how == "polling":
+            result["reads"] = reads
         if how == "streams":
             result["streams_open"] = streams_open
         if how == "webhooks":
@@ -287,6 +296,12 @@ def observer_lines(r: dict[str, Any], bullmq: float | None, limit: float | None)
     lines.append("| total | " + " | ".join(
         f"{sum(r[how].get('cpu_s_per_1000_images_from_due', {}).values()):.3f}" for how in hows) + " | "
         + " | ".join(f"{sum(r[how]['cpu_s_per_1000_images'].values()):.3f}" for how in hows) + " |")
+    polled = r["polling"]
+    status_cpu = polled.get("cpu_s_per_1000_images_from_due", {}).get("status")
+    per_read = (f"; the status process's CPU from due, all of its work included, is"
+                f" {status_cpu * polled['images'] / 1000 / polled['reads'] * 1e6:.0f} µs per read"
+                if status_cpu and polled.get("reads") else "")
+    lines += ["", f"Polling: {polled.get('reads', 0):,} reads by the 16 connections{per_read}."]
     lines += ["", f"Streams open on the status process during the streams burst: {r['streams'].get('streams_open')}"
               f" (one per job plus idle ones on far-future jobs). Webhooks: {r['webhooks'].get('deliveries')}"
               f" deliveries, {r['webhooks'].get('bad_signatures')} with a bad signature.", ""]
