@@ -19,7 +19,7 @@ from services.status.domain import (
     parse_job_ids,
     progress_id,
 )
-from services.status.handlers.progress import COVERED_POLL_S, JobProgress, Opened, ProgressHub
+from services.status.handlers.progress import COVERED_POLL_S, JobProgress, Offered, Opened, ProgressHub, Watch
 from shared.api import JobStatus, StoreError
 from shared.schedule_time import InvalidInput
 from tests.handlers.fakes_status import FakeView, reader
@@ -143,6 +143,45 @@ def test_intermediate_statuses_are_spaced_by_the_gap_and_the_final_one_goes_at_o
     assert [(status, done) for _, status, done in sent] == [("scheduled", 0), ("ongoing", 3), ("completed", 4)]
     assert sent[1][0] - sent[0][0] >= gap - 0.01  # the ongoing ones waited out the gap; only the latest went
     assert sent[2][0] - sent[1][0] < gap / 2  # the final status did not
+
+
+def test_a_watch_holds_intermediate_statuses_for_its_gap_and_never_the_final_one() -> None:
+    """Watch.hold_until: during the gap an intermediate offer only replaces the latest; the gap's
+    end wakes the stream once if anything came; a final offer wakes it at once; a final status
+    offered while the previous event was being sent is not held at all."""
+    view = FakeView()
+    job = view.add(total=4)
+
+    def offered(status: str, done: int) -> Offered:
+        view.move(job, status, done)
+        return Offered(view.rows[job])
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        watch = Watch(job)
+        watch.offer(offered("ongoing", 1))
+        watch.changed.clear()  # the stream took it
+        watch.hold_until(loop.time() + 0.1)
+        watch.offer(offered("ongoing", 2))
+        watch.offer(offered("ongoing", 3))
+        assert not watch.changed.is_set()
+        async with asyncio.timeout(1):
+            await watch.changed.wait()  # the gap ended with something held
+        assert watch.latest is not None and watch.latest.status().images.succeeded == 3
+        watch.changed.clear()
+        watch.hold_until(loop.time() + 0.1)
+        await asyncio.sleep(0.15)
+        assert not watch.changed.is_set()  # nothing came during that gap: no wake-up
+        watch.hold_until(loop.time() + 60)
+        watch.offer(offered("completed", 4))
+        assert watch.changed.is_set()  # the final one does not wait
+        watch.end_gap()
+        watch.changed.clear()
+        watch.offer(offered("completed", 4))  # offered during the send of the previous event
+        watch.hold_until(loop.time() + 60)
+        assert watch.changed.is_set()
+        watch.end_gap()
+    asyncio.run(scenario())
 
 
 def test_resuming_with_the_last_event_id_skips_what_the_client_has() -> None:
