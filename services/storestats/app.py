@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from psycopg_pool import AsyncConnectionPool
 
 from services.storestats.domain import StoreTotals
@@ -51,7 +52,32 @@ def broker_credentials(settings: StoreStatsSettings) -> faust.SASLCredentials | 
     return None
 
 
+# A fetch waits at the broker until this much data is there, or this long: store statistics are
+# a report, so up to 100 ms more for a lone result costs nobody anything.
+FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS = 64 * 1024, 100
+
+
+def fetch_in_batches() -> None:
+    """faust builds its aiokafka consumer with `fetch_min_bytes=1` (and `fetch_max_wait_ms=1500`)
+    and has no setting for either, so in a burst each fetch brought a few records and faust's
+    work per fetch (a call into its consumer thread, three futures, a wait) came with each few.
+    Measured on this service alone (20,000 results at 3,000/s): 110-120 -> 85-107 µs of CPU per
+    result. The consumer hands both attributes to its fetcher when it starts; aiokafka
+    0.12-0.14 has them (shared.kafka.set_fetch_wait relies on the fetcher's own)."""
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "fetches_in_batches", False):
+        return
+
+    def batched(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS
+        return consumer
+    batched.fetches_in_batches = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = batched  # type: ignore[method-assign]
+
+
 def new_faust_app(settings: StoreStatsSettings) -> faust.App:
+    fetch_in_batches()
     return faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
