@@ -6,6 +6,7 @@ the API model it answers (shared/api.py); the use cases' refusals become HTTP er
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -236,32 +237,25 @@ REFUSALS: dict[type[Exception], int] = {InvalidInput: 400, JobNotFound: 404, Com
                                          RetryShortly: 503, CommandUndecided: 504}
 
 
-def refusal(exc: Exception) -> Response:
+async def _refused(_: Request, exc: Exception) -> Response:
     status = next(code for kind, code in REFUSALS.items() if isinstance(exc, kind))
     return error(status, str(exc), RETRY_SHORTLY if status == 503 else None)
 
 
-def unauthorized() -> Response:
-    return error(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
-
-
-async def _refused(_: Request, exc: Exception) -> Response:
-    return refusal(exc)
-
-
 async def _unauthorized(_: Request, __: Exception) -> Response:
-    return unauthorized()
+    return error(401, "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
 
 
 class StatusReadShortcut:
     """`GET /api/status/{job_id}` answered without FastAPI's routing, dependency solving and
-    exception middleware: the same use case, caller and answers (the job's status, or the
-    refusal's `{"error": ...}` with its code). A client polling its jobs asks this more than
+    exception middleware: the same use case and caller, and a failure answered in place by the
+    app's own exception handler for it (400, 401, 404, 503: `REFUSALS`, `Unauthorized` and
+    shared/http.py's), or, with none, raised to the server error middleware outside, which
+    logs it and answers 500 as for any route. A client polling its jobs asks this more than
     everything else together; in `make bench`'s polled burst the status process spent 164 µs
-    per read through the route and 59 µs here (docs/benchmarks.md). Anything else, and a read
-    that fails unexpectedly (a dependency down: 503, or a bug: 500), goes through the app,
-    which answers as for any other route. The route stays declared: the API document, and
-    `?jobid=` reads, use it."""
+    per read through the route and 59 µs here (docs/benchmarks.md). Every other request, and
+    any request under a `root_path` (the router strips it before matching; this does not try),
+    goes to the app. The route stays declared: the API document, and `?jobid=` reads, use it."""
 
     PREFIX = "/api/status/"
 
@@ -270,21 +264,27 @@ class StatusReadShortcut:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"] if scope["type"] == "http" and scope["method"] == "GET" else ""
-        cases: StatusUseCases | None = getattr(scope["app"].state, "use_cases", None) if path else None
-        job_id = path[len(self.PREFIX):] if path.startswith(self.PREFIX) else ""
+        job_id = path[len(self.PREFIX):] if path.startswith(self.PREFIX) and not scope.get("root_path") else ""
+        cases: StatusUseCases | None = getattr(scope["app"].state, "use_cases", None) if job_id else None
         if not job_id or "/" in job_id or cases is None:
             await self.app(scope, receive, send)
             return
         try:
             answer = model_response(await cases.reader.status(job_id, caller_for(cases, _bearer(scope))))
-        except Unauthorized:
-            answer = unauthorized()
-        except tuple(REFUSALS) as exc:
-            answer = refusal(exc)
-        except Exception:  # noqa: BLE001 - the app's own handlers answer it (503 or a logged 500)
-            await self.app(scope, receive, send)
-            return
+        except Exception as exc:
+            handler = _handler_for(scope["app"].exception_handlers, exc)
+            if handler is None:
+                raise  # ServerErrorMiddleware: the app's 500, logged
+            answer = handler(Request(scope, receive), exc)
+            if inspect.isawaitable(answer):
+                answer = await answer
         await answer(scope, receive, send)
+
+
+def _handler_for(handlers: dict[Any, Any], exc: Exception) -> Any:
+    """The handler the app's exception middleware would give `exc` (the nearest of its classes;
+    the 500 handler for `Exception` belongs to the server error middleware, not to this one)."""
+    return next((handlers[kind] for kind in type(exc).__mro__ if kind in handlers and kind is not Exception), None)
 
 
 def _bearer(scope: Scope) -> str | None:

@@ -27,15 +27,18 @@ KEY = "sk-team-a"
 
 
 class Client:
-    """Requests to the app in-process (httpx over ASGI), with team-a's key unless told."""
+    """Requests to the app in-process (httpx over ASGI), with team-a's key unless told (`keyless`:
+    no Authorization header at all); an exception the app raised after its 500 answer is raised
+    here too."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, keyless: bool = False) -> None:
+        self.app, self.keyless = app, keyless
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         async def send() -> httpx.Response:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://status",
-                                         headers={"Authorization": f"Bearer {KEY}"}) as http:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),
+                                         base_url="http://status",
+                                         headers={} if self.keyless else {"Authorization": f"Bearer {KEY}"}) as http:
                 return await http.request(method, path, headers=headers, **kwargs)
         return asyncio.run(send())
 
@@ -113,6 +116,11 @@ class DownView(FakeView):
         raise psycopg.OperationalError("connection refused")
 
 
+class BrokenView(FakeView):
+    async def load_jobs(self, job_ids: list[Any]) -> list[Any]:
+        raise RuntimeError("a bug")
+
+
 def routed_counting(calls: list[str], cases: StatusUseCases) -> Any:
     """A stand-in for the route's `use_cases` dependency that notes each request it served."""
     async def routed(request: Request) -> StatusUseCases:
@@ -123,7 +131,9 @@ def routed_counting(calls: list[str], cases: StatusUseCases) -> Any:
 
 def test_the_status_read_shortcut_answers_exactly_as_the_routed_read() -> None:
     """`GET /api/status/{id}` skips FastAPI's routing (app.StatusReadShortcut); `GET
-    /api/status?jobid=` does not. Every outcome is the same status, body and headers."""
+    /api/status?jobid=` does not. Every outcome is the same status, body and headers: a status,
+    400, 401 (no key, an unknown one, another scheme, an empty token), 404 (unknown, another
+    tenant's), 503 (not connected, the database down) and a bug's 500; none is read twice."""
     view = FakeView()
     mine, theirs = view.add(owner="team-a"), view.add(owner="team-b")
     failed = view.add(owner="team-a")
@@ -132,7 +142,11 @@ def test_the_status_read_shortcut_answers_exactly_as_the_routed_read() -> None:
         (client(view), str(job), {}) for job in (mine, failed, theirs, uuid4(), "nope")]
     cases += [(client(view), str(mine), {"Authorization": auth}) for auth in
               ("Bearer nope", "Basic c2stdGVhbS1h", "Bearer ", f"bearer {KEY}")]
-    cases += [(client(view, connected=False), str(mine), {}), (client(DownView()), str(mine), {})]
+    keyless = client(view)
+    keyless.keyless = True
+    cases += [(keyless, str(mine), {}), (client(view, connected=False), str(mine), {}),
+              (client(DownView()), str(mine), {}), (client(BrokenView()), str(mine), {})]
+    codes: list[int] = []
     for http, job_id, headers in cases:
         routed_calls: list[str] = []
         http.app.dependency_overrides[use_cases] = routed_counting(routed_calls, http.app.state.use_cases)
@@ -141,6 +155,25 @@ def test_the_status_read_shortcut_answers_exactly_as_the_routed_read() -> None:
         assert (short.status_code, short.content) == (routed_answer.status_code, routed_answer.content), job_id
         for name in ("content-type", "content-length", "retry-after", "www-authenticate"):
             assert short.headers.get(name) == routed_answer.headers.get(name), (job_id, headers, name)
-        down = isinstance(http.app.state.use_cases.reader.reads, DownView)
-        assert routed_calls == (["/api/status/" + job_id] if down else []) + ["/api/status"], (job_id, headers)
+        assert routed_calls == ["/api/status"], (job_id, headers)  # the shortcut answered, and only once
+        codes.append(short.status_code)
+    assert codes == [200, 200, 404, 404, 400, 401, 401, 401, 200, 401, 503, 503, 500]
     assert client(view).get(f"/api/status/{failed}").json()["status"] == "failed"  # a failed job was among them
+
+
+def test_under_a_root_path_the_status_read_goes_through_the_router() -> None:
+    """Behind a proxy serving the app under a prefix (`--root-path`), the router strips the
+    prefix before matching; the shortcut does not try to, and leaves such a read to it."""
+    view = FakeView()
+    job = view.add(owner="team-a")
+    app = client(view).app
+    calls: list[str] = []
+    app.dependency_overrides[use_cases] = routed_counting(calls, app.state.use_cases)
+
+    async def get(path: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, root_path="/svc"),
+                                     base_url="http://status", headers={"Authorization": f"Bearer {KEY}"}) as http:
+            return await http.get(path)
+    answer = asyncio.run(get(f"/svc/api/status/{job}"))
+    assert answer.status_code == 200 and answer.json()["job_id"] == str(job)
+    assert calls == [f"/svc/api/status/{job}"]
