@@ -13,6 +13,7 @@ idempotent table is exact by construction, as everywhere else in imagejobs.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from services.storestats.settings import StoreStatsSettings
 from shared.db import make_pool
 from shared.kafka import kafka_security
 from shared.stall import StallWatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,17 +65,22 @@ def fetch_in_batches() -> None:
     and has no setting for either, so in a burst each fetch brought a few records and faust's
     work per fetch (a call into its consumer thread, three futures, a wait) came with each few.
     Measured on this service alone (20,000 results at 3,000/s): 110-120 -> 85-107 µs of CPU per
-    result. The consumer hands both attributes to its fetcher when it starts; aiokafka
-    0.12-0.14 has them (shared.kafka.set_fetch_wait relies on the fetcher's own)."""
+    result. aiokafka (0.12-0.14) keeps both on the consumer and hands them to its fetcher when
+    it starts (tests/unit/test_store_stats_fetch.py checks both); a consumer without them is left
+    as faust built it, with a warning."""
     create = AIOKafkaConsumerThread._create_worker_consumer
     if getattr(create, "fetches_in_batches", False):
         return
 
     def batched(self: AIOKafkaConsumerThread, transport: Any) -> Any:
         consumer = create(self, transport)
-        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS
+        if hasattr(consumer, "_fetch_min_bytes") and hasattr(consumer, "_fetch_max_wait_ms"):
+            consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS
+        else:
+            log.warning("this aiokafka keeps no fetch wait on its consumer: store statistics fetch unbatched")
         return consumer
     batched.fetches_in_batches = True  # type: ignore[attr-defined]
+    batched.__wrapped__ = create  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = batched  # type: ignore[method-assign]
 
 
