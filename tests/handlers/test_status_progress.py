@@ -184,6 +184,36 @@ def test_a_watch_holds_intermediate_statuses_for_its_gap_and_never_the_final_one
     asyncio.run(scenario())
 
 
+def test_a_stream_closed_during_its_gap_ends_at_once_and_leaves_nothing_behind() -> None:
+    """The server shutting down (`Opened.close`) while a stream waits out its gap with a change
+    held: the stream ends now, not at the gap's end, sends nothing more, and unsubscribes."""
+    async def scenario() -> tuple[list[str], float, int]:
+        view = FakeView()
+        job = view.add(total=4)
+        hub = ProgressHub(view, every_s=0.005, max_streams=10)
+        poller = asyncio.create_task(hub.run())
+        loop = asyncio.get_running_loop()
+        sent: list[str] = []
+        try:
+            opened = await JobProgress(reader(view), view, hub, min_gap_s=30).open(str(job), ANYONE, None)
+            assert isinstance(opened, Opened)
+            events = opened.events.__aiter__()
+            sent.append((await anext(events))[1].status)  # the first event; a 30 s gap starts
+            view.move(job, "ongoing", 1)  # held for the gap
+            async with asyncio.timeout(5):
+                while hub._seen.get(job, ("",))[0] != "ongoing":  # the hub has offered it
+                    await asyncio.sleep(0.005)
+            closing = loop.time()
+            loop.call_later(0.05, opened.close)
+            async with asyncio.timeout(5):
+                sent += [status.status async for _, status in events]
+            return sent, loop.time() - closing, hub.open_streams
+        finally:
+            poller.cancel()
+    sent, took, still_open = asyncio.run(scenario())
+    assert sent == ["scheduled"] and took < 1 and still_open == 0
+
+
 def test_resuming_with_the_last_event_id_skips_what_the_client_has() -> None:
     view = FakeView()
     job = view.add()
