@@ -115,8 +115,8 @@ class Unauthorized(Exception):
 
 
 def request_tenant(request: Request, keys: ApiKeys) -> str | None:
-    """The caller's tenant; None when auth is off; raises Unauthorized for a bad key.
-    (Ingest's hot path reads the header itself; the status API uses FastAPI's HTTPBearer.)"""
+    """The caller's tenant; None when auth is off; raises Unauthorized for a bad key (ingest's
+    and the status API's one reading of `Authorization: Bearer <key>`)."""
     if not keys.on:
         return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

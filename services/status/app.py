@@ -15,7 +15,6 @@ import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.security.utils import get_authorization_scheme_param
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,7 +36,7 @@ from shared.api import (
     model_response,
     request_body,
 )
-from shared.auth import Unauthorized
+from shared.auth import Unauthorized, request_tenant
 from shared.http import RETRY_SHORTLY, error, new_app, read_body_capped
 from shared.ops import ops_router
 from shared.schedule_time import InvalidInput
@@ -55,21 +54,20 @@ async def use_cases(request: Request) -> StatusUseCases:
 UseCases = Annotated[StatusUseCases, Depends(use_cases)]
 
 
-async def caller(cases: UseCases,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+async def caller(request: Request, cases: UseCases,
+                 _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
     """Who asks (their key's tenant); 401 when API keys are on and the bearer token is missing
-    or unknown."""
-    return caller_for(cases, credentials.credentials if credentials else None)
+    or unknown. The header is read by `shared.auth.request_tenant`, as ingest and the status
+    read shortcut read it; `bearer` declares the scheme for the API document."""
+    return caller_for(cases, request)
 
 
-def caller_for(cases: StatusUseCases, token: str | None) -> Caller:
-    """The caller a bearer token (None: none presented) makes; Unauthorized when API keys are
-    on and it is missing or unknown."""
-    if not cases.keys.on:
-        return Caller(None, keys_on=False)
-    tenant = cases.keys.tenant_for(token or "")
+def caller_for(cases: StatusUseCases, request: Request) -> Caller:
+    """The caller the request's bearer token makes; Unauthorized when API keys are on and it is
+    missing or unknown."""
+    tenant = request_tenant(request, cases.keys)
     if tenant is None:
-        raise Unauthorized()
+        return Caller(None, keys_on=False)
     return Caller(tenant, keys_on=True, legacy=cases.keys.owners_of(tenant) - {tenant})
 
 
@@ -269,13 +267,14 @@ class StatusReadShortcut:
         if not job_id or "/" in job_id or cases is None:
             await self.app(scope, receive, send)
             return
+        request = Request(scope, receive)
         try:
-            answer = model_response(await cases.reader.status(job_id, caller_for(cases, _bearer(scope))))
+            answer = model_response(await cases.reader.status(job_id, caller_for(cases, request)))
         except Exception as exc:
             handler = _handler_for(scope["app"].exception_handlers, exc)
             if handler is None:
                 raise  # ServerErrorMiddleware: the app's 500, logged
-            answer = handler(Request(scope, receive), exc)
+            answer = handler(request, exc)
             if inspect.isawaitable(answer):
                 answer = await answer
         await answer(scope, receive, send)
@@ -285,16 +284,6 @@ def _handler_for(handlers: dict[Any, Any], exc: Exception) -> Any:
     """The handler the app's exception middleware would give `exc` (the nearest of its classes;
     the 500 handler for `Exception` belongs to the server error middleware, not to this one)."""
     return next((handlers[kind] for kind in type(exc).__mro__ if kind in handlers and kind is not Exception), None)
-
-
-def _bearer(scope: Scope) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, as FastAPI's HTTPBearer reads it
-    (the first such header; any other scheme or an empty token: none)."""
-    raw = next((value for name, value in scope["headers"] if name == b"authorization"), None)
-    if raw is None:
-        return None
-    scheme, token = get_authorization_scheme_param(raw.decode("latin-1"))
-    return token if scheme.lower() == "bearer" and token else None
 
 
 def create_app(settings: StatusSettings) -> FastAPI:
