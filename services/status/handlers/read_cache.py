@@ -156,11 +156,10 @@ class ReadCache:
         now = self._clock()
         for start in range(0, len(job_ids), REFRESH_CHUNK):
             chunk = job_ids[start:start + REFRESH_CHUNK]
-            found = {row.job_id: (row, errors) for row, errors in await self._reads.load_jobs(chunk)}
-            for job_id in chunk:
+            for job_id, found in zip(chunk, await self._query_many(chunk), strict=True):
                 if job_id not in self._entries or not self.on:
                     continue  # pushed out, or cleared meanwhile
-                if job_id in found:
-                    self._entries[job_id] = (found[job_id], now)
+                if found is not None:
+                    self._entries[job_id] = (found, now)
                 else:
                     del self._entries[job_id]
