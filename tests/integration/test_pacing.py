@@ -6,6 +6,7 @@ It also fails if an aiokafka upgrade drops the fetcher attributes the loop sets.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from shared.consumer import Batch, ConsumerLoop
 from shared.events import JobReleased, encode_event
 from shared.kafka import BUSY_FETCH_MIN_BYTES, ensure_topics, fetch_wait
+from shared.pacing import Pacer
 from shared.runtime import Runtime
 from shared.settings import CommonSettings
 from tests.support.fold import ScratchView
@@ -55,6 +57,9 @@ async def stream_and_then_one(infra: Infra, database_url: str, busy_wait_ms: int
         busy_wait = fetch_wait(loop.consumer)  # type: ignore[arg-type]
         quiet = (settings.kafka_fetch_min_bytes, settings.kafka_fetch_max_wait_ms)
         await wait_until(lambda: fetch_wait(loop.consumer) == quiet, 10, "the fetches to be quiet again")  # type: ignore[arg-type]
+        # the loop turns quiet as soon as the decaying rate is under the line; the lone event's
+        # own arrival must not lift it back over (a rate just under it plus one event is busy)
+        await wait_until(lambda: quiet_after_one_more(loop.pacer), 10, "the rate to be well under busy")
         lone = JobReleased(job_id=uuid.uuid4(), scheduled_time=datetime.now(UTC), total_images=1)
         await runtime.producer.send_and_wait(settings.topics.jobs, encode_event(lone), key=str(lone.job_id).encode())
         await wait_until(lambda: any(lone.job_id in r for r in rounds), 30, "the lone event")
@@ -65,6 +70,12 @@ async def stream_and_then_one(infra: Infra, database_url: str, busy_wait_ms: int
         await asyncio.gather(consuming, return_exceptions=True)
         await loop.close()
         await runtime.stop()
+
+
+def quiet_after_one_more(pacer: Pacer) -> bool:
+    """Whether one more event now would leave the pacer quiet."""
+    now = time.monotonic()
+    return (pacer.rate.at(now) + 1 / pacer.rate.tau_s) * pacer.busy_wait_s < pacer.min_expected
 
 
 def stream_and_then_one_on_a_scratch_database(infra: Infra, busy_wait_ms: int) -> dict[str, Any]:
