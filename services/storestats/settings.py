@@ -14,8 +14,11 @@ class StoreStatsSettings(CommonSettings):
     # how often the counted images older than that are pruned
     storestats_prune_every_s: float = Field(600.0, gt=0)
     storestats_data_dir: str = ".state/storestats"  # faust's data dir (it keeps no tables here)
-    # CPU priority (Unix niceness): a downstream report yields to the core on a shared machine
-    storestats_nice: int = 10
+    # CPU priority (Unix niceness): a downstream report yields to the core on a shared machine.
+    # 19, below the processors and the status fold (10): in a burst the statistics catch up
+    # after the jobs are done instead of taking a share of the CPU from them (docs/architecture.md,
+    # "CPU priority", has the measurement); under sustained overload they lag and still advance.
+    storestats_nice: int = 19
 
     @property
     def app_id(self) -> str:
