@@ -32,10 +32,10 @@ from shared.runtime import Runtime, exit_if_it_dies
 ENOUGH_FOR_A_ROUND = 32
 COLUMNS = "task_id, job_id, visit_index, image_index, store_id, image_url, width, height, perimeter, error"
 INSERT = (f"INSERT INTO processor_results ({COLUMNS})"
-          " SELECT * FROM unnest(%s::text[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[],"
-          " %s::int[], %s::int[], %s::int[], %s::text[])"
+          " SELECT * FROM unnest(%b::text[], %b::uuid[], %b::int[], %b::int[], %b::text[], %b::text[],"
+          " %b::int[], %b::int[], %b::int[], %b::text[])"
           " ON CONFLICT (task_id) DO NOTHING RETURNING task_id")
-STORED = "SELECT task_id, width, height, error FROM processor_results WHERE task_id = ANY(%s)"
+STORED = "SELECT task_id, width, height, error FROM processor_results WHERE task_id = ANY(%b::text[])"
 # Retention (shared/retention.py): result rows `older_than_s` after they were written, a batch
 # at a time (SKIP LOCKED: processors sharing the table never wait for each other).
 EXPIRE_RESULTS = (

@@ -48,11 +48,11 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
                                 ("withdrawn", effects.withdrawn)):
             if job_ids:
                 await cur.execute(
-                    f"INSERT INTO status_jobs (job_id, {column}) SELECT j, true FROM unnest(%s::uuid[]) AS u(j)"
+                    f"INSERT INTO status_jobs (job_id, {column}) SELECT j, true FROM unnest(%b::uuid[]) AS u(j)"
                     f" ON CONFLICT (job_id) DO UPDATE SET {column} = true", (list(job_ids),))
         if effects.dispatched:
             await cur.execute(
-                "INSERT INTO status_jobs (job_id, dispatched) SELECT * FROM unnest(%s::uuid[], %s::int[])"
+                "INSERT INTO status_jobs (job_id, dispatched) SELECT * FROM unnest(%b::uuid[], %b::int[])"
                 " ON CONFLICT (job_id) DO UPDATE"
                 " SET dispatched = GREATEST(status_jobs.dispatched, EXCLUDED.dispatched)",
                 columns(effects.dispatched.items()))
@@ -61,20 +61,20 @@ async def write_effects(conn: AsyncConnection[Any], effects: Effects) -> None:
         if effects.moved:
             await cur.execute(
                 "UPDATE status_jobs AS s SET scheduled_time = u.t, updated_at = now()"
-                " FROM unnest(%s::uuid[], %s::timestamptz[]) AS u(j, t) WHERE s.job_id = u.j",
+                " FROM unnest(%b::uuid[], %b::timestamptz[]) AS u(j, t) WHERE s.job_id = u.j",
                 columns(effects.moved.items()))
         if effects.decisions:  # in the same transaction as the view they change: answered means readable
             await cur.execute(
                 "INSERT INTO status_commands (command_id, job_id, accepted, state)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::boolean[], %s::text[])"
+                " SELECT * FROM unnest(%b::uuid[], %b::uuid[], %b::boolean[], %b::text[])"
                 " ON CONFLICT (command_id) DO NOTHING", columns((c, *d) for c, d in effects.decisions.items()))
 
 
 UPSERT_SUBMITTED = (
     "INSERT INTO status_jobs (job_id, submitted, owner, scheduled_time, total_images, submitted_at, priority,"
     " callback_url)"
-    " SELECT j, true, o, t, n, a, p, c FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::int[],"
-    " %s::timestamptz[], %s::smallint[], %s::text[]) AS u(j, o, t, n, a, p, c)"
+    " SELECT j, true, o, t, n, a, p, c FROM unnest(%b::uuid[], %b::text[], %b::timestamptz[], %b::int[],"
+    " %b::timestamptz[], %b::smallint[], %b::text[]) AS u(j, o, t, n, a, p, c)"
     " ON CONFLICT (job_id) DO UPDATE SET submitted = true, owner = EXCLUDED.owner, priority = EXCLUDED.priority,"
     " callback_url = EXCLUDED.callback_url,"
     # a submit re-published by an Idempotency-Key retry must not undo a reschedule
@@ -86,8 +86,8 @@ UPSERT_SUBMITTED = (
 INSERT_OUTCOMES = (
     "WITH ins AS (INSERT INTO status_outcomes (task_id, job_id, visit_index, image_index, store_id,"
     " image_url, ok, width, height, perimeter, error)"
-    " SELECT * FROM unnest(%s::text[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[],"
-    " %s::boolean[], %s::int[], %s::int[], %s::int[], %s::text[])"
+    " SELECT * FROM unnest(%b::text[], %b::uuid[], %b::int[], %b::int[], %b::text[], %b::text[],"
+    " %b::boolean[], %b::int[], %b::int[], %b::int[], %b::text[])"
     " ON CONFLICT (task_id) DO NOTHING RETURNING job_id, ok)"
     " INSERT INTO status_jobs (job_id, succeeded, failed)"
     " SELECT job_id, count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM ins GROUP BY job_id"
@@ -114,7 +114,7 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
         return 0
     rows = await (await conn.execute(
         "SELECT job_id, total_images, released, cancelled, succeeded, failed, status, withdrawn, callback_url"
-        " FROM status_jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE", (list(job_ids),))).fetchall()
+        " FROM status_jobs WHERE job_id = ANY(%b::uuid[]) ORDER BY job_id FOR UPDATE", (list(job_ids),))).fetchall()
     updates, webhooks = [], []
     for job_id, total, released, cancelled, succeeded, failed, current, withdrawn, callback_url in rows:
         status = derive_status(total=total, released=released, cancelled=cancelled,
@@ -130,13 +130,13 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
             "UPDATE status_jobs AS s SET status = u.status, updated_at = clock_timestamp(),"
             # when it became final: what retention counts from (shared/retention.py)
             " final_at = CASE WHEN u.status = ANY(%s::text[]) THEN COALESCE(s.final_at, clock_timestamp()) END"
-            " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
+            " FROM unnest(%b::uuid[], %b::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id",
             (list(FINAL_STATUSES), *columns(updates)))
     if webhooks:
         await conn.execute(
             "INSERT INTO webhook_deliveries (job_id, webhook_id, url, next_attempt_at, created_at)"
             " SELECT j, w, u, clock_timestamp(), clock_timestamp()"
-            " FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS x(j, w, u)"
+            " FROM unnest(%b::uuid[], %b::text[], %b::text[]) AS x(j, w, u)"
             " ON CONFLICT (job_id) DO NOTHING", columns(webhooks))
     return len(webhooks)
 
@@ -144,7 +144,7 @@ async def refresh_status(conn: AsyncConnection[Any], job_ids: set[Any]) -> int:
 async def store_offsets(conn: AsyncConnection[Any], offsets: list[tuple[str, int, int]]) -> None:
     await conn.execute(
         "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset)"
-        " SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
+        " SELECT %s, t, p, o FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS u(t, p, o)"
         " ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
         (CONSUMER, *columns(offsets)))
 
@@ -171,7 +171,7 @@ async def load_jobs(conn: AsyncConnection[Any], job_ids: list[UUID]) -> list[tup
         " f.store_id, f.visit_index, f.image_index, f.error)) FROM (SELECT DISTINCT ON (store_id)"
         " store_id, visit_index, image_index, error FROM status_outcomes o WHERE o.job_id = j.job_id AND NOT o.ok"
         " ORDER BY store_id, visit_index, image_index) AS f) END"
-        " FROM status_jobs AS j WHERE job_id = ANY(%s) AND submitted AND NOT withdrawn", (job_ids,))).fetchall()
+        " FROM status_jobs AS j WHERE job_id = ANY(%b::uuid[]) AND submitted AND NOT withdrawn", (job_ids,))).fetchall()
     return [(JobRow(*row[:9]), row[9]) for row in rows]
 
 
@@ -234,7 +234,7 @@ async def unemitted(conn: AsyncConnection[Any], limit: int = 1000) -> list[tuple
 async def mark_emitted(conn: AsyncConnection[Any], rows: list[tuple[UUID, str]]) -> None:
     await conn.execute(
         "UPDATE status_jobs AS s SET emitted_status = u.status"
-        " FROM unnest(%s::uuid[], %s::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id", columns(rows))
+        " FROM unnest(%b::uuid[], %b::text[]) AS u(job_id, status) WHERE s.job_id = u.job_id", columns(rows))
 
 
 class ViewReader:

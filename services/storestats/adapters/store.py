@@ -66,7 +66,7 @@ FROM storestats_outcomes GROUP BY 1, 2, 3;
 INSERT = """
 WITH counted AS (
     INSERT INTO storestats_outcomes (task_id, store_id, window_start, reason, perimeter)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[], %s::bigint[])
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::bigint[])
     ON CONFLICT (task_id) DO NOTHING
     RETURNING store_id, window_start, coalesce(reason, '') AS reason, perimeter),
 windows AS (
