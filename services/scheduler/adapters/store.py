@@ -35,8 +35,8 @@ async def store_submitted(pool: AsyncConnectionPool, submitted: Sequence[tuple[i
             return Stored(withdrawn, set())
         cur = await conn.execute(
             "INSERT INTO scheduler_jobs (job_id, partition, due_at, event, total_images, tenant, priority)"
-            " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::jsonb[], %s::int[],"
-            " %s::text[], %s::smallint[]) ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
+            " SELECT * FROM unnest(%b::uuid[], %b::int[], %b::timestamptz[], %b::jsonb[], %b::int[],"
+            " %b::text[], %b::smallint[]) ON CONFLICT (job_id) DO NOTHING RETURNING job_id",
             columns((e.job_id, p, e.scheduled_time, e.model_dump_json(), e.total_images, e.owner, e.priority)
                     for p, e in kept))
         inserted = {row[0] for row in await cur.fetchall()}
@@ -78,7 +78,7 @@ async def job_events(pool: AsyncConnectionPool, job_ids: list[UUID]) -> list[str
 # Rows are locked in job id order before an UPDATE ... FROM unnest(...) touches them: the join
 # takes its rows in no set order, so a release marking jobs and a dispatch round storing cursors
 # of some of the same jobs deadlocked now and then under load (retried, but a wasted round trip).
-LOCK_IN_ORDER = "SELECT 1 FROM scheduler_jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE"
+LOCK_IN_ORDER = "SELECT 1 FROM scheduler_jobs WHERE job_id = ANY(%b::uuid[]) ORDER BY job_id FOR UPDATE"
 
 
 async def record_dispatched(pool: AsyncConnectionPool, cursors: dict[UUID, int]) -> None:
@@ -91,7 +91,7 @@ async def record_dispatched(pool: AsyncConnectionPool, cursors: dict[UUID, int])
             " THEN 'released' ELSE j.state END,"
             " finished_at = CASE WHEN j.state = 'dispatching' AND GREATEST(j.dispatched, u.n) >= j.total_images"
             " THEN now() ELSE j.finished_at END"
-            " FROM unnest(%s::uuid[], %s::int[]) AS u(job_id, n) WHERE j.job_id = u.job_id",
+            " FROM unnest(%b::uuid[], %b::int[]) AS u(job_id, n) WHERE j.job_id = u.job_id",
             columns(cursors.items()))
 
 
@@ -114,7 +114,7 @@ async def mark_released(pool: AsyncConnectionPool, jobs: Sequence[JobSubmitted])
             " state = CASE WHEN j.dispatched >= u.total THEN 'released' ELSE 'dispatching' END,"
             " finished_at = CASE WHEN j.dispatched >= u.total THEN now() END,"
             " total_images = COALESCE(j.total_images, u.total), tenant = COALESCE(j.tenant, u.tenant)"
-            " FROM unnest(%s::uuid[], %s::int[], %s::text[]) AS u(job_id, total, tenant)"
+            " FROM unnest(%b::uuid[], %b::int[], %b::text[]) AS u(job_id, total, tenant)"
             " WHERE j.job_id = u.job_id AND j.state = 'pending'",
             (datetime.now(UTC), *columns((e.job_id, e.total_images, e.owner) for e in jobs)))
 

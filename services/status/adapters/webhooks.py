@@ -48,13 +48,13 @@ RECORD = (
     "UPDATE webhook_deliveries AS d SET attempts = d.attempts + 1, state = v.state, next_attempt_at = v.next,"
     " last_status = v.status, last_error = v.error,"
     " delivered_at = CASE WHEN v.state = 'delivered' THEN now() END"
-    " FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], %s::int[], %s::text[])"
+    " FROM unnest(%b::uuid[], %b::int[], %b::text[], %b::timestamptz[], %b::int[], %b::text[])"
     " AS v(job_id, attempts, state, next, status, error)"
     " WHERE d.job_id = v.job_id AND d.state = 'pending' AND d.attempts = v.attempts"
     " RETURNING d.job_id, extract(epoch FROM d.delivered_at - d.created_at)::float8")
 RECORD_ATTEMPTS = (
     "INSERT INTO webhook_attempts (job_id, attempt, at, status_code, error, duration_ms)"
-    " SELECT * FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::int[], %s::text[], %s::int[])"
+    " SELECT * FROM unnest(%b::uuid[], %b::int[], %b::timestamptz[], %b::int[], %b::text[], %b::int[])"
     " ON CONFLICT DO NOTHING")
 # A record waits for the one running (GroupCall): under load one transaction carries many.
 RECORD_LINGER_S = 0.0
