@@ -1,0 +1,81 @@
+"""The processors' result rows, written by the recorder's one statement (array parameters in
+binary, services/processor/adapters/results.py) on a scratch database: every kind of batch a
+burst makes (all succeeded, all failed, so a column of nothing but NULLs, mixed, values past
+a small integer's range, a repeat of a recorded task) is stored as given, and a repeat gets
+the outcome recorded first."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from services.processor.adapters.results import Recorder, recorded_outcomes
+from shared.events import ImageFailed, ImageOutcome, ImageSucceeded, ImageTask
+from tests.support.fold import ScratchView
+from tests.support.jobs import JobEvents
+
+
+def big(job: JobEvents, v: int, i: int) -> ImageSucceeded:
+    """An outcome whose numbers need four bytes (binary arrays are typed by their largest value)."""
+    ok = job.ok("S1", v, i)
+    return ok.model_copy(update={"width": 70_000, "height": 40_000, "perimeter": 220_000})
+
+
+def content(outcome: ImageOutcome) -> dict[str, Any]:
+    return outcome.model_dump(exclude={"event_id", "occurred_at"})
+
+
+def task_of(outcome: ImageOutcome) -> ImageTask:
+    return ImageTask(job_id=outcome.job_id, task_id=outcome.task_id, visit_index=outcome.visit_index,
+                     image_index=outcome.image_index, store_id=outcome.store_id, image_url=outcome.image_url,
+                     scheduled_time=outcome.occurred_at)
+
+
+async def write_batches(url: str, batches: list[list[ImageOutcome]]) -> tuple[list[list[ImageOutcome]], list[Any]]:
+    async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
+        runtime: Any = SimpleNamespace(pool=pool)
+        recorder = Recorder(runtime, "unused-topic")
+        answers = [await recorder._write(batch) for batch in batches]
+        async with pool.connection() as conn:
+            rows = await (await conn.execute(
+                "SELECT task_id, width, height, perimeter, error FROM processor_results ORDER BY task_id")).fetchall()
+    return answers, rows
+
+
+def test_every_kind_of_batch_is_stored_as_given(scratch: ScratchView) -> None:
+    job = JobEvents.new(("S1", 8))
+    succeeded = [job.ok("S1", 0, 0), job.ok("S1", 0, 1)]
+    failed = [job.bad("S1", 0, 2), job.bad("S1", 0, 3, reason='quote " and backslash \\ and comma ,')]
+    mixed = [job.ok("S1", 0, 4), job.bad("S1", 0, 5), big(job, 0, 6)]
+    repeat = [job.bad("S1", 0, 0, reason="a second try failed"), job.ok("S1", 0, 7)]
+
+    answers, rows = asyncio.run(write_batches(scratch.url, [succeeded, failed, mixed, repeat]))
+
+    assert answers[:3] == [succeeded, failed, mixed]
+    # the repeat is answered with the outcome recorded first (a new event saying the same)
+    assert [content(o) for o in answers[3]] == [content(succeeded[0]), content(repeat[1])]
+    expected = {o.task_id: (o.width, o.height, o.perimeter, None) if isinstance(o, ImageSucceeded)
+                else (None, None, None, o.reason) for o in [*succeeded, *failed, *mixed, repeat[1]]}
+    assert {task_id: tuple(rest) for task_id, *rest in rows} == expected
+
+
+def test_recorded_outcomes_finds_only_the_recorded_tasks(scratch: ScratchView) -> None:
+    job = JobEvents.new(("S1", 3))
+    recorded = [job.ok("S1", 0, 0), job.bad("S1", 0, 1)]
+    asyncio.run(write_batches(scratch.url, [recorded]))
+    tasks = [task_of(o) for o in [*recorded, job.ok("S1", 0, 2)]]
+
+    async def look_up() -> dict[str, ImageOutcome]:
+        async with AsyncConnectionPool(scratch.url, min_size=1, max_size=1, open=False) as pool:
+            runtime: Any = SimpleNamespace(pool=pool)
+            return await recorded_outcomes(runtime, tasks)
+
+    found = asyncio.run(look_up())
+    assert set(found) == {recorded[0].task_id, recorded[1].task_id}
+    assert isinstance(found[recorded[0].task_id], ImageSucceeded)
+    assert found[recorded[0].task_id].perimeter == recorded[0].perimeter  # type: ignore[union-attr]
+    assert isinstance(found[recorded[1].task_id], ImageFailed)
+    assert found[recorded[1].task_id].reason == recorded[1].reason  # type: ignore[union-attr]
