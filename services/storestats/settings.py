@@ -17,7 +17,7 @@ class StoreStatsSettings(CommonSettings):
     # CPU priority (Unix niceness): a downstream report yields to the core on a shared machine.
     # 19, below the processors and the status fold (10): in a burst the statistics catch up
     # after the jobs are done instead of taking a share of the CPU from them (docs/architecture.md,
-    # "CPU priority", has the measurement); under sustained overload they lag and still advance.
+    # "CPU priority", has the measurement); under sustained overload they lag and catch up after.
     storestats_nice: int = 19
 
     @property

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+from services.processor.adapters.results import STORED
 from shared.db import make_pool
 from tests.support.stack import Infra, Stack
-
-STORED = "SELECT task_id, width, height, error FROM processor_results WHERE task_id = ANY(%s)"
 
 
 def test_a_prepared_batch_lookup_is_planned_afresh_as_its_table_grows(infra: Infra) -> None:
