@@ -111,6 +111,10 @@ class FairQueue(Generic[T]):
     def jobs(self) -> Iterator[Hashable]:
         return iter(list(self._jobs))
 
+    def weight(self, tenant: str) -> float:
+        """The tenant's weight (TENANT_WEIGHTS; unlisted tenants the default)."""
+        return self._weights.get(tenant, self._default_weight)
+
     def units_by_tenant(self) -> dict[str, int]:
         """Units queued per tenant (tenants with none are left out)."""
         return {name: t.units for name, t in self._tenants.items() if t.units}

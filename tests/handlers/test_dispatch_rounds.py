@@ -1,7 +1,8 @@
 """When the dispatcher (services/scheduler/handlers/dispatch.py) starts a round: a backlog
-refills a full window in rounds of an eighth of it, but a tenant with work and nothing out
-gets a round at the first free place; a round hands its tasks out and stores the cursors. No
-Kafka, no database: the ports are in-memory fakes (fakes_scheduler.py)."""
+refills a full window in rounds of an eighth of it, but a tenant with work and next to nothing
+out (less than an eighth of its weighted share) gets a round at the first free place; a round
+hands its tasks out and stores the cursors. No Kafka, no database: the ports are in-memory
+fakes (fakes_scheduler.py)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,42 @@ def test_a_tenant_with_nothing_out_gets_a_round_at_the_first_free_place() -> Non
     dispatcher.out.dispatched("team-b-task", "team-b", now=1.0)  # once it has one out, it waits as others do
     dispatcher.out.free(["team-a-task-1"])
     assert not dispatcher.worth_a_round(dispatcher.room())
+
+
+def test_a_tenant_far_below_its_share_gets_a_round_at_the_first_free_place() -> None:
+    """Its earlier task still counts as out (the processors' committed offset has not passed it:
+    other tenants' earlier tasks in its partition are still running), yet it has next to nothing
+    of its share: half of 64 places for two tenants of equal weight, an eighth of that is 4."""
+    window = 64
+    dispatcher = Dispatcher(SchedulerSettings(dispatch_window=window), FakeTable(), FakeTaskSender(), lambda: 1.0)
+    dispatcher.add(job("team-a", 500), partition=0)
+    for n in range(window - 1):
+        dispatcher.out.dispatched(f"team-a-task-{n}", "team-a", now=0.0)
+    dispatcher.out.dispatched("team-b-task-0", "team-b", now=0.0)
+    dispatcher.add(job("team-b", 1), partition=1)
+    assert not dispatcher.worth_a_round(dispatcher.room())  # no place free at all
+    dispatcher.out.free(["team-a-task-0"])
+    assert dispatcher.worth_a_round(dispatcher.room())  # 1 out < 4
+    for n in range(1, 4):
+        dispatcher.out.dispatched(f"team-b-task-{n}", "team-b", now=1.0)
+        dispatcher.out.free([f"team-a-task-{n}"])
+    assert not dispatcher.worth_a_round(dispatcher.room())  # 4 out: it waits for a round as others do
+
+
+def test_weights_set_the_share_a_starved_tenant_is_measured_against() -> None:
+    """team-a weighs 7, team-b 1: team-b's share of 64 places is 8, an eighth of it 1, so with one
+    task out it is not starved; team-a, with 1 of its share of 56 out, is."""
+    window = 64
+    settings = SchedulerSettings(dispatch_window=window, tenant_weights="team-a=7")
+    dispatcher = Dispatcher(settings, FakeTable(), FakeTaskSender(), lambda: 1.0)
+    dispatcher.add(job("team-b", 500), partition=0)
+    for n in range(window - 1):
+        dispatcher.out.dispatched(f"team-b-task-{n}", "team-b", now=0.0)
+    dispatcher.out.dispatched("team-a-task-0", "team-a", now=0.0)
+    dispatcher.out.free(["team-b-task-0"])
+    assert not dispatcher.worth_a_round(dispatcher.room())  # only team-b queued, at its share and more
+    dispatcher.add(job("team-a", 1), partition=1)
+    assert dispatcher.worth_a_round(dispatcher.room())  # team-a: 1 out < 56 / 8
 
 
 async def first_round(dispatcher: Dispatcher, table: FakeTable) -> None:
