@@ -19,6 +19,10 @@ from shared.events import FINAL_STATUSES
 SUBMIT_RETRY_FOR_S = 60.0
 STREAM_ATTEMPTS = 8  # fruitless connections in a row before `follow` falls back to polling
 STREAM_IDLE_S = 60.0  # no byte for this long (heartbeats come every 15 s): the stream is dead
+# A 503 or no answer while following (a status service restarting, say) is asked again for this
+# long before `follow` gives up; a Retry-After is waited out, up to RETRY_AFTER_CAP_S
+FOLLOW_RETRY_FOR_S = 60.0
+RETRY_AFTER_CAP_S = 5.0
 
 
 class ApiError(Exception):
@@ -119,7 +123,11 @@ class ImagejobsClient:
         """The job's status each time it changes, the final one last: over its progress stream
         (Server-Sent Events), reconnecting with `Last-Event-ID` when a connection drops, so
         nothing already seen is sent again; by polling every `every_s` when the server has no
-        stream (an older release) or the stream keeps failing (a proxy that buffers it)."""
+        stream (an older release) or the stream keeps failing (a proxy that buffers it).
+
+        A 503 (a status service starting, or at its stream limit) is asked again like a dropped
+        connection, after what its Retry-After asks: a client that reconnected to a restarted
+        service before it had connected to Kafka and PostgreSQL stopped following the job."""
         url = f"{self.status_url}/api/jobs/{job_id}/events"
         last_id: str | None = None
         failures = 0  # connections in a row that brought nothing
@@ -127,6 +135,7 @@ class ImagejobsClient:
             headers = {"Accept": "text/event-stream", **self._auth()}
             if last_id is not None:
                 headers["Last-Event-ID"] = last_id
+            asked_to_wait = 0.0
             try:
                 with httpx.stream("GET", url, headers=headers,
                                   timeout=httpx.Timeout(self.timeout_s, read=STREAM_IDLE_S)) as response:
@@ -136,7 +145,10 @@ class ImagejobsClient:
                         break  # no stream on this server (the job exists: the caller read it)
                     if response.status_code >= 400:
                         response.read()
-                        raise _api_error(response, f" ({url})")
+                        error = _api_error(response, f" ({url})")
+                        if not error.retriable:
+                            raise error
+                        asked_to_wait = min(error.retry_after_s or 0.0, RETRY_AFTER_CAP_S)
                     for event_id, status in _sse_statuses(response.iter_lines()):
                         last_id, failures = event_id, 0
                         yield status
@@ -144,14 +156,25 @@ class ImagejobsClient:
                             return
             except httpx.HTTPError:
                 pass  # dropped: reconnect where we were
-            time.sleep(min(5.0, 0.2 * 2 ** failures) * random.uniform(0.5, 1.0))
+            time.sleep(max(asked_to_wait, min(5.0, 0.2 * 2 ** failures) * random.uniform(0.5, 1.0)))
             failures += 1
         yield from self._poll(job_id, every_s)
 
     def _poll(self, job_id: str, every_s: float) -> Iterator[dict[str, Any]]:
+        """Each change of the job's status until it is final; a 503 or no answer is asked again
+        (after its Retry-After, or `every_s`) for up to FOLLOW_RETRY_FOR_S in a row."""
         seen = None
+        failing_since: float | None = None
         while True:
-            body = self.status(job_id)
+            try:
+                body = self.status(job_id)
+            except ApiError as exc:
+                failing_since = failing_since if failing_since is not None else time.monotonic()
+                if not exc.retriable or time.monotonic() - failing_since >= FOLLOW_RETRY_FOR_S:
+                    raise
+                time.sleep(min(exc.retry_after_s or every_s, RETRY_AFTER_CAP_S))
+                continue
+            failing_since = None
             if body != seen:
                 seen = body
                 yield body

@@ -1,5 +1,7 @@
 """`ImagejobsClient.follow` (what `imagejobs watch` runs) against small local servers: it
-resumes a dropped stream with Last-Event-ID, and polls a server that has no stream."""
+resumes a dropped stream with Last-Event-ID, polls a server that has no stream, asks again
+after a 503 (a status service restarting) whether streaming or polling, and gives up at once
+on an error that asking again does not cure."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from imagejobs_client.client import ImagejobsClient
+import pytest
+
+from imagejobs_client.client import ApiError, ImagejobsClient
 
 
 def status(state: str, done: int) -> dict[str, Any]:
@@ -39,6 +43,25 @@ def reply_json(handler: BaseHTTPRequestHandler, answer: Any) -> None:
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
+
+
+def reply_error(handler: BaseHTTPRequestHandler, code: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Retry-After", "0")
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def stream_all(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+    for i, state in enumerate(STATUSES):
+        handler.wfile.write(f"id: {i}\nevent: status\ndata: {json.dumps(state)}\n\n".encode())
+    handler.wfile.flush()
 
 
 def test_a_dropped_stream_is_resumed_with_the_last_event_id() -> None:
@@ -83,3 +106,62 @@ def test_a_server_without_streams_is_polled() -> None:
     with serving(Older) as url:
         seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j", every_s=0.01))
     assert seen == STATUSES and len(polls) == 3
+
+
+def test_a_503_while_following_is_asked_again() -> None:
+    """What a restarted status service answers before it has connected to Kafka and PostgreSQL."""
+    asked: list[str] = []
+
+    class Starting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append(self.path)
+            if len(asked) == 1:
+                reply_error(self, 503, "not connected yet; retry shortly")
+            else:
+                stream_all(self)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    with serving(Starting) as url:
+        seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j"))
+    assert seen == STATUSES
+    assert asked == ["/api/jobs/j/events"] * 2
+
+
+def test_a_503_while_polling_is_asked_again() -> None:
+    polls: list[int] = []
+
+    class OlderRestarting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if not self.path.startswith("/api/status/"):
+                self.send_error(404)
+                return
+            polls.append(1)
+            if len(polls) == 2:
+                reply_error(self, 503, "not connected yet; retry shortly")
+                return
+            reply_json(self, STATUSES[min(len(polls) - 2, 2)] if len(polls) > 2 else STATUSES[0])
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    with serving(OlderRestarting) as url:
+        seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j", every_s=0.01))
+    assert seen == STATUSES and len(polls) == 4  # the third poll asked again after the 503
+
+
+def test_an_error_asking_again_does_not_cure_ends_the_follow() -> None:
+    asked: list[str] = []
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append(self.path)
+            reply_error(self, 401, "unknown API key")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    with serving(Refusing) as url, pytest.raises(ApiError, match="401: unknown API key"):
+        list(ImagejobsClient(status_url=url, timeout_s=5).follow("j"))
+    assert asked == ["/api/jobs/j/events"]
