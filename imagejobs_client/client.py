@@ -23,6 +23,7 @@ STREAM_IDLE_S = 60.0  # no byte for this long (heartbeats come every 15 s): the 
 # long before `follow` gives up; a Retry-After is waited out, up to RETRY_AFTER_CAP_S
 FOLLOW_RETRY_FOR_S = 60.0
 RETRY_AFTER_CAP_S = 5.0
+MIN_RETRY_WAIT_S = 0.1  # even when polling every 0 s: a refused connection is not asked in a tight loop
 
 
 class ApiError(Exception):
@@ -149,11 +150,12 @@ class ImagejobsClient:
                         if not error.retriable:
                             raise error
                         asked_to_wait = min(error.retry_after_s or 0.0, RETRY_AFTER_CAP_S)
-                    for event_id, status in _sse_statuses(response.iter_lines()):
-                        last_id, failures = event_id, 0
-                        yield status
-                        if status.get("status") in FINAL_STATUSES:
-                            return
+                    else:
+                        for event_id, status in _sse_statuses(response.iter_lines()):
+                            last_id, failures = event_id, 0
+                            yield status
+                            if status.get("status") in FINAL_STATUSES:
+                                return
             except httpx.HTTPError:
                 pass  # dropped: reconnect where we were
             time.sleep(max(asked_to_wait, min(5.0, 0.2 * 2 ** failures) * random.uniform(0.5, 1.0)))
@@ -172,7 +174,7 @@ class ImagejobsClient:
                 failing_since = failing_since if failing_since is not None else time.monotonic()
                 if not exc.retriable or time.monotonic() - failing_since >= FOLLOW_RETRY_FOR_S:
                     raise
-                time.sleep(min(exc.retry_after_s or every_s, RETRY_AFTER_CAP_S))
+                time.sleep(min(max(exc.retry_after_s or every_s, MIN_RETRY_WAIT_S), RETRY_AFTER_CAP_S))
                 continue
             failing_since = None
             if body != seen:

@@ -53,10 +53,10 @@ PROGRESS_EVERY_S = 2.0
 # dispatches those jobs' tasks again from their stored cursors, with the same task ids.
 MAX_UNCONFIRMED_ROUNDS = 16
 CURSOR_LINGER_S = 0.1  # acknowledged rounds' cursors are stored together this often (shared/group_commit.py)
-EVENTS_KEPT = 20_000
+EVENTS_KEPT = 20_000  # jobs whose JobSubmitted stays in memory while they are dispatched
 # A tenant with work queued and fewer tasks out than this part of its weighted share of the
 # window is starved: it gets a round at the first free place (`worth_a_round`)
-STARVED_SHARE = 1 / 8  # jobs whose JobSubmitted stays in memory while they are dispatched
+STARVED_SHARE = 1 / 8
 LATENESS = latency_histogram("imagejobs_scheduler_lateness_seconds", "First task emitted minus scheduled_time")
 TASKS_EMITTED = Total("imagejobs_scheduler_tasks_emitted_total", "Image tasks emitted")
 DISPATCHED = Total("imagejobs_tenant_dispatched_total", "Tasks handed to the processors", ["tenant"])
