@@ -10,6 +10,9 @@ import asyncio
 from datetime import UTC, datetime
 from uuid import uuid4
 
+import pytest
+
+from services.scheduler.handlers import dispatch
 from services.scheduler.handlers.dispatch import Dispatcher
 from services.scheduler.settings import SchedulerSettings
 from shared.events import JobSubmitted, Visit
@@ -138,3 +141,35 @@ def test_a_job_resumed_with_every_task_already_dispatched_leaves_nothing_behind(
     half = job("team-a", 3)
     dispatcher.add(half, partition=0, dispatched=1)
     assert half.job_id in dispatcher._jobs and len(dispatcher.queue) == 2  # noqa: SLF001 - two left: queued
+
+
+def test_a_place_held_past_its_lease_is_freed_while_other_tasks_keep_finishing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task whose offset is never passed (the processors' group reset, say) frees its place
+    after LEASE_S even while every other task finishes at once and wakes the dispatcher."""
+    monkeypatch.setattr(dispatch, "LEASE_S", 0.3)
+    monkeypatch.setattr(dispatch, "EXPIRE_EVERY_S", 0.05)
+    sender = FakeTaskSender()
+    dispatcher = Dispatcher(SchedulerSettings(dispatch_window=WINDOW), FakeTable(), sender, lambda: 1.0)
+    dispatcher.add(job("team-a", 2000), partition=0)
+
+    async def held_until_freed() -> float:
+        running = asyncio.create_task(dispatcher.run())
+        loop = asyncio.get_running_loop()
+        try:
+            while not sender.sent:
+                await asyncio.sleep(0.01)
+            stuck = sender.sent[0][2].decode()
+            started = loop.time()
+            while loop.time() - started < 5.0:
+                sent = [key.decode() for topic, _, key, _ in sender.sent if topic.endswith(".tasks")]
+                dispatcher.out.free([task_id for task_id in sent if task_id != stuck])  # the others finish
+                dispatcher.wakeup.set()
+                if len(dispatcher.out) == 0:  # the stuck one too: its lease ran out
+                    return loop.time() - started
+                await asyncio.sleep(0.02)
+            return float("inf")
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    assert asyncio.run(held_until_freed()) < 2.0

@@ -20,6 +20,7 @@ The window is a throughput bound, not a correctness one: a task whose offset is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -44,6 +45,7 @@ from shared.runtime import exit_if_it_dies
 
 log = logging.getLogger(__name__)
 LEASE_S = 300.0
+EXPIRE_EVERY_S = 5.0  # how often places held past LEASE_S are looked for, busy or not
 # A job's running total is published when its first and last tasks go, and between them at most
 # this often: a backlog dispatched in turns would otherwise publish one event per task or so (in
 # a 10,000-image burst, as many as the outcomes, for the status view to fold).
@@ -164,14 +166,21 @@ class Dispatcher:
     async def run(self) -> None:
         if self.watching is not None:
             await self.watching.wait()
+        # Leases are looked at on a timer of their own: looked at only when the loop had waited
+        # 5 s for a wake-up, they were never looked at while other tasks kept finishing
+        next_expiry = time.monotonic() + EXPIRE_EVERY_S
         while True:
+            if time.monotonic() >= next_expiry:
+                self._expire()
+                next_expiry = time.monotonic() + EXPIRE_EVERY_S
             self.wakeup.clear()  # before looking, so no wake-up is missed
             room = self.room()
             if not self.worth_a_round(room):
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), 5.0)
-                except TimeoutError:
-                    self._expire()
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+                # arrives as the wake-up does, and the loop would then never stop
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_expiry - time.monotonic())):
+                        await self.wakeup.wait()
                 continue
             await self._round(self.queue.take(room))
 
