@@ -134,8 +134,12 @@ class Dispatcher:
                 self._drop(job_id)
 
     # -- dispatching ------------------------------------------------------------------------
+    def window(self) -> int:
+        """This instance's part of DISPATCH_WINDOW (by the partitions it owns)."""
+        return round(self.settings.dispatch_window * self.owned_share())
+
     def room(self) -> int:
-        return max(0, round(self.settings.dispatch_window * self.owned_share()) - len(self.out))
+        return max(0, self.window() - len(self.out))
 
     def worth_a_round(self, room: int) -> bool:
         """Room for everything queued, or for a good part of the window: a round has a fixed cost
@@ -146,7 +150,7 @@ class Dispatcher:
         free a second)."""
         if room <= 0 or not len(self.queue):
             return False
-        window = round(self.settings.dispatch_window * self.owned_share())
+        window = self.window()
         return room >= len(self.queue) or room * 8 >= window or self._starved_waiting(window)
 
     def _starved_waiting(self, window: int) -> bool:
