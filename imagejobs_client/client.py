@@ -8,7 +8,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +20,9 @@ SUBMIT_RETRY_FOR_S = 60.0
 STREAM_ATTEMPTS = 8  # fruitless connections in a row before `follow` falls back to polling
 STREAM_IDLE_S = 60.0  # no byte for this long (heartbeats come every 15 s): the stream is dead
 # A 503 or no answer while following (a status service restarting, say) is asked again for this
-# long before `follow` gives up; a Retry-After is waited out, up to RETRY_AFTER_CAP_S
+# long before `follow` gives up; a stream's Retry-After is waited out, up to RETRY_AFTER_CAP_S
 FOLLOW_RETRY_FOR_S = 60.0
 RETRY_AFTER_CAP_S = 5.0
-MIN_RETRY_WAIT_S = 0.1  # even when polling every 0 s: a refused connection is not asked in a tight loop
 
 
 class ApiError(Exception):
@@ -77,12 +76,18 @@ class ImagejobsClient:
         `retry_for_s`, retry a 503 or a dropped connection with the same key: the job is
         created once, however many attempts it took."""
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return self._retrying(lambda: self._call("POST", f"{self.ingest_url}/processJob", json=job,
+                                                 headers=headers), retry_for_s)
+
+    def _retrying(self, call: Callable[[], dict[str, Any]], retry_for_s: float) -> dict[str, Any]:
+        """`call()`, asked again after a retriable ApiError (a 503, or no answer) for up to
+        `retry_for_s`: after what its Retry-After asks (up to 10 s), else after a backoff with
+        jitter."""
         deadline = time.monotonic() + retry_for_s
         attempt = 0
         while True:
             try:
-                return self._call("POST", f"{self.ingest_url}/processJob", json=job,
-                                  headers=headers)
+                return call()
             except ApiError as exc:
                 if not exc.retriable or time.monotonic() >= deadline:
                     raise
@@ -164,19 +169,10 @@ class ImagejobsClient:
 
     def _poll(self, job_id: str, every_s: float) -> Iterator[dict[str, Any]]:
         """Each change of the job's status until it is final; a 503 or no answer is asked again
-        (after its Retry-After, or `every_s`) for up to FOLLOW_RETRY_FOR_S in a row."""
+        as `submit` asks it, for up to FOLLOW_RETRY_FOR_S in a row."""
         seen = None
-        failing_since: float | None = None
         while True:
-            try:
-                body = self.status(job_id)
-            except ApiError as exc:
-                failing_since = failing_since if failing_since is not None else time.monotonic()
-                if not exc.retriable or time.monotonic() - failing_since >= FOLLOW_RETRY_FOR_S:
-                    raise
-                time.sleep(min(max(exc.retry_after_s or every_s, MIN_RETRY_WAIT_S), RETRY_AFTER_CAP_S))
-                continue
-            failing_since = None
+            body = self._retrying(lambda: self.status(job_id), FOLLOW_RETRY_FOR_S)
             if body != seen:
                 seen = body
                 yield body
