@@ -27,8 +27,9 @@ def job(owner: str, images: int) -> JobSubmitted:
                         visits=(Visit(store_id="S1", image_urls=urls),))
 
 
-def dispatcher_with_window_full_of(owner: str, out: int) -> Dispatcher:
-    dispatcher = Dispatcher(SchedulerSettings(dispatch_window=WINDOW), FakeTable(), FakeTaskSender(), lambda: 1.0)
+def dispatcher_with_window_full_of(owner: str, out: int, window: int = WINDOW, weights: str = "") -> Dispatcher:
+    settings = SchedulerSettings(dispatch_window=window, tenant_weights=weights)
+    dispatcher = Dispatcher(settings, FakeTable(), FakeTaskSender(), lambda: 1.0)
     dispatcher.add(job(owner, 500), partition=0)
     for n in range(out):
         dispatcher.out.dispatched(f"{owner}-task-{n}", owner, now=0.0)
@@ -58,11 +59,7 @@ def test_a_tenant_far_below_its_share_gets_a_round_at_the_first_free_place() -> 
     """Its earlier task still counts as out (the processors' committed offset has not passed it:
     other tenants' earlier tasks in its partition are still running), yet it has next to nothing
     of its share: half of 64 places for two tenants of equal weight, an eighth of that is 4."""
-    window = 64
-    dispatcher = Dispatcher(SchedulerSettings(dispatch_window=window), FakeTable(), FakeTaskSender(), lambda: 1.0)
-    dispatcher.add(job("team-a", 500), partition=0)
-    for n in range(window - 1):
-        dispatcher.out.dispatched(f"team-a-task-{n}", "team-a", now=0.0)
+    dispatcher = dispatcher_with_window_full_of("team-a", 63, window=64)
     dispatcher.out.dispatched("team-b-task-0", "team-b", now=0.0)
     dispatcher.add(job("team-b", 1), partition=1)
     assert not dispatcher.worth_a_round(dispatcher.room())  # no place free at all
@@ -77,12 +74,7 @@ def test_a_tenant_far_below_its_share_gets_a_round_at_the_first_free_place() -> 
 def test_weights_set_the_share_a_starved_tenant_is_measured_against() -> None:
     """team-a weighs 7, team-b 1: team-b's share of 64 places is 8, an eighth of it 1, so with one
     task out it is not starved; team-a, with 1 of its share of 56 out, is."""
-    window = 64
-    settings = SchedulerSettings(dispatch_window=window, tenant_weights="team-a=7")
-    dispatcher = Dispatcher(settings, FakeTable(), FakeTaskSender(), lambda: 1.0)
-    dispatcher.add(job("team-b", 500), partition=0)
-    for n in range(window - 1):
-        dispatcher.out.dispatched(f"team-b-task-{n}", "team-b", now=0.0)
+    dispatcher = dispatcher_with_window_full_of("team-b", 63, window=64, weights="team-a=7")
     dispatcher.out.dispatched("team-a-task-0", "team-a", now=0.0)
     dispatcher.out.free(["team-b-task-0"])
     assert not dispatcher.worth_a_round(dispatcher.room())  # only team-b queued, at its share and more

@@ -8,6 +8,8 @@ than psycopg's threshold for preparing a statement, so the prepared path runs to
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,11 +36,18 @@ def task_of(outcome: ImageOutcome) -> ImageTask:
                      scheduled_time=outcome.occurred_at)
 
 
-async def write_batches(url: str, batches: list[list[ImageOutcome]]) -> tuple[list[list[ImageOutcome]], list[Any]]:
-    """Each batch written as the recorder writes it; then the rows of the batches' jobs."""
+@asynccontextmanager
+async def runtime_on(url: str) -> AsyncIterator[Any]:
+    """What the recorder reads of a runtime (its pool, the services' own) on the scratch database."""
     async with make_pool(url, max_size=1) as pool:
         await pool.wait()
-        runtime: Any = SimpleNamespace(pool=pool)
+        yield SimpleNamespace(pool=pool)
+
+
+async def write_batches(url: str, batches: list[list[ImageOutcome]]) -> tuple[list[list[ImageOutcome]], list[Any]]:
+    """Each batch written as the recorder writes it; then the rows of the batches' jobs."""
+    async with runtime_on(url) as runtime:
+        pool = runtime.pool
         recorder = Recorder(runtime, "unused-topic")
         answers = [await recorder._write(batch) for batch in batches]
         job_ids = list({o.job_id for batch in batches for o in batch})
@@ -79,9 +88,7 @@ def test_recorded_outcomes_finds_only_the_recorded_tasks(scratch: ScratchView) -
     tasks = [task_of(o) for o in [*recorded, job.ok("S1", 0, 2)]]
 
     async def look_up() -> dict[str, ImageOutcome]:
-        async with make_pool(scratch.url, max_size=1) as pool:
-            await pool.wait()
-            runtime: Any = SimpleNamespace(pool=pool)
+        async with runtime_on(scratch.url) as runtime:
             return await recorded_outcomes(runtime, tasks)
 
     found = asyncio.run(look_up())

@@ -36,23 +36,26 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
-def reply_json(handler: BaseHTTPRequestHandler, answer: Any) -> None:
+class Quiet(BaseHTTPRequestHandler):
+    """A test server's handler that logs nothing."""
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def reply_json(handler: BaseHTTPRequestHandler, answer: Any, code: int = 200) -> None:
     body = json.dumps(answer).encode()
-    handler.send_response(200)
+    handler.send_response(code)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(body)))
+    if code == 503:
+        handler.send_header("Retry-After", "0")
     handler.end_headers()
     handler.wfile.write(body)
 
 
 def reply_error(handler: BaseHTTPRequestHandler, code: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    handler.send_response(code)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(body)))
-    handler.send_header("Retry-After", "0")
-    handler.end_headers()
-    handler.wfile.write(body)
+    reply_json(handler, {"error": message}, code)
 
 
 def stream_all(handler: BaseHTTPRequestHandler) -> None:
@@ -67,7 +70,7 @@ def stream_all(handler: BaseHTTPRequestHandler) -> None:
 def test_a_dropped_stream_is_resumed_with_the_last_event_id() -> None:
     asked: list[str | None] = []
 
-    class Streams(BaseHTTPRequestHandler):
+    class Streams(Quiet):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             last = self.headers.get("Last-Event-ID")
             asked.append(last)
@@ -80,9 +83,6 @@ def test_a_dropped_stream_is_resumed_with_the_last_event_id() -> None:
                 self.wfile.write(f": ping\n\nid: {i}\nevent: status\ndata: {json.dumps(STATUSES[i])}\n\n".encode())
             self.wfile.flush()
 
-        def log_message(self, *_: Any) -> None:
-            pass
-
     with serving(Streams) as url:
         seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j"))
     assert seen == STATUSES
@@ -92,16 +92,13 @@ def test_a_dropped_stream_is_resumed_with_the_last_event_id() -> None:
 def test_a_server_without_streams_is_polled() -> None:
     polls: list[int] = []
 
-    class Older(BaseHTTPRequestHandler):
+    class Older(Quiet):
         def do_GET(self) -> None:  # noqa: N802
             if not self.path.startswith("/api/status/"):
                 self.send_error(404)
                 return
             polls.append(1)
             reply_json(self, STATUSES[min(len(polls) - 1, 2)])
-
-        def log_message(self, *_: Any) -> None:
-            pass
 
     with serving(Older) as url:
         seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j", every_s=0.01))
@@ -112,16 +109,13 @@ def test_a_503_while_following_is_asked_again() -> None:
     """What a restarted status service answers before it has connected to Kafka and PostgreSQL."""
     asked: list[str] = []
 
-    class Starting(BaseHTTPRequestHandler):
+    class Starting(Quiet):
         def do_GET(self) -> None:  # noqa: N802
             asked.append(self.path)
             if len(asked) == 1:
                 reply_error(self, 503, "not connected yet; retry shortly")
             else:
                 stream_all(self)
-
-        def log_message(self, *_: Any) -> None:
-            pass
 
     with serving(Starting) as url:
         seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j"))
@@ -132,7 +126,7 @@ def test_a_503_while_following_is_asked_again() -> None:
 def test_a_503_while_polling_is_asked_again() -> None:
     polls: list[int] = []
 
-    class OlderRestarting(BaseHTTPRequestHandler):
+    class OlderRestarting(Quiet):
         def do_GET(self) -> None:  # noqa: N802
             if not self.path.startswith("/api/status/"):
                 self.send_error(404)
@@ -143,9 +137,6 @@ def test_a_503_while_polling_is_asked_again() -> None:
                 return
             reply_json(self, STATUSES[min(len(polls) - 2, 2)] if len(polls) > 2 else STATUSES[0])
 
-        def log_message(self, *_: Any) -> None:
-            pass
-
     with serving(OlderRestarting) as url:
         seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j", every_s=0.01))
     assert seen == STATUSES and len(polls) == 4  # the third poll asked again after the 503
@@ -154,13 +145,10 @@ def test_a_503_while_polling_is_asked_again() -> None:
 def test_an_error_asking_again_does_not_cure_ends_the_follow() -> None:
     asked: list[str] = []
 
-    class Refusing(BaseHTTPRequestHandler):
+    class Refusing(Quiet):
         def do_GET(self) -> None:  # noqa: N802
             asked.append(self.path)
             reply_error(self, 401, "unknown API key")
-
-        def log_message(self, *_: Any) -> None:
-            pass
 
     with serving(Refusing) as url, pytest.raises(ApiError, match="401: unknown API key"):
         list(ImagejobsClient(status_url=url, timeout_s=5).follow("j"))
