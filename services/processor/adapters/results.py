@@ -16,7 +16,6 @@ instead of being paid by each image.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from shared.events import ImageFailed, ImageOutcome, ImageSucceeded, ImageTask, 
 from shared.pacing import Pacer
 from shared.retry import is_transient
 from shared.runtime import Runtime, exit_if_it_dies
+from shared.waits import woken_within
 
 # A round this large is not worth waiting longer for: in a burst the wait would only add latency
 # (and hold the processor's backlog permits), not save more per-round cost.
@@ -123,8 +123,7 @@ class Recorder:
             wait = max(self._gather_s, self._pacer.wait_s(now)) - (now - batch[0][2])
             self._enough.clear()
             if wait > 0 and self._queue.qsize() < ENOUGH_FOR_A_ROUND:
-                with contextlib.suppress(TimeoutError):  # a burst fills a round sooner: go then
-                    await asyncio.wait_for(self._enough.wait(), wait)
+                await woken_within(self._enough, wait)  # a burst fills a round sooner: go then
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self._pacer.arrived(len(batch), time.monotonic())

@@ -20,7 +20,6 @@ The window is a throughput bound, not a correctness one: a task whose offset is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ from shared.group_commit import GroupCommit
 from shared.metrics import STAGE, latency_histogram, tenant_label
 from shared.retry import retry_record_work
 from shared.runtime import exit_if_it_dies
+from shared.waits import woken_within
 
 log = logging.getLogger(__name__)
 LEASE_S = 300.0
@@ -180,11 +180,7 @@ class Dispatcher:
             self.wakeup.clear()  # before looking, so no wake-up is missed
             room = self.room()
             if not self.worth_a_round(room):
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
-                # arrives as the wake-up does, and the loop would then never stop
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, next_expiry - time.monotonic())):
-                        await self.wakeup.wait()
+                await woken_within(self.wakeup, next_expiry - time.monotonic())
                 continue
             await self._round(self.queue.take(room))
 

@@ -36,6 +36,7 @@ from shared.events import JobCommand, JobSubmitted
 from shared.group_commit import GroupCommit
 from shared.retry import retry_record_work
 from shared.runtime import exit_if_it_dies
+from shared.waits import woken_within
 
 log = logging.getLogger(__name__)
 HOT_HORIZON_S = 5.0
@@ -177,10 +178,7 @@ class Releaser:
             next_due = self.schedule.next_due_at()
             delay = 3600.0 if next_due is None else (next_due - datetime.now(UTC)).total_seconds()
             if delay > 0:
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=min(delay, 3600.0))
-                except TimeoutError:
-                    pass
+                await woken_within(self.wakeup, min(delay, 3600.0))
                 continue
             async with self.lock:
                 due = self.take_due(datetime.now(UTC))

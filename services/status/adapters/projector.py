@@ -31,6 +31,7 @@ from shared.events import FINAL_STATUSES, ImageFailed, ImageSucceeded, JobStatus
 from shared.metrics import STAGE
 from shared.retry import PermanentFailure, retry_record_work
 from shared.runtime import Runtime, exit_if_it_dies, retry_in_listener
+from shared.waits import woken_within
 
 log = logging.getLogger(__name__)
 RELAY_PUBLISH_S = 30.0  # one round of the outbox relay, row locks held (see _publish_transitions)
@@ -159,10 +160,7 @@ class Projector(ConsumerRebalanceListener):
     async def _relay(self) -> None:
         await self.runtime.connected.wait()
         while True:
-            try:
-                await asyncio.wait_for(self._relay_wakeup.wait(), 1.0)
-            except TimeoutError:
-                pass
+            await woken_within(self._relay_wakeup, 1.0)
             self._relay_wakeup.clear()
             try:
                 await self._publish_transitions()

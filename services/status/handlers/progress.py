@@ -30,7 +30,6 @@ already has the final status is answered 204 (Server-Sent Events' "do not reconn
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from services.status.handlers.jobs import JobReader, full_status, status_body
 from services.status.ports import ManyJobReads
 from shared.api import JobStatus
 from shared.events import FINAL_STATUSES
+from shared.waits import woken_within
 
 log = logging.getLogger(__name__)
 OPEN_STREAMS = Gauge("imagejobs_status_open_streams", "Progress streams open on this status process")
@@ -189,8 +189,7 @@ class ProgressHub:
                 next_poll = min(next_poll, loop.time() + self._every_s)  # what a nudge lost, soon
             self._nudge.clear()
             if not self._nudged and not self._tick_now:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._nudge.wait(), max(0.0, next_poll - loop.time()))
+                await woken_within(self._nudge, next_poll - loop.time())
 
     async def tick(self, only: list[UUID] | None = None) -> None:
         ids = list(self._watches) if only is None else [j for j in only if j in self._watches]

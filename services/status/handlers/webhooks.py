@@ -45,6 +45,7 @@ from services.status.handlers.jobs import JobReader, full_status
 from services.status.ports import Deliveries, ManyJobReads, Poster, WebhookLookup
 from shared.api import JobStatus, WebhookAttempt, WebhookStatus
 from shared.events import iso
+from shared.waits import woken_within
 
 log = logging.getLogger(__name__)
 DELIVERIES = Counter("imagejobs_webhook_deliveries_total", "Webhook attempts by what followed them", ["outcome"])
@@ -123,10 +124,7 @@ class WebhookDeliverer:
             if time.monotonic() >= gauge_at:
                 gauge_at = time.monotonic() + GAUGE_EVERY_S
                 await self._refresh_gauge()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), LOOK_EVERY_S)
-            except TimeoutError:
-                pass
+            await woken_within(self._wakeup, LOOK_EVERY_S)
             self._wakeup.clear()
 
     async def stop(self) -> None:

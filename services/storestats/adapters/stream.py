@@ -78,7 +78,8 @@ async def take(queue: asyncio.Queue[EventT], stats_progress: StallWatch) -> list
             if left <= 0:
                 break
             try:
-                events.append(await asyncio.wait_for(queue.get(), left))
+                async with asyncio.timeout(left):  # not wait_for: see shared/waits.py
+                    events.append(await queue.get())
             except TimeoutError:
                 break
     return events
