@@ -21,12 +21,13 @@ class StatusSettings(CommonSettings):
     webhook_retry_base_s: float = 1.0
     webhook_retry_max_s: float = 3_600.0
     webhook_allow_private_networks: bool = False
-    # CPU priority (Unix niceness): the processors' level. Folding and reads yield to ingest on a
-    # shared machine, and a client polling in a tight loop cannot take CPU from processing: at 5,
-    # `make bench`'s 16 polling connections made 26-34k reads per burst (a read costs its client
-    # more than it costs us) and the burst ran at 1,800 images/s; at 10, 11-15k reads and 2,270,
-    # streams and webhooks the same (docs/benchmarks.md)
-    status_nice: int = 10
+    # CPU priority (Unix niceness): below the processors. Folding and reads yield to ingest and to
+    # processing on a shared machine, so a client polling in a tight loop cannot take CPU from
+    # the work: at 5, `make bench`'s 16 polling connections made 26-34k reads per burst (a read
+    # costs its client more than it costs us) and the burst ran at 1,800 images/s; at 10, 11-15k
+    # reads and ~2,100-2,270; at 14, 3-11k reads and ~2,200-2,800, streams and webhooks as fast
+    # and their delays still far inside their goals (docs/architecture.md, "CPU priority")
+    status_nice: int = 14
     # progress streams (GET /api/jobs/{id}/events): how often the shared poller reads the
     # watched jobs (the stream's added latency), a comment line every heartbeat so proxies keep
     # an idle stream open, a client that takes no data for the send timeout is cut off, and
