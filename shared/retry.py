@@ -32,6 +32,8 @@ import psycopg
 from aiokafka.errors import KafkaError
 from psycopg_pool import PoolTimeout
 
+from shared.waits import within
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -139,6 +141,6 @@ async def _persists_while_healthy(transient_run: int) -> bool:
     if transient_run < TRANSIENT_BUDGET or _health_probe is None:
         return False
     try:
-        return await asyncio.wait_for(_health_probe(), 5.0)
+        return await within(5.0, _health_probe())
     except Exception:  # noqa: BLE001 - a probe that cannot answer: the infrastructure is the suspect
         return False

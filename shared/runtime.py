@@ -29,6 +29,7 @@ from shared.kafka import ensure_topics, kafka_security, make_producer
 from shared.metrics import CONSUMER_LAG, SERVICE_READY
 from shared.retry import is_infrastructure, set_health_probe
 from shared.settings import CommonSettings
+from shared.waits import within
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -236,7 +237,7 @@ class Runtime:
         if not self.connected.is_set():
             return False
         try:
-            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 1.5)
+            await within(1.5, self.producer.client.fetch_all_metadata())
             return bool(self.producer.client.cluster.brokers())
         except Exception:  # noqa: BLE001
             return False
@@ -275,7 +276,7 @@ async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[str, int]:
         if end is None:
             continue
         try:
-            position = await asyncio.wait_for(consumer.position(tp), 1.0)
+            position = await within(1.0, consumer.position(tp))
         except Exception:  # noqa: BLE001 - revoked or resetting: counted on the next tick
             continue
         lag[tp.topic] += max(0, end - position)

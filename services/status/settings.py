@@ -25,7 +25,7 @@ class StatusSettings(CommonSettings):
     # processing on a shared machine, so a client polling in a tight loop cannot take CPU from
     # the work: at 5, `make bench`'s 16 polling connections made 26-34k reads per burst (a read
     # costs its client more than it costs us) and the burst ran at 1,800 images/s; at 10, 11-15k
-    # reads and ~2,100-2,270; at 14, 3-11k reads and ~2,200-2,800, streams and webhooks as fast
+    # reads and ~1,970-2,270; at 14, 3-11k reads and ~2,200-2,800, streams and webhooks as fast
     # and their delays still far inside their goals (docs/architecture.md, "CPU priority")
     status_nice: int = 14
     # progress streams (GET /api/jobs/{id}/events): how often the shared poller reads the

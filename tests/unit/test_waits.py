@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from shared.waits import woken_within
+from shared.waits import within, woken_within
 
 
 async def test_woken_when_set_and_timed_out_when_not() -> None:
@@ -47,3 +47,9 @@ async def test_cancelled_while_waiting_is_cancelled() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_within_answers_in_time_and_times_out_otherwise() -> None:
+    assert await within(5.0, asyncio.sleep(0, result=7)) == 7
+    with pytest.raises(TimeoutError):
+        await within(0.01, asyncio.Event().wait())
