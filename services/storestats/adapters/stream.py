@@ -23,6 +23,7 @@ from shared.dlq import send_to_dlq
 from shared.retry import PermanentFailure, retry_record_work
 from shared.runtime import retry_forever
 from shared.stall import StallWatch
+from shared.waits import within
 
 log = logging.getLogger(__name__)
 BATCH, LINGER_S = 500, 0.05
@@ -78,8 +79,7 @@ async def take(queue: asyncio.Queue[EventT], stats_progress: StallWatch) -> list
             if left <= 0:
                 break
             try:
-                async with asyncio.timeout(left):  # not wait_for: see shared/waits.py
-                    events.append(await queue.get())
+                events.append(await within(left, queue.get()))
             except TimeoutError:
                 break
     return events
