@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -89,7 +89,10 @@ def test_a_dropped_stream_is_resumed_with_the_last_event_id() -> None:
     assert asked == [None, "0"]
 
 
-def test_a_server_without_streams_is_polled() -> None:
+def without_streams(answer: Callable[[BaseHTTPRequestHandler, int], None]
+                    ) -> tuple[type[BaseHTTPRequestHandler], list[int]]:
+    """An older status service's handler: no progress stream (404), only `GET /api/status/{id}`,
+    its n-th poll (from 1) answered by `answer(handler, n)`; and the list the polls are counted in."""
     polls: list[int] = []
 
     class Older(Quiet):
@@ -98,9 +101,14 @@ def test_a_server_without_streams_is_polled() -> None:
                 self.send_error(404)
                 return
             polls.append(1)
-            reply_json(self, STATUSES[min(len(polls) - 1, 2)])
+            answer(self, len(polls))
 
-    with serving(Older) as url:
+    return Older, polls
+
+
+def test_a_server_without_streams_is_polled() -> None:
+    older, polls = without_streams(lambda handler, n: reply_json(handler, STATUSES[min(n - 1, 2)]))
+    with serving(older) as url:
         seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j", every_s=0.01))
     assert seen == STATUSES and len(polls) == 3
 
@@ -124,20 +132,14 @@ def test_a_503_while_following_is_asked_again() -> None:
 
 
 def test_a_503_while_polling_is_asked_again() -> None:
-    polls: list[int] = []
+    def restarting(handler: BaseHTTPRequestHandler, n: int) -> None:
+        if n == 2:
+            reply_error(handler, 503, "not connected yet; retry shortly")
+            return
+        reply_json(handler, STATUSES[min(n - 2, 2)] if n > 2 else STATUSES[0])
 
-    class OlderRestarting(Quiet):
-        def do_GET(self) -> None:  # noqa: N802
-            if not self.path.startswith("/api/status/"):
-                self.send_error(404)
-                return
-            polls.append(1)
-            if len(polls) == 2:
-                reply_error(self, 503, "not connected yet; retry shortly")
-                return
-            reply_json(self, STATUSES[min(len(polls) - 2, 2)] if len(polls) > 2 else STATUSES[0])
-
-    with serving(OlderRestarting) as url:
+    older, polls = without_streams(restarting)
+    with serving(older) as url:
         seen = list(ImagejobsClient(status_url=url, timeout_s=5).follow("j", every_s=0.01))
     assert seen == STATUSES and len(polls) == 4  # the third poll asked again after the 503
 
