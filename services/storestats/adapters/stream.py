@@ -4,7 +4,15 @@ and faust's producer behind the ports (WindowPublisher, DeadLetters).
 The agent reads without faust's automatic acks and queues each event; the writer takes what is
 queued (up to BATCH, waiting at most LINGER_S for more), hands it to the use case
 (handlers.StoreCounter, given by bootstrap.py) and acks the events only once it returns: faust commits only acked
-offsets. (`stream.take()` would ack a batch even when its processing raised or was cancelled.)"""
+offsets. (`stream.take()` would ack a batch even when its processing raised or was cancelled.)
+
+`CoreYield` takes a reading of the other processes' CPU use every SAMPLE_S and applies the rule
+of services/storestats/yielding.py: while it says wait, the writer holds before its next batch.
+The queue then fills and blocks the agent, faust's stream buffer (STREAM_BUFFER, app.py) fills
+and faust stops fetching: its own flow control, which delivers every record it fetched. (Its
+`pause_partitions` does not: records of a fetch under way when a partition is paused are
+dropped, never acked, and faust's commits stop at the first of them; found by
+tests/faults/test_store_stats_yield.py.)"""
 
 from __future__ import annotations
 
@@ -16,9 +24,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from faust.types import EventT, StreamT
+from prometheus_client import Counter, Gauge
 
 from services.storestats.adapters import store
+from services.storestats.adapters.cpu import OthersBusy
 from services.storestats.app import StatsApp
+from services.storestats.yielding import Mode, YieldRule, YieldState, next_state
 from shared.dlq import send_to_dlq
 from shared.retry import PermanentFailure, retry_record_work
 from shared.runtime import retry_forever
@@ -27,12 +38,56 @@ from shared.waits import within
 
 log = logging.getLogger(__name__)
 BATCH, LINGER_S = 500, 0.05
+SAMPLE_S = 0.2  # how often the others' CPU use is read (a read of /proc/stat: ~20 µs)
+WAITING = Gauge("imagejobs_storestats_waiting_for_cpu", "1 while counting waits for the core to leave CPU room")
+WAITED = Counter("imagejobs_storestats_cpu_waits_seconds_total", "Time counting waited for the core")
+WAITS = Counter("imagejobs_storestats_cpu_waits_total", "Waits for the core, by how they ended", ["ended"])
+
+
+class CoreYield:
+    """Whether the writer may count now (`may_count`), by the rule of yielding.py on a reading of
+    the others' CPU use every SAMPLE_S."""
+
+    def __init__(self, rule: YieldRule, others_busy: Callable[[], float | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rule, self.clock = rule, clock
+        self.others_busy = others_busy or OthersBusy()
+        self.may_count = asyncio.Event()
+        self.may_count.set()
+        self.state = YieldState()
+        self._drained = False
+
+    def found_empty(self) -> None:
+        """The writer emptied its queue: it has caught up."""
+        self._drained = True
+
+    async def run(self) -> None:
+        if self.rule.busy_above <= 0:
+            return
+        self.others_busy()  # the first reading only starts the interval
+        while True:
+            await asyncio.sleep(SAMPLE_S)
+            self.step()
+
+    def step(self) -> None:
+        before, now = self.state, self.clock()
+        self.state = next_state(before, self.others_busy(), now, self._drained, self.rule)
+        self._drained = False
+        if self.state.mode is Mode.WAITING:
+            self.may_count.clear()
+        elif before.mode is Mode.WAITING:
+            self.may_count.set()
+            WAITED.inc(now - before.since)
+            WAITS.labels("room" if self.state.mode is Mode.COUNTING else "max wait").inc()
+        WAITING.set(1 if self.state.mode is Mode.WAITING else 0)
 
 
 def add_agents(stats: StatsApp, write_batch: Callable[[list[EventT]], Awaitable[None]]) -> None:
-    """The agent, the writer handing each batch to `write_batch` (the use case), the pruning timer."""
+    """The agent, the writer handing each batch to `write_batch` (the use case), the CPU yield,
+    the pruning timer."""
     app = stats.app
-    queue: asyncio.Queue[EventT] = asyncio.Queue(maxsize=4 * BATCH)  # backpressure on the agent
+    queue: asyncio.Queue[EventT] = asyncio.Queue(maxsize=2 * BATCH)  # backpressure on the agent
+    core = CoreYield(stats.settings.yield_rule)
 
     @app.agent(stats.results, name="count")
     async def count(stream: StreamT) -> None:
@@ -46,7 +101,10 @@ def add_agents(stats: StatsApp, write_batch: Callable[[list[EventT]], Awaitable[
         stats.totals.update(await retry_forever("loading the store totals", lambda: store.totals(stats.pool)))
         stats.loaded.set()
         while True:
+            await core.may_count.wait()
             events = await take(queue, stats.stall)
+            if queue.empty():
+                core.found_empty()
             try:
                 await write_batch(events)
             except Exception:  # a failed publish: nothing of the batch is acked; start again
@@ -55,6 +113,10 @@ def add_agents(stats: StatsApp, write_batch: Callable[[list[EventT]], Awaitable[
             for event in events:
                 event.ack()
             stats.stall.progressed()
+
+    @app.task
+    async def yield_to_core() -> None:
+        await core.run()
 
     @app.timer(interval=stats.settings.storestats_prune_every_s)
     async def prune() -> None:

@@ -1,0 +1,69 @@
+"""The store statistics wait for the core on a saturated machine (services/storestats/yielding.py),
+on the real stack: with every CPU kept busy by other processes, counting waits (its gauge
+says so, /readyz stays green), never longer than STORESTATS_YIELD_MAX_S at a time, so the
+counts still arrive while the load goes on; once it ends, counting no longer waits, and every
+image is counted exactly once."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import httpx
+
+from tests.support.client import Client
+from tests.support.stack import ServiceProcess
+from tests.support.waiting import wait_for
+
+MAX_WAIT_S = 3.0
+
+
+def _metric(service: ServiceProcess, name: str, labels: str = "") -> float:
+    text = httpx.get(service.url + "/metrics", timeout=5).text
+    match = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+@contextmanager
+def every_cpu_busy() -> Iterator[None]:
+    """One busy loop per CPU, at the statistics' own niceness (19): they are starved by nothing
+    but their own wait, which is what is tested."""
+    burners = [subprocess.Popen([sys.executable, "-c", "import os; os.nice(19)\nwhile True: pass"])
+               for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+def test_counting_waits_while_the_cpus_are_busy_at_most_the_max_wait_and_counts_every_image(
+        fault_client: Client) -> None:
+    stack = fault_client.stack
+    stats = stack.start_service("storestats", extra_env={"STORESTATS_YIELD_MAX_S": str(MAX_WAIT_S)})
+    stack.wait_ready(stats)
+    images = [fault_client.image(20 + i, 30) for i in range(12)]
+    job = {"count": 1, "scheduled_time": datetime.now(UTC).isoformat(),
+           "visits": [{"store_id": "S00339218", "visit_time": "10:00", "image_url": images}]}
+    counted = "imagejobs_storestats_outcomes_total"
+    with every_cpu_busy():
+        wait_for(lambda: _metric(stats, "imagejobs_storestats_waiting_for_cpu") == 1, 30,
+                 "the store statistics to wait for the busy CPUs")
+        assert httpx.get(stats.url + "/readyz", timeout=10).status_code == 200, "a deliberate wait is not a stall"
+        fault_client.wait_final(fault_client.submit_ok(job), 120)
+        # the load goes on, yet the counts come: no wait is longer than MAX_WAIT_S
+        wait_for(lambda: _metric(stats, counted) >= len(images), 60, "the images counted while the CPUs stay busy")
+        assert _metric(stats, "imagejobs_storestats_cpu_waits_total", '{ended="max wait"}') >= 1
+    wait_for(lambda: _metric(stats, "imagejobs_storestats_waiting_for_cpu") == 0, 30,
+             "counting to stop waiting once the CPUs are free")
+    second = fault_client.submit_ok({**job, "scheduled_time": datetime.now(UTC).isoformat()})
+    fault_client.wait_final(second, 60)
+    wait_for(lambda: _metric(stats, counted) >= 2 * len(images), 30, "the second job counted on an idle machine")
+    assert _metric(stats, counted) == 2 * len(images), "every image counted once"
+    assert _metric(stats, "imagejobs_storestats_cpu_waits_seconds_total") > 0
