@@ -22,17 +22,18 @@ class StoreStatsSettings(CommonSettings):
     # after the jobs are done instead of taking a share of the CPU from them (docs/architecture.md,
     # "CPU priority", has the measurement); under sustained overload they lag and catch up after.
     storestats_nice: int = 19
-    # While the other processes keep this share of every CPU busy, counting waits (the consumer
-    # paused), at most STORESTATS_YIELD_MAX_S at a time; 0: never waits (services/storestats/yielding.py).
-    # The longest wait stays below STALL_S, so /readyz does not take a deliberate wait for a stall.
+    # While the other processes keep this share of every CPU busy, counting waits (no batch is
+    # written; faust stops fetching once its buffer is full), at most STORESTATS_YIELD_MAX_S at a
+    # time; 0: never waits (services/storestats/yielding.py). The longest wait is at most half of
+    # STALL_S, so /readyz does not take a deliberate wait (and the batch around it) for a stall.
     storestats_yield_above: float = Field(0.9, ge=0, le=1)
     storestats_yield_max_s: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
     def _wait_shorter_than_a_stall(self) -> StoreStatsSettings:
-        if self.storestats_yield_max_s >= self.stall_s:
-            raise ValueError(f"STORESTATS_YIELD_MAX_S ({self.storestats_yield_max_s:g}) must be below STALL_S "
-                             f"({self.stall_s:g}): a longer wait would read as a stalled consumer")
+        if self.storestats_yield_max_s > self.stall_s / 2:
+            raise ValueError(f"STORESTATS_YIELD_MAX_S ({self.storestats_yield_max_s:g}) must be at most half of "
+                             f"STALL_S ({self.stall_s:g}): a longer wait would read as a stalled consumer")
         return self
 
     @property

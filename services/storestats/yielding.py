@@ -9,11 +9,12 @@ inside the burst, SCHED_IDLE instead made bursts 1-4% faster, and this wait 3-14
 median 2,887 -> 3,264 images/s; docs/architecture.md, "CPU priority", has the pairs).
 
 So while the rest of the machine keeps every CPU busy (`busy_above` of their time, this
-process's own use not counted), counting waits: the consumer is paused and nothing is fetched or
-written. It goes on once the others leave room (below `resume_below`, HYSTERESIS less), or after `max_wait_s`
-whatever the load; it then counts until it has caught up (its queue found empty) before it
-may wait again, so under load that never ends the statistics lag by about `max_wait_s` plus
-the time to catch up, never more and more. Nothing is lost or counted twice by waiting: the
+process's own use not counted), counting waits: no batch is written, and faust stops fetching
+once its buffer is full. It goes on once the others leave room (below `resume_below`,
+HYSTERESIS less), or after `max_wait_s` whatever the load; it then counts until it has caught
+up (a batch whose newest record is less than a second old) before it may wait again, so under
+load that never ends the statistics lag by about `max_wait_s` plus the time to catch up,
+never more and more. Nothing is lost or counted twice by waiting: the
 records stay in Kafka, and the offsets are committed only for what was counted."""
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from enum import Enum
 class Mode(Enum):
     COUNTING = "counting"
     WAITING = "waiting"  # the others keep the CPUs busy: nothing is fetched or counted
-    CATCHING_UP = "catching up"  # waited max_wait_s: counts until its queue is empty
+    CATCHING_UP = "catching up"  # waited max_wait_s: counts until it has caught up
 
 
 HYSTERESIS = 0.15  # waiting ends below busy_above less this: one busy reading does not flap it
@@ -57,8 +58,8 @@ class YieldState:
 def next_state(state: YieldState, others_busy: float | None, now: float, drained: bool,
                rule: YieldRule) -> YieldState:
     """The mode after one reading of the others' CPU share (None: unknown, as on a system
-    without /proc/stat, which never waits). `drained`: the writer found its queue empty since
-    the last reading (it has caught up)."""
+    without /proc/stat, or count now, as when faust rebalances or stops). `drained`: the writer
+    counted records written less than a second ago since the last reading (it has caught up)."""
     if state.mode is Mode.CATCHING_UP:
         return YieldState() if drained else state
     if others_busy is None or rule.busy_above <= 0:

@@ -66,8 +66,9 @@ def test_rules_and_settings_refuse_what_cannot_work() -> None:
         YieldRule(busy_above=1.5, max_wait_s=1)
     with pytest.raises(ValueError, match="STORESTATS_YIELD_MAX_S"):
         YieldRule(busy_above=0.9, max_wait_s=0)
-    with pytest.raises(ValidationError, match="must be below STALL_S"):
-        StoreStatsSettings(storestats_yield_max_s=60, stall_s=60)
+    with pytest.raises(ValidationError, match="at most half of STALL_S"):
+        StoreStatsSettings(storestats_yield_max_s=31, stall_s=60)
+    assert StoreStatsSettings(storestats_yield_max_s=30, stall_s=60).yield_rule.max_wait_s == 30
     assert StoreStatsSettings().yield_rule == YieldRule(0.9, 10.0)
 
 
@@ -78,8 +79,9 @@ def test_the_machine_reading_counts_idle_and_iowait_as_not_busy(tmp_path: Path) 
     stat.write_text(f"cpu  {hz * 3} {hz} {hz * 2} {hz * 10} {hz * 4} 0 {hz} 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
     assert cpu.machine_times(stat) == pytest.approx((7.0, 21.0))
     assert cpu.machine_times(tmp_path / "missing") is None
-    (tmp_path / "odd").write_text("intr 1 2 3\n")
-    assert cpu.machine_times(tmp_path / "odd") is None
+    for odd in ("intr 1 2 3\n", "cpu  1 2 3 4\n", "cpu  1 2 x 4 5 6\n", ""):
+        (tmp_path / "odd").write_text(odd)
+        assert cpu.machine_times(tmp_path / "odd") is None, odd
 
 
 def test_the_others_reading_is_taken_between_two_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,8 +98,8 @@ def test_the_others_reading_is_taken_between_two_calls(tmp_path: Path, monkeypat
 
 
 def test_the_writer_holds_while_waiting_and_goes_on_at_room_or_after_the_max_wait() -> None:
-    readings = iter([0.95, 0.95, 0.5, 1.0, 1.0, 1.0])
-    times = iter([0.0, 0.2, 0.4, 0.6, 10.6, 10.8])
+    readings = iter([0.95, 0.95, 0.5, 1.0, 1.0, 1.0, 1.0])
+    times = iter([0.0, 0.2, 0.4, 0.6, 10.6, 10.8, 11.0])
     core = CoreYield(RULE, others_busy=lambda: next(readings), clock=lambda: next(times))
     core.step()
     assert core.state.mode is WAITING and not core.may_count.is_set()
@@ -109,6 +111,19 @@ def test_the_writer_holds_while_waiting_and_goes_on_at_room_or_after_the_max_wai
     assert not core.may_count.is_set()
     core.step()  # 10 s of waiting: it goes on whatever the load, and catches up
     assert core.state.mode is CATCHING_UP and core.may_count.is_set()
-    core.found_empty()
+    core.counted(newest_record_age_s=5.0)  # a batch from the backlog: not caught up yet
+    core.step()
+    assert core.state.mode is CATCHING_UP
+    core.counted(newest_record_age_s=0.3)  # records written a moment ago: caught up
     core.step()
     assert core.state.mode is COUNTING and core.may_count.is_set()
+
+
+def test_no_wait_while_faust_rebalances_or_stops_it_waits_for_the_held_events_acks() -> None:
+    urgent = [False]
+    core = CoreYield(RULE, others_busy=lambda: 1.0, clock=lambda: 0.0, urgent=lambda: urgent[0])
+    core.step()
+    assert not core.may_count.is_set()
+    urgent[0] = True
+    core.step()
+    assert core.may_count.is_set() and core.state.mode is COUNTING

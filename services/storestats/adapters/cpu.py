@@ -20,9 +20,12 @@ def machine_times(path: Path = PROC_STAT) -> tuple[float, float] | None:
             fields = stat.readline().split()
     except OSError:
         return None
-    if len(fields) < 5 or fields[0] != "cpu":
+    try:  # user nice system idle iowait irq softirq steal (guest is counted in user already)
+        ticks = [int(value) for value in fields[1:9]]
+    except ValueError:
         return None
-    ticks = [int(value) for value in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    if fields[:1] != ["cpu"] or len(ticks) < 5:
+        return None
     hz = os.sysconf("SC_CLK_TCK")
     total = sum(ticks) / hz
     return total - (ticks[3] + ticks[4]) / hz, total

@@ -7,9 +7,10 @@ queued (up to BATCH, waiting at most LINGER_S for more), hands it to the use cas
 offsets. (`stream.take()` would ack a batch even when its processing raised or was cancelled.)
 
 `CoreYield` takes a reading of the other processes' CPU use every SAMPLE_S and applies the rule
-of services/storestats/yielding.py: while it says wait, the writer holds before its next batch.
-The queue then fills and blocks the agent, faust's stream buffer (STREAM_BUFFER, app.py) fills
-and faust stops fetching: its own flow control, which delivers every record it fetched. (Its
+of services/storestats/yielding.py: while it says wait, the writer holds before its next batch
+(and the pruning timer skips its turn). The queue then fills and blocks the agent, faust's
+stream buffer (STREAM_BUFFER, app.py) fills and faust stops fetching: its own flow control,
+which delivers every record it fetched. (Its
 `pause_partitions` does not: records of a fetch under way when a partition is paused are
 dropped, never acked, and faust's commits stop at the first of them; found by
 tests/faults/test_store_stats_yield.py.)"""
@@ -39,27 +40,34 @@ from shared.waits import within
 log = logging.getLogger(__name__)
 BATCH, LINGER_S = 500, 0.05
 SAMPLE_S = 0.2  # how often the others' CPU use is read (a read of /proc/stat: ~20 µs)
+# Caught up: the newest record of a batch is younger than this. (An empty queue is no proof: a
+# fetch may wait FETCH_MAX_WAIT_MS at the broker, longer than the writer's linger.)
+CAUGHT_UP_S = 1.0
 WAITING = Gauge("imagejobs_storestats_waiting_for_cpu", "1 while counting waits for the core to leave CPU room")
-WAITED = Counter("imagejobs_storestats_cpu_waits_seconds_total", "Time counting waited for the core")
+WAITED = Counter("imagejobs_storestats_cpu_waits_seconds_total",
+                 "Time counting waited for the core (records waiting or not)")
 WAITS = Counter("imagejobs_storestats_cpu_waits_total", "Waits for the core, by how they ended", ["ended"])
 
 
 class CoreYield:
     """Whether the writer may count now (`may_count`), by the rule of yielding.py on a reading of
-    the others' CPU use every SAMPLE_S."""
+    the others' CPU use every SAMPLE_S. `urgent()`: faust rebalances or stops, and waits for the
+    events the writer holds to be acked; no wait then."""
 
     def __init__(self, rule: YieldRule, others_busy: Callable[[], float | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rule, self.clock = rule, clock
+                 clock: Callable[[], float] = time.monotonic, urgent: Callable[[], bool] = lambda: False) -> None:
+        self.rule, self.clock, self.urgent = rule, clock, urgent
         self.others_busy = others_busy or OthersBusy()
         self.may_count = asyncio.Event()
         self.may_count.set()
         self.state = YieldState()
         self._drained = False
 
-    def found_empty(self) -> None:
-        """The writer emptied its queue: it has caught up."""
-        self._drained = True
+    def counted(self, newest_record_age_s: float) -> None:
+        """The writer counted a batch whose newest record is this old: near the stream's end, it
+        has caught up."""
+        if newest_record_age_s < CAUGHT_UP_S:
+            self._drained = True
 
     async def run(self) -> None:
         if self.rule.busy_above <= 0:
@@ -71,7 +79,8 @@ class CoreYield:
 
     def step(self) -> None:
         before, now = self.state, self.clock()
-        self.state = next_state(before, self.others_busy(), now, self._drained, self.rule)
+        reading = None if self.urgent() else self.others_busy()  # None: count now
+        self.state = next_state(before, reading, now, self._drained, self.rule)
         self._drained = False
         if self.state.mode is Mode.WAITING:
             self.may_count.clear()
@@ -87,7 +96,7 @@ def add_agents(stats: StatsApp, write_batch: Callable[[list[EventT]], Awaitable[
     the pruning timer."""
     app = stats.app
     queue: asyncio.Queue[EventT] = asyncio.Queue(maxsize=2 * BATCH)  # backpressure on the agent
-    core = CoreYield(stats.settings.yield_rule)
+    core = CoreYield(stats.settings.yield_rule, urgent=lambda: bool(app.rebalancing or app.should_stop))
 
     @app.agent(stats.results, name="count")
     async def count(stream: StreamT) -> None:
@@ -101,10 +110,8 @@ def add_agents(stats: StatsApp, write_batch: Callable[[list[EventT]], Awaitable[
         stats.totals.update(await retry_forever("loading the store totals", lambda: store.totals(stats.pool)))
         stats.loaded.set()
         while True:
-            await core.may_count.wait()
             events = await take(queue, stats.stall)
-            if queue.empty():
-                core.found_empty()
+            await core.may_count.wait()  # after the take: the writer may have sat in it, idle, when a wait began
             try:
                 await write_batch(events)
             except Exception:  # a failed publish: nothing of the batch is acked; start again
@@ -113,6 +120,7 @@ def add_agents(stats: StatsApp, write_batch: Callable[[list[EventT]], Awaitable[
             for event in events:
                 event.ack()
             stats.stall.progressed()
+            core.counted(newest_record_age_s(events))
 
     @app.task
     async def yield_to_core() -> None:
@@ -120,12 +128,18 @@ def add_agents(stats: StatsApp, write_batch: Callable[[list[EventT]], Awaitable[
 
     @app.timer(interval=stats.settings.storestats_prune_every_s)
     async def prune() -> None:
-        if not stats.loaded.is_set():
+        if not stats.loaded.is_set() or not core.may_count.is_set():  # waiting for the core: the next prune
             return
         try:  # an exception in a faust timer crashes the worker: a database blip waits for the next tick
             log.info("pruned %d counted images", await store.prune(stats.pool, stats.settings.storestats_keep_s))
         except Exception as exc:  # noqa: BLE001
             log.warning("pruning counted images failed (%s); trying again at the next prune", exc)
+
+
+def newest_record_age_s(events: Sequence[EventT]) -> float:
+    """How long ago the newest record of `events` was written (faust's timestamps are seconds)."""
+    stamps = [event.message.timestamp for event in events if event.message.timestamp is not None]
+    return time.time() - max(stamps) if stamps else 0.0
 
 
 async def take(queue: asyncio.Queue[EventT], stats_progress: StallWatch) -> list[EventT]:
