@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from shared.events import FINAL_STATUSES
+from shared.machine import machine_cpu_s
 from tests.bench.images import fresh_images
 
 
@@ -118,23 +119,14 @@ async def run_burst(ingest: str, status_url: str, image_base: str, jobs: int = 1
         raise RuntimeError(f"submitting took {submitted_s:.1f}s, past the due time: raise lead_s")
     await wait_all_known(status_url, job_ids, due_mono)
     await asyncio.sleep(max(0.0, due_mono - time.monotonic()))
-    busy_before = _cpu_busy()
+    busy_before = machine_cpu_s() or (0.0, 0.0)
     last, finals = await wait_all_final(status_url, job_ids)
-    busy_after = _cpu_busy()
+    busy_after = machine_cpu_s() or (0.0, 0.0)
     span = last - due_mono
     images = jobs * per_job
     outcome = {s: sum(1 for v in finals.values() if v == s) for s in sorted(set(finals.values()))}
-    cpu_share = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+    cpu_share = (busy_after[0] - busy_before[0]) / max(1e-9, busy_after[1] - busy_before[1])
     return {"images": images, "jobs": jobs, "seconds": round(span, 2), "machine_cpu_busy": round(cpu_share, 2),
             "images_per_s": round(images / span, 1), "submit_s": round(submitted_s, 2), "outcomes": outcome}
 
 
-def _cpu_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat (0, 0 where there is none)."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(v) for v in handle.readline().split()[1:]]
-    except OSError:
-        return (0, 0)
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle, sum(fields))

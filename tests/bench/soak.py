@@ -41,8 +41,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.events import FINAL_STATUSES
+from shared.machine import machine_cpu_s
 from tests.bench import soak_report as report
-from tests.bench.soak_stack import HZ, Target, cpu_ticks, cpu_times, disk_mib, errors_in, rss_mib
+from tests.bench.soak_stack import HZ, Target, cpu_ticks, disk_mib, errors_in, rss_mib
 from tests.bench.stages import quantile
 from tests.bench.timing import pct
 
@@ -156,7 +157,7 @@ def _readings(target: Target) -> tuple[dict[str, float], float, int, tuple[int, 
     rss = {name: rss_mib(pid) for name, pid in pids.items()}
     own = os.times()  # this process alone (the stack is its child)
     ticks = {**cpu_ticks(pids), "soak client": round((own.user + own.system) * HZ)}
-    return rss, disk_mib(target.kafka_dir), sum(errors_in(target.logs()).values()), cpu_times(), ticks
+    return rss, disk_mib(target.kafka_dir), sum(errors_in(target.logs()).values()), machine_cpu_s() or (0.0, 0.0), ticks
 
 
 async def minute_row(soak: Soak, session: aiohttp.ClientSession, minute: int, state: dict[str, Any]) -> report.Minute:
@@ -166,7 +167,7 @@ async def minute_row(soak: Soak, session: aiohttp.ClientSession, minute: int, st
     await soak.confirm_final(session, older_than_s=30)
     rss, kafka, log_errors, cpu, ticks = await asyncio.to_thread(_readings, soak.target)
     lat = soak.latencies.get(minute - 1, [])
-    busy = (cpu[0] - state["cpu"][0]) / max(1, cpu[1] - state["cpu"][1])
+    busy = (cpu[0] - state["cpu"][0]) / max(1e-9, cpu[1] - state["cpu"][1])
     shares = {n: round(100 * (t - state["ticks"].get(n, 0)) / HZ / soak.tick_s) for n, t in ticks.items()}
     state.update(buckets=buckets, cpu=cpu, log_errors=log_errors, ticks=ticks)
     return report.Minute(
@@ -198,7 +199,8 @@ async def run(target: Target, seconds: float, rate: float, tick_s: float = 60.0,
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64), timeout=timeout) as session:
         async with session.get(f"{target.scheduler}/metrics") as r:
-            state: dict[str, Any] = {"buckets": lateness_buckets(await r.text()), "cpu": cpu_times(), "ticks": {}}
+            state: dict[str, Any] = {"buckets": lateness_buckets(await r.text()),
+                                     "cpu": machine_cpu_s() or (0.0, 0.0), "ticks": {}}
         start = time.perf_counter() + 0.5
         load = asyncio.create_task(soak.load(session, start, seconds, seed))
         for minute in range(1, int(seconds // tick_s) + 1):

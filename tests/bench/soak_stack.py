@@ -89,11 +89,6 @@ def cpu_ticks(pids: dict[str, int]) -> dict[str, int]:
     return {name: ticks(pid) for name, pid in pids.items()}
 
 
-def cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def errors_in(logs: dict[str, list[str]]) -> dict[str, int]:

@@ -14,6 +14,7 @@ from services.storestats.adapters import cpu
 from services.storestats.adapters.stream import CoreYield
 from services.storestats.settings import StoreStatsSettings
 from services.storestats.yielding import Mode, YieldRule, YieldState, next_state, others_share
+from shared.machine import machine_cpu_s
 
 RULE = YieldRule(busy_above=0.9, max_wait_s=10.0)
 COUNTING, WAITING, CATCHING_UP = Mode.COUNTING, Mode.WAITING, Mode.CATCHING_UP
@@ -77,11 +78,11 @@ def test_the_machine_reading_counts_idle_and_iowait_as_not_busy(tmp_path: Path) 
     stat = tmp_path / "stat"
     #                 user nice system idle iowait irq softirq steal guest guest_nice
     stat.write_text(f"cpu  {hz * 3} {hz} {hz * 2} {hz * 10} {hz * 4} 0 {hz} 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
-    assert cpu.machine_times(stat) == pytest.approx((7.0, 21.0))
-    assert cpu.machine_times(tmp_path / "missing") is None
+    assert machine_cpu_s(stat) == pytest.approx((7.0, 21.0))
+    assert machine_cpu_s(tmp_path / "missing") is None
     for odd in ("intr 1 2 3\n", "cpu  1 2 3 4\n", "cpu  1 2 x 4 5 6\n", ""):
         (tmp_path / "odd").write_text(odd)
-        assert cpu.machine_times(tmp_path / "odd") is None, odd
+        assert machine_cpu_s(tmp_path / "odd") is None, odd
 
 
 def test_the_others_reading_is_taken_between_two_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
