@@ -25,7 +25,7 @@ from enum import Enum
 
 class Mode(Enum):
     COUNTING = "counting"
-    WAITING = "waiting"  # the others keep the CPUs busy: nothing is fetched or counted
+    WAITING = "waiting"  # the others keep the CPUs busy: nothing is counted (nor fetched, buffers full)
     CATCHING_UP = "catching up"  # waited max_wait_s: counts until it has caught up
 
 

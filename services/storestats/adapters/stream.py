@@ -7,7 +7,7 @@ queued (up to BATCH, waiting at most LINGER_S for more), hands it to the use cas
 offsets. (`stream.take()` would ack a batch even when its processing raised or was cancelled.)
 
 `CoreYield` takes a reading of the other processes' CPU use every SAMPLE_S and applies the rule
-of services/storestats/yielding.py: while it says wait, the writer holds before its next batch
+of services/storestats/yielding.py: while it says wait, the writer holds the batch it took
 (and the pruning timer skips its turn). The queue then fills and blocks the agent, faust's
 stream buffer (STREAM_BUFFER, app.py) fills and faust stops fetching: its own flow control,
 which delivers every record it fetched. (Its
