@@ -1,8 +1,8 @@
 """When the dispatcher (services/scheduler/handlers/dispatch.py) starts a round: a backlog
 refills a full window in rounds of an eighth of it, but a tenant with work and next to nothing
 out (less than an eighth of its weighted share) gets a round at the first free place; a round
-hands its tasks out and stores the cursors. No Kafka, no database: the ports are in-memory
-fakes (fakes_scheduler.py)."""
+takes at most an eighth of the window, hands its tasks out and stores the cursors. No Kafka, no
+database: the ports are in-memory fakes (fakes_scheduler.py)."""
 
 from __future__ import annotations
 
@@ -93,16 +93,33 @@ async def first_round(dispatcher: Dispatcher, table: FakeTable) -> None:
     await asyncio.gather(running, return_exceptions=True)
 
 
-def test_a_round_hands_out_as_many_tasks_as_there_is_room_for_and_stores_the_cursor() -> None:
+def test_rounds_of_an_eighth_of_the_window_fill_it_each_sent_before_the_next_is_made() -> None:
+    """A burst's first tasks reach the producer (and the loop lets it send them) before the
+    rest of the window is made into tasks; the running total goes to the job's partition and the
+    cursor is stored."""
     table, sender = FakeTable(), FakeTaskSender()
     settings = SchedulerSettings(dispatch_window=WINDOW)
     dispatcher = Dispatcher(settings, table, sender, lambda: 1.0)
-    big = job("team-a", 20)
+    big = job("team-a", WINDOW)
     dispatcher.add(big, partition=2)
-    asyncio.run(first_round(dispatcher, table))
-    tasks = [r for r in sender.sent if r[0] == settings.topics.tasks]
-    assert len(tasks) == WINDOW and len(dispatcher.out) == WINDOW and dispatcher.room() == 0
-    assert [r[3] for r in sender.sent if r[0] == settings.topics.jobs] == [2]  # the running total: the job's partition
+    seen_by_the_loop: list[int] = []
+
+    async def fill() -> None:
+        running = asyncio.create_task(dispatcher.run())
+        deadline = asyncio.get_running_loop().time() + 5.0
+        try:
+            while table.cursors.get(big.job_id) != WINDOW and asyncio.get_running_loop().time() < deadline:
+                seen_by_the_loop.append(sum(1 for r in sender.sent if r[0] == settings.topics.tasks))
+                await asyncio.sleep(0)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    asyncio.run(fill())  # the job's last round stores its cursor
+    assert dispatcher.round_size(WINDOW) == WINDOW // 8 == 2
+    assert [n for n in sorted(set(seen_by_the_loop)) if n] == list(range(2, WINDOW + 1, 2))  # round after round
+    assert len(dispatcher.out) == WINDOW and dispatcher.room() == 0
+    assert {r[3] for r in sender.sent if r[0] == settings.topics.jobs} == {2}  # the running totals: the job's partition
     assert table.cursors == {big.job_id: WINDOW}
 
 
