@@ -144,7 +144,8 @@ def main() -> int:
         report["gpu"] = measure_gpu(infra, base)
         report["fairness"] = measure_fairness(infra, base, QUICK)
         report["slow_clients"] = measure_slow_clients(infra, f"{base}/img/1.jpg", QUICK)
-        report["observers"] = measure_observers(infra, base, QUICK)
+        with peer_tools.PeerRunner(base, f"{infra.pg.url.rsplit('/', 1)[0]}/peers") as runner:
+            report["observers"] = measure_observers(infra, base, QUICK, runner)
         report["before_after"] = compare(infra, base, quick=QUICK)
         scale_stack = Stack(infra, env={"LOG_LEVEL": "WARNING"})
         try:
