@@ -61,11 +61,14 @@ EVENTS_KEPT = 20_000  # jobs whose JobSubmitted stays in memory while they are d
 # window is starved: it gets a round at the first free place (`worth_a_round`)
 STARVED_SHARE = 1 / 8
 # A round takes at most 1/ROUND_PARTS of the window, and a backlog waits for that much room.
-# Making a round (a task's event and encoding each) holds the event loop, so the producer sends
-# none of it until the whole round is made: a burst's first round of the whole window (2,048
-# tasks) reached the processors 60-100 ms after the release, and rounds of an eighth of it go
-# out while the next is made (the first result of a 10,000-image burst on the `make run` stack
-# came 141-178 ms after its due time in four bursts before, 73-81 ms in three of four after).
+# Making a round (a task's event and encoding each) holds the event loop, so the producer could
+# send none of a burst's first round of the whole window (2,048 tasks) until all of it was made.
+# Now the dispatcher yields to the loop after each round, and the producer's sender, which needs
+# a few turns of the loop to write, sends the first rounds' records while later rounds are made.
+# The first result of a 10,000-image burst on the `make run` stack came 141, 165, 171 and 178 ms
+# after its due time before, and 73, 80, 81 and 222 ms after (the last on a machine running slow
+# throughout). At most MAX_UNCONFIRMED_ROUNDS rounds await their acknowledgements, so a window's
+# rounds never wait for each other's.
 ROUND_PARTS = 8
 LATENESS = latency_histogram("imagejobs_scheduler_lateness_seconds", "First task emitted minus scheduled_time")
 TASKS_EMITTED = Total("imagejobs_scheduler_tasks_emitted_total", "Image tasks emitted")
@@ -159,11 +162,15 @@ class Dispatcher:
         if room <= 0 or not len(self.queue):
             return False
         window = self.window()
-        return room >= len(self.queue) or room * ROUND_PARTS >= window or self._starved_waiting(window)
+        return room >= len(self.queue) or room >= self._full_round(window) or self._starved_waiting(window)
 
     def round_size(self, room: int) -> int:
         """The tasks the next round takes: what there is room for, at most 1/ROUND_PARTS of the window."""
-        return min(room, max(1, self.window() // ROUND_PARTS))
+        return min(room, self._full_round(self.window()))
+
+    @staticmethod
+    def _full_round(window: int) -> int:
+        return max(1, window // ROUND_PARTS)
 
     def _starved_waiting(self, window: int) -> bool:
         """A tenant with work queued has fewer tasks out than STARVED_SHARE of its weighted share
@@ -204,6 +211,7 @@ class Dispatcher:
         partitions = await self.sender.partitions()
         cursors: dict[UUID, int] = {}
         sends: list[TaskRecord] = []
+        by_tenant: Counter[str] = Counter()  # tasks sent, by tenant label
         now, stamp = time.monotonic(), utcnow()
         for job_id, ordinal in picks:
             job = events.get(job_id)
@@ -216,6 +224,7 @@ class Dispatcher:
             sends.append((self.settings.topics.tasks, encode_event(task), task.task_id.encode(),
                           task_partition(job_id, ordinal, partitions)))
             self.out.dispatched(task.task_id, self._jobs[job_id][2], now)
+            by_tenant[self._jobs[job_id][1]] += 1
             cursors[job_id] = max(cursors.get(job_id, 0), ordinal + 1)
             if ordinal == 0:
                 late = max(0.0, (stamp - job.scheduled_time).total_seconds())
@@ -224,7 +233,7 @@ class Dispatcher:
         milestones = self._milestones(cursors, events, now)
         sends.extend(self._progress_records(milestones, stamp))
         acks = await self.sender.send(sends)
-        self._count(picks, events)
+        self._count(by_tenant)
         await self._confirming.acquire()
         confirm = asyncio.create_task(self._confirm(sends, acks, cursors, milestones))
         self._confirms.add(confirm)
@@ -328,8 +337,9 @@ class Dispatcher:
         return found
 
     # -- accounting -------------------------------------------------------------------------
-    def _count(self, picks: list[tuple[Any, int]], events: dict[UUID, JobSubmitted]) -> None:
-        by_tenant = Counter(self._jobs[job_id][1] for job_id, _ in picks if job_id in events)
+    def _count(self, by_tenant: Counter[str]) -> None:
+        """A round's tasks, counted as it made them: a job its partition's revocation dropped
+        while the round was sent is in the counts and no longer in `_jobs`."""
         for tenant, n in by_tenant.items():
             DISPATCHED.labels(tenant).inc(n)
         TASKS_EMITTED.inc(sum(by_tenant.values()))
