@@ -119,7 +119,7 @@ def write_report(r: dict[str, Any]) -> Path:
     lines += [""] + fairness_lines(r) + slow_client_lines(r)
     if r.get("observers"):
         lines += observer_lines(r["observers"], _peer(r, "bullmq", "burst", "images_per_s"),
-                                r["peers"]["limit_images_per_s"])
+                                r["peers"]["limit_images_per_s"], r["images"])
     if r.get("before_after"):
         lines += [f"## Before and after `{r['before_after']['ref']}` (the same run)", ""] + compare_lines(
             r["before_after"]) + [""]
