@@ -27,3 +27,11 @@ def machine_cpu_s(path: Path = PROC_STAT) -> tuple[float, float] | None:
     hz = os.sysconf("SC_CLK_TCK")
     total = sum(ticks) / hz
     return total - (ticks[3] + ticks[4]) / hz, total
+
+
+def busy_share(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float:
+    """How busy the machine was between two `machine_cpu_s` readings, 0 to 1 (0 when either is
+    missing or no time passed between them)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return 0.0
+    return (after[0] - before[0]) / (after[1] - before[1])

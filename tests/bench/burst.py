@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from shared.events import FINAL_STATUSES
-from shared.machine import machine_cpu_s
+from shared.machine import busy_share, machine_cpu_s
 from tests.bench.images import fresh_images
 
 
@@ -119,13 +119,13 @@ async def run_burst(ingest: str, status_url: str, image_base: str, jobs: int = 1
         raise RuntimeError(f"submitting took {submitted_s:.1f}s, past the due time: raise lead_s")
     await wait_all_known(status_url, job_ids, due_mono)
     await asyncio.sleep(max(0.0, due_mono - time.monotonic()))
-    busy_before = machine_cpu_s() or (0.0, 0.0)
+    busy_before = machine_cpu_s()
     last, finals = await wait_all_final(status_url, job_ids)
-    busy_after = machine_cpu_s() or (0.0, 0.0)
+    busy_after = machine_cpu_s()
     span = last - due_mono
     images = jobs * per_job
     outcome = {s: sum(1 for v in finals.values() if v == s) for s in sorted(set(finals.values()))}
-    cpu_share = (busy_after[0] - busy_before[0]) / max(1e-9, busy_after[1] - busy_before[1])
+    cpu_share = busy_share(busy_before, busy_after)
     return {"images": images, "jobs": jobs, "seconds": round(span, 2), "machine_cpu_busy": round(cpu_share, 2),
             "images_per_s": round(images / span, 1), "submit_s": round(submitted_s, 2), "outcomes": outcome}
 

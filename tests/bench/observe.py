@@ -41,7 +41,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from shared.events import FINAL_STATUSES
-from shared.machine import machine_cpu_s
+from shared.machine import busy_share, machine_cpu_s
 from tests.bench.burst import burst_bodies, run_burst, submit_all
 from tests.bench.images import fresh_images
 from tests.bench.soak_stack import process_tree
@@ -254,10 +254,7 @@ def wait_until_quiet(busy_below: float = 0.15, within_s: float = 60.0) -> float:
     while time.monotonic() < deadline:
         before = machine_cpu_s()
         time.sleep(1.0)
-        after = machine_cpu_s()
-        if before is None or after is None or after[1] <= before[1]:
-            return 0.0
-        share = (after[0] - before[0]) / (after[1] - before[1])
+        share = busy_share(before, machine_cpu_s())
         if share < busy_below:
             break
     return round(share, 3)

@@ -41,7 +41,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.events import FINAL_STATUSES
-from shared.machine import machine_cpu_s
+from shared.machine import busy_share, machine_cpu_s
 from tests.bench import soak_report as report
 from tests.bench.soak_stack import HZ, Target, cpu_ticks, disk_mib, errors_in, rss_mib
 from tests.bench.stages import quantile
@@ -167,7 +167,7 @@ async def minute_row(soak: Soak, session: aiohttp.ClientSession, minute: int, st
     await soak.confirm_final(session, older_than_s=30)
     rss, kafka, log_errors, cpu, ticks = await asyncio.to_thread(_readings, soak.target)
     lat = soak.latencies.get(minute - 1, [])
-    busy = (cpu[0] - state["cpu"][0]) / max(1e-9, cpu[1] - state["cpu"][1])
+    busy = busy_share(state["cpu"], cpu)
     shares = {n: round(100 * (t - state["ticks"].get(n, 0)) / HZ / soak.tick_s) for n, t in ticks.items()}
     state.update(buckets=buckets, cpu=cpu, log_errors=log_errors, ticks=ticks)
     return report.Minute(

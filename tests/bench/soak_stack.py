@@ -89,8 +89,6 @@ def cpu_ticks(pids: dict[str, int]) -> dict[str, int]:
     return {name: ticks(pid) for name, pid in pids.items()}
 
 
-
-
 def errors_in(logs: dict[str, list[str]]) -> dict[str, int]:
     return {name: n for name, lines in logs.items() if (n := sum(1 for ln in lines if ERROR_LINE.search(ln)))}
 

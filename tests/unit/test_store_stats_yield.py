@@ -14,7 +14,7 @@ from services.storestats.adapters import cpu
 from services.storestats.adapters.stream import CoreYield
 from services.storestats.settings import StoreStatsSettings
 from services.storestats.yielding import Mode, YieldRule, YieldState, next_state, others_share
-from shared.machine import machine_cpu_s
+from shared.machine import busy_share, machine_cpu_s
 
 RULE = YieldRule(busy_above=0.9, max_wait_s=10.0)
 COUNTING, WAITING, CATCHING_UP = Mode.COUNTING, Mode.WAITING, Mode.CATCHING_UP
@@ -83,6 +83,8 @@ def test_the_machine_reading_counts_idle_and_iowait_as_not_busy(tmp_path: Path) 
     for odd in ("intr 1 2 3\n", "cpu  1 2 3 4\n", "cpu  1 2 x 4 5 6\n", ""):
         (tmp_path / "odd").write_text(odd)
         assert machine_cpu_s(tmp_path / "odd") is None, odd
+    assert busy_share((7.0, 21.0), (10.0, 25.0)) == pytest.approx(0.75)
+    assert busy_share(None, (10.0, 25.0)) == busy_share((7.0, 21.0), (7.0, 21.0)) == 0.0  # nothing measured
 
 
 def test_the_others_reading_is_taken_between_two_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
