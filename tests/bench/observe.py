@@ -246,7 +246,10 @@ async def final_times(database_url: str, job_ids: list[str]) -> dict[str, float]
     return {j: at.timestamp() for j, at in rows}
 
 
-def wait_until_quiet(busy_below: float = 0.15, within_s: float = 60.0) -> float:
+QUIET = 0.15  # the machine's busy share under which a burst may start
+
+
+def wait_until_quiet(busy_below: float = QUIET, within_s: float = 60.0) -> float:
     """Wait until the machine was less than `busy_below` busy over a second (the store statistics
     catching up after a burst, say, are done), at most `within_s`; the last second's share."""
     deadline = time.monotonic() + within_s
@@ -260,13 +263,10 @@ def wait_until_quiet(busy_below: float = 0.15, within_s: float = 60.0) -> float:
     return round(share, 3)
 
 
-QUIET = 0.15  # the machine's busy share under which a burst may start
-
-
 def bullmq_burst(peers: Any, images: int) -> dict[str, Any]:
     """BullMQ's burst of `images`, once the machine is quiet: its images/s (None, and why, if it
     could not run) and how busy the machine was just before it."""
-    busy = wait_until_quiet(QUIET)
+    busy = wait_until_quiet()
     result, note = peers.bullmq(images, lead=10)
     return {"images_per_s": (result or {}).get("images_per_s"), "note": note, "machine_busy_before": busy}
 
@@ -301,7 +301,7 @@ def measure_observers(infra: Any, image_base: str, quick: bool = False, peers: A
                         out["bullmq_bursts"].append(bullmq)
                     if ran["note"]:
                         out["bullmq_notes"].append(ran["note"])
-                quiet = wait_until_quiet(QUIET)
+                quiet = wait_until_quiet()
                 out["busy_before_bursts"].append(quiet)
                 before = cpu_reading(stack, infra)
                 due: dict[str, int] = {}
@@ -398,19 +398,18 @@ def observer_lines(r: dict[str, Any], bullmq: float | None, limit: float | None,
     if r.get("bullmq_notes"):
         lines += ["", "BullMQ: " + "; ".join(r["bullmq_notes"])]
     names = list(r["polling"]["cpu_s_per_1000_images"])
-    hows = HOWS
     lines += ["", "CPU seconds per 1,000 images, by process: from the due time until the client saw every job"
               " final (the burst's own work), then over the whole observed burst (set-up included: submitting"
               " the jobs, opening 2,000 streams):", "",
-              "| process | " + " | ".join(f"{how} from due" for how in hows) + " | "
-              + " | ".join(f"{how} whole" for how in hows) + " |", "|---|---|---|---|---|---|---|"]
+              "| process | " + " | ".join(f"{how} from due" for how in HOWS) + " | "
+              + " | ".join(f"{how} whole" for how in HOWS) + " |", "|---|---|---|---|---|---|---|"]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(
-            str(r[how].get("cpu_s_per_1000_images_from_due", {}).get(name, "")) for how in hows) + " | "
-            + " | ".join(str(r[how]["cpu_s_per_1000_images"].get(name, "")) for how in hows) + " |")
+            str(r[how].get("cpu_s_per_1000_images_from_due", {}).get(name, "")) for how in HOWS) + " | "
+            + " | ".join(str(r[how]["cpu_s_per_1000_images"].get(name, "")) for how in HOWS) + " |")
     lines.append("| total | " + " | ".join(
-        f"{sum(r[how].get('cpu_s_per_1000_images_from_due', {}).values()):.3f}" for how in hows) + " | "
-        + " | ".join(f"{sum(r[how]['cpu_s_per_1000_images'].values()):.3f}" for how in hows) + " |")
+        f"{sum(r[how].get('cpu_s_per_1000_images_from_due', {}).values()):.3f}" for how in HOWS) + " | "
+        + " | ".join(f"{sum(r[how]['cpu_s_per_1000_images'].values()):.3f}" for how in HOWS) + " |")
     polled = r["polling"]
     status_cpu = polled.get("cpu_s_per_1000_images_from_due", {}).get("status")
     per_read = (f"; the status process's CPU from due, all of its work included, is"
