@@ -202,7 +202,7 @@ class Dispatcher:
                 await woken_within(self.wakeup, next_expiry - time.monotonic())
                 continue
             await self._round(self.queue.take(self.round_size(room)))
-            await asyncio.sleep(0)  # the producer sends this round while the next one is made
+            await asyncio.sleep(0)  # a turn of the loop: the producer's sender runs between rounds (ROUND_PARTS)
 
     async def _round(self, picks: list[tuple[Any, int]]) -> None:
         """Hand the picked tasks and the touched jobs' totals to the producer; a confirmation
