@@ -10,7 +10,7 @@ the header so far, so one 64 MiB header costs gigabytes of copying; a connection
 finishes its head is held for ever.
 
 Per process, from CommonSettings (HTTP_MAX_CONNECTIONS, HTTP_MAX_HEADER_BYTES,
-HTTP_HEADER_TIMEOUT_S, HTTP_BODY_TIMEOUT_S):
+HTTP_HEADER_TIMEOUT_S, HTTP_BODY_TIMEOUT_S, HTTP_SEND_TIMEOUT_S):
 - a connection past the cap gets `503` at once, before anything is read;
 - a head (request line and headers) larger than the cap gets `431`, whether it trickles in or
   arrives whole in one read;
@@ -19,7 +19,11 @@ HTTP_HEADER_TIMEOUT_S, HTTP_BODY_TIMEOUT_S):
   kept-alive connection that sends nothing is closed by uvicorn's keep-alive timeout, 5 s, and a
   head that arrives whole in one read is served);
 - a body must arrive within the body deadline of the end of its head, else `408` (or, once the
-  response has started, the connection is just closed).
+  response has started, the connection is just closed);
+- a response whose client has stopped reading it (the socket's buffers full: the transport
+  paused writing) for the send deadline is cut: the connection is aborted, which ends what was
+  sending it like a client that left (a progress stream unsubscribes). uvicorn would wait for
+  ever, holding the response and the memory it buffered.
 Each refusal is `{"error": ...}` JSON, like the rest of the API, and closes the connection.
 """
 
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 
 REFUSED = Counter("imagejobs_http_refused_total", "HTTP connections refused or cut by the front-door limits",
                   ["reason"])
-REASONS = ("connections", "header_size", "header_time", "body_time")
+REASONS = ("connections", "header_size", "header_time", "body_time", "send_time")
 REFUSED_BY = {reason: REFUSED.labels(reason) for reason in REASONS}
 
 
@@ -51,17 +55,18 @@ class HeadTooLarge(Exception):  # noqa: N818 - raised inside the parser's callba
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """The four limits of shared/http_guard.py, per process."""
+    """The limits of shared/http_guard.py, per process."""
 
     max_connections: int = 2048
     max_header_bytes: int = 32 * 1024
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    send_timeout_s: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> HttpLimits:
         return cls(settings.http_max_connections, settings.http_max_header_bytes,
-                   settings.http_header_timeout_s, settings.http_body_timeout_s)
+                   settings.http_header_timeout_s, settings.http_body_timeout_s, settings.http_send_timeout_s)
 
 
 def error_response(status: int, message: str, default_headers: list[tuple[bytes, bytes]],
@@ -104,6 +109,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._oversized = False
         self._head_since = 0.0  # when the current head's clock started (loop time)
         self._deadline: TimerHandle | None = None
+        self._stalled: TimerHandle | None = None  # the client stopped reading: cut it then
 
     # Connection
     def connection_made(self, transport: BaseTransport) -> None:
@@ -127,7 +133,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        self._cancel_stall()
         super().connection_lost(exc)
+
+    # Writing: the transport pauses the protocol when its buffer is full (the client is not
+    # reading) and resumes it once the buffer has drained
+    def pause_writing(self) -> None:
+        HttpToolsProtocol.pause_writing(self)
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.limits.send_timeout_s, self._send_too_slow)
+
+    def resume_writing(self) -> None:
+        self._cancel_stall()
+        HttpToolsProtocol.resume_writing(self)
+
+    def _cancel_stall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _send_too_slow(self) -> None:
+        self._stalled = None
+        REFUSED_BY["send_time"].inc()
+        log.info("cut a connection from %s: it read nothing of its response for %g s", self.client,
+                 self.limits.send_timeout_s)
+        self.transport.abort()  # close() would wait to flush a buffer nobody reads
 
     def handle_websocket_upgrade(self) -> None:
         super().handle_websocket_upgrade()

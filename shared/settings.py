@@ -47,11 +47,13 @@ class CommonSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     # Front door hygiene (every HTTP server: shared/serve.py): connections per process (a new
     # one past the cap gets a fast 503), the size of a request line plus headers (431 past it),
-    # and deadlines for the headers and for the body (408 past them).
+    # deadlines for the headers and for the body (408 past them), and how long a response may
+    # wait for a client that has stopped reading it (then the connection is cut).
     http_max_connections: int = 4096  # the status service holds a connection per progress stream
     http_max_header_bytes: int = 32 * 1024
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0
+    http_send_timeout_s: float = 30.0
     # A consumer with lag that makes no progress for this long is not ready (/readyz names it).
     stall_s: float = 60.0
     # A consumer that has waited this long for its group to assign it partitions (a join that

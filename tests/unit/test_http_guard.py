@@ -5,7 +5,9 @@ thread (the server runs on the test's event loop)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO, TypeVar
@@ -14,7 +16,7 @@ import pytest
 import uvicorn
 
 from deploy.devstack.net import free_port
-from shared.http_guard import GuardedHttpToolsProtocol, HttpLimits, error_response, guarded_protocol
+from shared.http_guard import REFUSED_BY, GuardedHttpToolsProtocol, HttpLimits, error_response, guarded_protocol
 from tests.bench.slowclients import (
     TRICKLE_HEAD,
     Answer,
@@ -25,7 +27,8 @@ from tests.bench.slowclients import (
 )
 from tests.support.waiting import wait_for
 
-LIMITS = HttpLimits(max_connections=8, max_header_bytes=1024, header_timeout_s=0.5, body_timeout_s=0.5)
+LIMITS = HttpLimits(max_connections=8, max_header_bytes=1024, header_timeout_s=0.5, body_timeout_s=0.5,
+                    send_timeout_s=0.5)
 T = TypeVar("T")
 SEEN: list[GuardedHttpToolsProtocol] = []
 
@@ -39,11 +42,16 @@ class Recorded(guarded_protocol(LIMITS)):  # type: ignore[misc]
 
 
 PATHS: list[str] = []  # the requests the app saw
+ENDLESS: list[float] = []  # when each endless response saw its client gone (loop time)
 
 
 async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-    """Reads the whole body and answers its size, except on /early, which answers at once."""
+    """Reads the whole body and answers its size, except on /early, which answers at once, and
+    on /endless, which sends 64 KiB chunks until the client is gone."""
     PATHS.append(scope["path"])
+    if scope["path"] == "/endless":
+        await endless(receive, send)
+        return
     size, more = 0, scope["path"] != "/early"
     while more:
         message = await receive()
@@ -54,6 +62,22 @@ async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def endless(receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    gone = asyncio.Event()
+
+    async def listen() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+    listening = asyncio.create_task(listen())
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    while not gone.is_set():
+        await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        await asyncio.sleep(0)
+    ENDLESS.append(asyncio.get_running_loop().time())
+    await listening
 
 
 @pytest.fixture
@@ -210,6 +234,52 @@ async def test_deadlines_are_cancelled_when_the_client_goes_away(url: str) -> No
     await off_loop(wait_for, lambda: all(p._deadline is None for p in SEEN), 5, "every deadline to be dropped")
     assert len(armed) == 2 and all(timer.cancelled() for timer in armed)
 
+
+
+async def test_a_response_the_client_stops_reading_is_cut_at_the_send_deadline(url: str) -> None:
+    """The client reads nothing: once the socket's buffers are full the response stalls, and
+    after the send deadline the connection is aborted, so the app sees its client gone."""
+    ENDLESS.clear()
+    cut_before = REFUSED_BY["send_time"]._value.get()
+    loop = asyncio.get_running_loop()
+
+    def request_and_never_read() -> float:
+        with connect(url) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+            wait_for(lambda: SEEN and SEEN[0]._stalled, 5, "the response to stall")
+            stalled = loop.time()
+            wait_for(lambda: ENDLESS, 5, "the app to see its client gone")
+            return stalled
+    stalled = await off_loop(request_and_never_read)
+    assert 0.4 <= ENDLESS[0] - stalled < 1.5
+    assert REFUSED_BY["send_time"]._value.get() == cut_before + 1
+    assert SEEN[0]._stalled is None
+
+
+async def test_a_slow_reader_that_keeps_reading_is_never_cut(url: str) -> None:
+    """Each stall shorter than the deadline is forgiven: the deadline is per stall, not per response."""
+    ENDLESS.clear()
+    cut_before = REFUSED_BY["send_time"]._value.get()
+
+    def read_slowly() -> tuple[list[int], int]:
+        reads, stalls = [], 0
+        with connect(url) as sock:
+            sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+            sock.settimeout(0.05)
+            for _ in range(4):  # four stalls of 0.3 s: 1.2 s, over twice the deadline in all
+                time.sleep(0.3)  # the buffers fill meanwhile: the response stalls
+                stalls += bool(SEEN and SEEN[0]._stalled)
+                got, until = 0, time.monotonic() + 0.05
+                with contextlib.suppress(TimeoutError):  # then read all that comes for 50 ms
+                    while time.monotonic() < until and (chunk := sock.recv(1 << 22)):
+                        got += len(chunk)
+                reads.append(got)
+        return reads, stalls
+    reads, stalls = await off_loop(read_slowly)
+    assert stalls >= 3 and all(reads), (reads, stalls)  # it stalled again and again, and was never cut
+    await off_loop(wait_for, lambda: ENDLESS, 5, "the app to see its client gone once it closed")
+    assert REFUSED_BY["send_time"]._value.get() == cut_before
 
 
 async def test_a_whole_head_over_the_cap_in_one_read_gets_431_and_the_app_never_sees_it(url: str) -> None:
