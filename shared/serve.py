@@ -1,14 +1,22 @@
-"""Run a service's FastAPI app with uvicorn: SIGTERM drains, then the lifespan closes connections."""
+"""Run a service's FastAPI app with uvicorn: SIGTERM drains, then the lifespan closes connections.
+
+Draining: uvicorn stops accepting, then waits up to 15 s for every open connection to finish
+its response. A response that lasts until the client leaves (a progress stream) would hold the
+shutdown that long and then be cut; so the app registers what ends such responses cleanly
+(`on_drain`), and it is called as the drain begins.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.server import STARTUP_FAILURE
 
 from shared.heap import settled_after_start
 from shared.http_guard import HttpLimits, guarded_protocol
@@ -39,9 +47,45 @@ def serve(app: FastAPI, settings: CommonSettings, port: int, nice: int = 0) -> N
     configure_logging(settings.log_level, settings.log_json)
     set_priority(nice)
     app.router.lifespan_context = settled_after_start(app.router.lifespan_context)
-    uvicorn.run(app, host=settings.http_host, port=port, log_config=None,
-                timeout_graceful_shutdown=15, access_log=False,
-                http=guarded_protocol(HttpLimits.from_settings(settings)))
+    config = uvicorn.Config(app, host=settings.http_host, port=port, log_config=None,
+                            timeout_graceful_shutdown=15, access_log=False,
+                            http=guarded_protocol(HttpLimits.from_settings(settings)))
+    server = DrainingServer(config, drain_hooks(app))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # what uvicorn.run does: a failed start exits non-zero
+        sys.exit(STARTUP_FAILURE)
+
+
+def on_drain(app: FastAPI, hook: Callable[[], None]) -> None:
+    """Call `hook` (in the event loop) when the server starts shutting down, before it waits
+    for open connections to finish."""
+    drain_hooks(app).append(hook)
+
+
+def drain_hooks(app: FastAPI) -> list[Callable[[], None]]:
+    hooks: list[Callable[[], None]] | None = getattr(app.state, "drain_hooks", None)
+    if hooks is None:
+        hooks = app.state.drain_hooks = []
+    return hooks
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, calling the app's drain hooks as its shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, hooks: list[Callable[[], None]]) -> None:
+        super().__init__(config)
+        self._hooks = hooks
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for hook in self._hooks:
+            try:
+                hook()
+            except Exception:  # one hook failing must not stop the shutdown
+                log.exception("a drain hook failed")
+        await super().shutdown(sockets)
 
 
 def set_priority(nice: int) -> None:

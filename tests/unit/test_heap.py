@@ -39,7 +39,10 @@ def test_serve_settles_the_heap_after_start_up_and_collects_while_serving(
         note("stop")
 
     served: list[Any] = []
-    monkeypatch.setattr(serving.uvicorn, "run", lambda app, **_: served.append(app))
+    def run(server: serving.DrainingServer) -> None:  # not serving: the test runs the lifespan itself
+        served.append(server.config.app)
+        server.started = True
+    monkeypatch.setattr(serving.DrainingServer, "run", run)
     serving.serve(FastAPI(lifespan=lifespan), CommonSettings(), port=0)
 
     async def run_served_lifespan() -> int:
