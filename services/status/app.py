@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.status.bootstrap import StatusUseCases, build
 from services.status.domain import Caller, CommandRefused, CommandUndecided, JobNotFound, RetryShortly
-from services.status.handlers.progress import Opened
 from services.status.settings import StatusSettings
+from services.status.sse import ProgressStreamResponse
 from shared.api import (
     BatchStatus,
     BatchStatusIn,
@@ -40,6 +37,7 @@ from shared.auth import Unauthorized, request_tenant
 from shared.http import RETRY_SHORTLY, error, new_app, read_body_capped
 from shared.ops import ops_router
 from shared.schedule_time import InvalidInput
+from shared.serve import on_drain
 
 MAX_BODY_BYTES = 16 * 1024
 router = APIRouter(tags=["jobs"])
@@ -136,36 +134,7 @@ async def job_events(job_id: str, cases: UseCases, who: Who,
     opened = await cases.progress.open(job_id, who, last_event_id)
     if opened is None:
         return Response(status_code=204)
-    return EventSourceResponse(_as_sse(opened), ping=cases.stream_heartbeat_s,
-                               send_timeout=cases.stream_send_timeout_s, headers={"Cache-Control": "no-store"},
-                               shutdown_event=_OnShutdown(opened), shutdown_grace_period=1.0)
-
-
-class _OnShutdown(anyio.Event):
-    """What sse-starlette calls `set()` on when the server shuts down: the stream ends cleanly
-    (a complete response; the client reconnects with Last-Event-ID) instead of being cut."""
-
-    __slots__ = ("_opened",)
-
-    def __new__(cls, opened: Opened) -> _OnShutdown:  # noqa: ARG004 - anyio.Event's __new__ picks a backend
-        return object.__new__(cls)
-
-    def __init__(self, opened: Opened) -> None:
-        self._opened = opened
-
-    def set(self) -> None:
-        self._opened.close()
-
-    def is_set(self) -> bool:
-        return self._opened.closed
-
-
-async def _as_sse(opened: Opened) -> AsyncIterator[ServerSentEvent]:
-    """Each status as an event: the JSON of `GET /api/status/{id}` (ASCII-escaped, as sent
-    before the API models)."""
-    async for event_id, status in opened.events:
-        yield ServerSentEvent(data=json.dumps(status.model_dump(), separators=(",", ":")), event="status",
-                              id=event_id, retry=1000)
+    return ProgressStreamResponse(opened)
 
 
 @router.get("/api/jobs", responses={200: {"model": JobList}, **errors(400, 401, 503)})
@@ -292,6 +261,7 @@ def create_app(settings: StatusSettings) -> FastAPI:
     service = build(settings)
     app = new_app("imagejobs status", service.lifespan)
     app.state.use_cases = service.use_cases
+    on_drain(app, service.lifespan.hub.drain)  # open streams end cleanly as the server shuts down
     app.add_exception_handler(Unauthorized, _unauthorized)
     for kind in REFUSALS:
         app.add_exception_handler(kind, _refused)

@@ -42,8 +42,6 @@ class StatusUseCases:
     progress: JobProgress
     webhooks: WebhookReader
     keys: ApiKeys
-    stream_heartbeat_s: float = 15.0
-    stream_send_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -70,9 +68,8 @@ def build(settings: StatusSettings) -> StatusService:
     commands = JobCommands(reader, CommandPublisher(runtime, settings.topics.jobs, settings.ingest_publish_timeout_s),
                            decisions, ZoneInfo(settings.default_timezone), settings.ingest_max_schedule_days,
                            settings.status_command_wait_s, settings.status_read_your_writes_wait_s)
-    progress = JobProgress(reader, reads, hub, settings.status_stream_min_gap_s)
-    use_cases = StatusUseCases(reader, commands, progress, WebhookReader(reader, webhooks.store),
-                               keys, settings.status_stream_heartbeat_s, settings.status_stream_send_timeout_s)
+    progress = JobProgress(reader, reads, hub, settings.status_stream_min_gap_s, settings.status_stream_heartbeat_s)
+    use_cases = StatusUseCases(reader, commands, progress, WebhookReader(reader, webhooks.store), keys)
     background = Background(settings, runtime, keys, webhooks, Followers(hub, cache, coverage), offsets, decisions)
     return StatusService(use_cases, runtime, background)
 

@@ -30,15 +30,15 @@ class StatusSettings(CommonSettings):
     status_nice: int = 14
     # progress streams (GET /api/jobs/{id}/events): how often the shared poller reads the
     # watched jobs (the stream's added latency), a comment line every heartbeat so proxies keep
-    # an idle stream open, a client that takes no data for the send timeout is cut off, and
-    # past the cap a new stream is answered 503 (HTTP_MAX_CONNECTIONS leaves room above it)
+    # an idle stream open, and past the cap a new stream is answered 503 (HTTP_MAX_CONNECTIONS
+    # leaves room above it). A client that stops reading is cut off after HTTP_SEND_TIMEOUT_S,
+    # like any response's.
     status_stream_poll_s: float = 0.1
     # a stream's intermediate statuses at most this often (the latest when the gap is over; the
     # final one at once): each event is a socket write, and a job's counts change with nearly
     # every fold batch (handlers/progress.py); 0 sends every change
     status_stream_min_gap_s: float = 1.0
     status_stream_heartbeat_s: float = 15.0
-    status_stream_send_timeout_s: float = 30.0
     status_max_streams: int = 3072
     # status reads from memory (handlers/read_cache.py): how many jobs are held (0: off) and how
     # old an answer may be at most (what anything but this process's fold changed shows by then)

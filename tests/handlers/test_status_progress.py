@@ -19,7 +19,15 @@ from services.status.domain import (
     parse_job_ids,
     progress_id,
 )
-from services.status.handlers.progress import COVERED_POLL_S, JobProgress, Offered, Opened, ProgressHub, Watch
+from services.status.handlers.progress import (
+    COVERED_POLL_S,
+    HEARTBEAT,
+    JobProgress,
+    Offered,
+    Opened,
+    ProgressHub,
+    Watch,
+)
 from shared.api import JobStatus, StoreError
 from shared.schedule_time import InvalidInput
 from tests.handlers.fakes_status import FakeView, reader
@@ -145,6 +153,54 @@ def test_intermediate_statuses_are_spaced_by_the_gap_and_the_final_one_goes_at_o
     assert sent[2][0] - sent[1][0] < gap / 2  # the final status did not
 
 
+def test_heartbeats_come_while_nothing_changes_and_never_release_a_held_status_early() -> None:
+    """STATUS_STREAM_HEARTBEAT_S: the stream yields HEARTBEAT every period; one that falls
+    inside a gap wakes the stream without sending what the gap holds, and a final status that
+    comes with a heartbeat is sent at once."""
+    gap, beat = 0.5, 0.06
+
+    async def scenario() -> list[tuple[float, str | None]]:
+        view = FakeView()
+        job = view.add(total=4)
+        hub = ProgressHub(view, every_s=0.005, max_streams=10)
+        poller = asyncio.create_task(hub.run())
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[float, str | None]] = []
+        try:
+            opened = await JobProgress(reader(view), view, hub, min_gap_s=gap, heartbeat_s=beat).open(
+                str(job), ANYONE, None)
+            assert isinstance(opened, Opened)
+            async with asyncio.timeout(5):
+                async for item in opened.events:
+                    sent.append((loop.time(), None if item is HEARTBEAT else item[1].status))
+                    if len(sent) == 1:
+                        view.move(job, "ongoing", 1)  # held: the gap has just begun
+                    elif item is not HEARTBEAT and item[1].status == "ongoing":
+                        view.move(job, "completed", 4)  # inside the next gap: goes at once
+            return sent
+        finally:
+            poller.cancel()
+    sent = asyncio.run(scenario())
+    events = [(at, status) for at, status in sent if status is not None]
+    assert [status for _, status in events] == ["scheduled", "ongoing", "completed"]
+    beats_in_gap = [at for at, status in sent if status is None and at < events[1][0]]
+    assert len(beats_in_gap) >= 4  # ~8 heartbeats in the 0.5 s gap, none of which sent the held status
+    assert events[1][0] - events[0][0] >= gap - 0.01
+    assert events[2][0] - events[1][0] < gap / 2
+    assert asyncio.run(_no_heartbeat_without_the_setting())
+
+
+async def _no_heartbeat_without_the_setting() -> bool:
+    view = FakeView()
+    job = view.add()
+    hub = ProgressHub(view, every_s=0.005, max_streams=10)
+    opened = await JobProgress(reader(view), view, hub).open(str(job), ANYONE, None)
+    assert isinstance(opened, Opened)
+    first = await anext(opened.events)
+    await opened.events.aclose()
+    return first is not HEARTBEAT and hub.open_streams == 0
+
+
 def test_a_watch_holds_intermediate_statuses_for_its_gap_and_never_the_final_one() -> None:
     """Watch.hold_until: during the gap an intermediate offer only replaces the latest; the gap's
     end wakes the stream once if anything came; a final offer wakes it at once; a final status
@@ -212,6 +268,30 @@ def test_a_stream_closed_during_its_gap_ends_at_once_and_leaves_nothing_behind()
             poller.cancel()
     sent, took, still_open = asyncio.run(scenario())
     assert sent == ["scheduled"] and took < 1 and still_open == 0
+
+
+def test_draining_ends_every_open_stream_and_refuses_new_ones_with_retry_shortly() -> None:
+    async def scenario() -> tuple[list[list[str]], int]:
+        view = FakeView()
+        jobs = [view.add(), view.add()]
+        hub = ProgressHub(view, every_s=0.005, max_streams=10)
+        poller = asyncio.create_task(hub.run())
+        progress = JobProgress(reader(view), view, hub)
+        try:
+            streams = [await progress.open(str(job), ANYONE, None) for job in jobs]
+            firsts = [await anext(opened.events) for opened in streams if isinstance(opened, Opened)]
+            hub.drain()
+            with pytest.raises(RetryShortly, match="shutting down"):
+                await progress.open(str(jobs[0]), ANYONE, None)
+            async with asyncio.timeout(5):
+                rest = [[item[1].status async for item in opened.events if item is not None]
+                        for opened in streams if isinstance(opened, Opened)]
+            return [[first[1].status] + more for first, more in zip(firsts, rest, strict=True)
+                    if first is not None], hub.open_streams
+        finally:
+            poller.cancel()
+    sent, still_open = asyncio.run(scenario())
+    assert sent == [["scheduled"], ["scheduled"]] and still_open == 0
 
 
 def test_resuming_with_the_last_event_id_skips_what_the_client_has() -> None:

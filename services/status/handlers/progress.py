@@ -72,13 +72,18 @@ class Watch:
     stream waits out its gap (`hold_until`), intermediate statuses only replace `latest`; a
     timer wakes the stream when the gap ends, and a final status wakes it at once. A timer, not
     `asyncio.wait_for`: that made a task per gap, 17% of the status process's work with 2,000
-    streams open in `make bench`'s burst."""
+    streams open in `make bench`'s burst. The heartbeat is a timer too (`beat_every`): it wakes
+    the stream with `ping_due` set, and the one coroutine that serves the stream sends it."""
 
     job_id: UUID
     latest: Offered | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False  # the stream is to end now (the client left, or the server drains)
+    ping_due: bool = False
     _gap: asyncio.TimerHandle | None = None  # the stream waits out its gap until this fires
     _held: bool = False  # an intermediate status came during the gap
+    _beat: asyncio.TimerHandle | None = None
+    _beat_every_s: float = 0.0
 
     def offer(self, status: Offered) -> None:
         self.latest = status
@@ -101,10 +106,35 @@ class Watch:
             self._held = False
             self.changed.set()
 
+    @property
+    def may_send(self) -> bool:
+        """Not inside a gap, or the final status is here (it never waits for one)."""
+        return self._gap is None or (self.latest is not None and self.latest.final)
+
+    def beat_every(self, seconds: float) -> None:
+        """Wake the stream with `ping_due` every `seconds` until `end_timers`."""
+        self._beat_every_s = seconds
+        self._beat = asyncio.get_running_loop().call_later(seconds, self._beat_now)
+
+    def _beat_now(self) -> None:  # a method, not a closure: one calling itself is a reference cycle
+        self.ping_due = True
+        self.changed.set()
+        self._beat = asyncio.get_running_loop().call_later(self._beat_every_s, self._beat_now)
+
+    def close(self) -> None:
+        self.closed = True
+        self.changed.set()
+
     def end_gap(self) -> None:
         if self._gap is not None:
             self._gap.cancel()
             self._gap = None
+
+    def end_timers(self) -> None:
+        self.end_gap()
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
 
 
 class ProgressHub:
@@ -116,6 +146,7 @@ class ProgressHub:
         self._watches: dict[UUID, set[Watch]] = {}
         self._seen: dict[UUID, tuple[Any, ...]] = {}  # job -> what its watchers were last offered
         self.open_streams = 0
+        self.draining = False  # the server is shutting down: streams end, none opens
         self._wakeup = asyncio.Event()
         self._nudged: set[UUID] = set()  # watched jobs this process's fold just changed
         self._nudge = asyncio.Event()
@@ -124,8 +155,17 @@ class ProgressHub:
     def full(self) -> bool:
         return self.open_streams >= self.max_streams
 
+    def drain(self) -> None:
+        """End every open stream cleanly now (a complete response: the client resumes with
+        Last-Event-ID on another instance or the restarted one), and open no more. Called when
+        the server starts shutting down, before it waits for its connections to close."""
+        self.draining = True
+        for watchers in self._watches.values():
+            for watch in watchers:
+                watch.close()
+
     def subscribe(self, job_id: UUID) -> Watch:
-        watch = Watch(job_id)
+        watch = Watch(job_id, closed=self.draining)
         self._watches.setdefault(job_id, set()).add(watch)
         self.open_streams += 1
         OPEN_STREAMS.inc()
@@ -204,14 +244,19 @@ class ProgressHub:
                     watch.offer(offered)
 
 
+HEARTBEAT = None  # what `Opened.events` yields when a heartbeat is due
+
+
 class Opened:
-    """A stream to serve: `events` yields (id, status) pairs, the final one last; `close()`
-    ends it early and cleanly (the server is shutting down: the client reconnects elsewhere)."""
+    """A stream to serve: `events` yields (id, status) pairs, the final one last, and, when
+    `heartbeat_s` is set, HEARTBEAT every `heartbeat_s` (a comment line to send, so proxies keep
+    an idle stream open); `close()` ends it early and cleanly (the client left, or the server
+    is shutting down: the client reconnects elsewhere)."""
 
     def __init__(self, hub: ProgressHub, job_id: UUID, current: JobStatus, last_sent: str | None,
-                 min_gap_s: float = 0.0) -> None:
+                 min_gap_s: float = 0.0, heartbeat_s: float | None = None) -> None:
         self._hub, self._job_id, self._current, self._last_sent = hub, job_id, current, last_sent
-        self._min_gap_s = min_gap_s
+        self._min_gap_s, self._heartbeat_s = min_gap_s, heartbeat_s
         self._watch: Watch | None = None
         self._closed = False
         self.events = self._follow()
@@ -223,25 +268,35 @@ class Opened:
     def close(self) -> None:
         self._closed = True
         if self._watch is not None:
-            self._watch.changed.set()
+            self._watch.close()
 
-    async def _follow(self) -> AsyncIterator[tuple[str, JobStatus]]:
+    async def _follow(self) -> AsyncIterator[tuple[str, JobStatus] | None]:
         """The status now (unless the client has it), then each change, until final. The
         subscription is made here, when the response starts: a client gone before that holds
         nothing."""
         self._watch = watch = self._hub.subscribe(self._job_id)
         watch.offer(Offered(status=self._current))
+        if self._heartbeat_s:
+            watch.beat_every(self._heartbeat_s)
         last_sent, loop = self._last_sent, asyncio.get_running_loop()
         try:
-            while not self._closed:
+            while not (self._closed or watch.closed):
                 await watch.changed.wait()
                 watch.changed.clear()
                 offered = watch.latest
-                if self._closed or offered is None:
+                if self._closed or watch.closed or offered is None:
                     return
+                if watch.ping_due:
+                    watch.ping_due = False
+                    yield HEARTBEAT
+                    if self._closed or watch.closed:
+                        return
+                    if not watch.may_send:
+                        continue  # woken inside a gap: what came stays held until it ends
+                    offered = watch.latest or offered  # what came while the heartbeat was sent
                 status = offered.status()
                 event_id = progress_id(status)
-                if event_id != last_sent:
+                if event_id != last_sent:  # also what a heartbeat's wake-up finds unchanged
                     last_sent = event_id
                     yield event_id, status
                     if self._min_gap_s > 0:
@@ -249,7 +304,7 @@ class Opened:
                 if offered.final:
                     return
         finally:
-            watch.end_gap()
+            watch.end_timers()
             self._hub.unsubscribe(watch)
 
 
@@ -257,13 +312,17 @@ class JobProgress:
     """The use case: check the caller may see the job (the same 400/401/404/503 as a status
     read), then follow it through the hub."""
 
-    def __init__(self, reader: JobReader, reads: ManyJobReads, hub: ProgressHub, min_gap_s: float = 0.0) -> None:
+    def __init__(self, reader: JobReader, reads: ManyJobReads, hub: ProgressHub, min_gap_s: float = 0.0,
+                 heartbeat_s: float | None = None) -> None:
         self._reader, self._reads, self._hub, self._min_gap_s = reader, reads, hub, min_gap_s
+        self._heartbeat_s = heartbeat_s
 
     async def open(self, raw_id: str, caller: Caller, last_event_id: str | None) -> Opened | None:
         """The stream to serve, or None when the client has the final status already (nothing
         more will come); RetryShortly when STATUS_MAX_STREAMS are open."""
         found = await self._reader.find(raw_id, caller)
+        if self._hub.draining:
+            raise RetryShortly("this status process is shutting down; retry shortly")
         if self._hub.full:
             raise RetryShortly(f"{self._hub.max_streams} progress streams are open on this process"
                                " (STATUS_MAX_STREAMS); retry shortly")
@@ -271,4 +330,4 @@ class JobProgress:
         current = full_status(*loaded[0]) if loaded else status_body(found)
         if current.status in FINAL_STATUSES and progress_id(current) == last_event_id:
             return None
-        return Opened(self._hub, found.job_id, current, last_event_id, self._min_gap_s)
+        return Opened(self._hub, found.job_id, current, last_event_id, self._min_gap_s, self._heartbeat_s)
