@@ -1,13 +1,13 @@
 """Front-door hygiene for every HTTP server (wired in by shared/serve.py): a cap on connections,
-on the size of a request's head, and deadlines for the head and the body, enforced inside
-uvicorn's httptools protocol.
+on the size of a request's head, deadlines for the head and the body, and one for a response
+the client has stopped reading, enforced inside uvicorn's httptools protocol.
 
 Why in the protocol and not in a middleware: an ASGI app first sees a request once its head is
-complete, too late for all four. And uvicorn (0.55) enforces none of them: with 1,500
-connections trickling a header byte every 5 s and 20 clients sending 64 MiB headers, ingest
-answered none of five normal submits within 5 s. httptools appends every chunk of a header to
-the header so far, so one 64 MiB header costs gigabytes of copying; a connection that never
-finishes its head is held for ever.
+complete, too late for the first four, and never sees the transport's write buffer. And uvicorn
+(0.55) enforces none of them: with 1,500 connections trickling a header byte every 5 s and 20
+clients sending 64 MiB headers, ingest answered none of five normal submits within 5 s.
+httptools appends every chunk of a header to the header so far, so one 64 MiB header costs
+gigabytes of copying; a connection that never finishes its head is held for ever.
 
 Per process, from CommonSettings (HTTP_MAX_CONNECTIONS, HTTP_MAX_HEADER_BYTES,
 HTTP_HEADER_TIMEOUT_S, HTTP_BODY_TIMEOUT_S, HTTP_SEND_TIMEOUT_S):
@@ -23,8 +23,12 @@ HTTP_HEADER_TIMEOUT_S, HTTP_BODY_TIMEOUT_S, HTTP_SEND_TIMEOUT_S):
 - a response whose client has stopped reading it (the socket's buffers full: the transport
   paused writing) for the send deadline is cut: the connection is aborted, which ends what was
   sending it like a client that left (a progress stream unsubscribes). uvicorn would wait for
-  ever, holding the response and the memory it buffered.
-Each refusal is `{"error": ...}` JSON, like the rest of the API, and closes the connection.
+  ever, holding the response and the memory it buffered. The deadline starts only once the
+  kernel's and the transport's buffers are full, so a slow stream (a few hundred bytes a
+  second) may be held far longer than the deadline after its client stopped reading; its
+  memory is bounded by those buffers all the while.
+Each refusal but the last is `{"error": ...}` JSON, like the rest of the API, and closes the
+connection; the last has nobody reading, and is cut without an answer.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from prometheus_client import Counter
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from shared.settings import CommonSettings
 
@@ -96,7 +101,8 @@ def guarded_protocol(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits above. State per connection: whether the
     parser is inside a request head (`_in_head`: from the end of the previous message to the
-    end of the headers), the bytes received while it was, and one deadline timer at most."""
+    end of the headers), the bytes received while it was, one head or body deadline timer at
+    most, one send-stall timer at most, and the request whose app is running."""
 
     limits: ClassVar[HttpLimits] = HttpLimits()
 
@@ -110,6 +116,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_since = 0.0  # when the current head's clock started (loop time)
         self._deadline: TimerHandle | None = None
         self._stalled: TimerHandle | None = None  # the client stopped reading: cut it then
+        self._running: RequestResponseCycle | None = None  # the request whose app runs now
 
     # Connection
     def connection_made(self, transport: BaseTransport) -> None:
@@ -135,6 +142,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         self._cancel_stall()
         super().connection_lost(exc)
+        running = self._running
+        if running is not None and running is not self.cycle and not running.response_complete:
+            # A request came behind the one still being answered (pipelined): uvicorn tells only
+            # the newest that the client left, and the running app (a progress stream) would
+            # wait for ever for its `http.disconnect`.
+            running.disconnected = True
+            running.message_event.set()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        HttpToolsProtocol._start_asgi_task(self, cycle, app)
 
     # Writing: the transport pauses the protocol when its buffer is full (the client is not
     # reading) and resumes it once the buffer has drained
@@ -155,14 +173,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _send_too_slow(self) -> None:
         self._stalled = None
         REFUSED_BY["send_time"].inc()
-        log.info("cut a connection from %s: it read nothing of its response for %g s", self.client,
-                 self.limits.send_timeout_s)
+        log.info("cut a connection from %s: its response waited %g s for the client to read (buffers full)",
+                 self.client, self.limits.send_timeout_s)
         self.transport.abort()  # close() would wait to flush a buffer nobody reads
 
     def handle_websocket_upgrade(self) -> None:
         super().handle_websocket_upgrade()
         # The connection is the WebSocket protocol's now: none of these limits applies to it
         self._cancel_deadline()
+        self._cancel_stall()
         self._in_head, self._head_bytes = True, 0
 
     # The hot path: an integer add and a compare per chunk while a head is incomplete. The base

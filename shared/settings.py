@@ -53,7 +53,7 @@ class CommonSettings(BaseSettings):
     http_max_header_bytes: int = 32 * 1024
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0
-    http_send_timeout_s: float = 30.0
+    http_send_timeout_s: float = Field(30.0, gt=0)
     # A consumer with lag that makes no progress for this long is not ready (/readyz names it).
     stall_s: float = 60.0
     # A consumer that has waited this long for its group to assign it partitions (a join that

@@ -1,5 +1,7 @@
 """Status service settings."""
 
+from pydantic import Field
+
 from shared.settings import CommonSettings
 
 
@@ -38,7 +40,7 @@ class StatusSettings(CommonSettings):
     # final one at once): each event is a socket write, and a job's counts change with nearly
     # every fold batch (handlers/progress.py); 0 sends every change
     status_stream_min_gap_s: float = 1.0
-    status_stream_heartbeat_s: float = 15.0
+    status_stream_heartbeat_s: float = Field(15.0, ge=0)  # 0: no heartbeat
     status_max_streams: int = 3072
     # status reads from memory (handlers/read_cache.py): how many jobs are held (0: off) and how
     # old an answer may be at most (what anything but this process's fold changed shows by then)

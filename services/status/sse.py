@@ -50,7 +50,8 @@ def encoded(event_id: str, status_json: str) -> bytes:
 class ProgressStreamResponse(Response):
     """The ASGI response serving `opened`: each status as an `event: status` (the JSON of
     `GET /api/status/{id}`), a `: ping` comment for each heartbeat, then the end of the body.
-    A starlette Response so FastAPI sends it as it is; it writes its own head and body."""
+    A starlette Response so FastAPI sends it as it is; it writes its own head and body, and has
+    no background task (the route takes none)."""
 
     media_type = "text/event-stream"
 
@@ -61,13 +62,10 @@ class ProgressStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-        events = self._opened.events
-        if scope.get("method") == "HEAD":  # headers only: the stream never starts
-            await send(END)
-            await events.aclose()
-            return
+        events = self._opened.events  # the route is GET only (a HEAD is 405): the stream always starts
         # It ends by itself once the response is complete (the server then answers `receive`
-        # with `http.disconnect`, ASGI's rule), so it is cancelled only when sending failed.
+        # with `http.disconnect`, ASGI's rule); it is cancelled only when the stream failed (a
+        # send raised, or the request's task was cancelled at a hard shutdown).
         gone = asyncio.get_running_loop().create_task(self._close_when_gone(receive))
         try:
             async for event in events:

@@ -191,14 +191,24 @@ def test_heartbeats_come_while_nothing_changes_and_never_release_a_held_status_e
 
 
 async def _no_heartbeat_without_the_setting() -> bool:
+    """A stream opened without a heartbeat yields its status, then nothing while nothing changes."""
     view = FakeView()
     job = view.add()
     hub = ProgressHub(view, every_s=0.005, max_streams=10)
-    opened = await JobProgress(reader(view), view, hub).open(str(job), ANYONE, None)
-    assert isinstance(opened, Opened)
-    first = await anext(opened.events)
-    await opened.events.aclose()
-    return first is not HEARTBEAT and hub.open_streams == 0
+    poller = asyncio.create_task(hub.run())
+    try:
+        opened = await JobProgress(reader(view), view, hub).open(str(job), ANYONE, None)
+        assert isinstance(opened, Opened)
+        first = await anext(opened.events)
+        assert first is not HEARTBEAT
+        try:
+            async with asyncio.timeout(0.3):  # five heartbeat periods of the test above
+                await anext(opened.events)
+        except TimeoutError:
+            return True
+        return False
+    finally:
+        poller.cancel()
 
 
 def test_a_watch_holds_intermediate_statuses_for_its_gap_and_never_the_final_one() -> None:

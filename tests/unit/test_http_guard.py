@@ -34,11 +34,17 @@ SEEN: list[GuardedHttpToolsProtocol] = []
 
 
 class Recorded(guarded_protocol(LIMITS)):  # type: ignore[misc]
-    """The guarded protocol, remembering each connection's protocol so tests can inspect it."""
+    """The guarded protocol, remembering each connection's protocol so tests can inspect it,
+    and when its writing last paused (loop time)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.paused_at: float | None = None
         SEEN.append(self)
+
+    def pause_writing(self) -> None:
+        self.paused_at = self.loop.time()
+        super().pause_writing()
 
 
 PATHS: list[str] = []  # the requests the app saw
@@ -241,20 +247,32 @@ async def test_a_response_the_client_stops_reading_is_cut_at_the_send_deadline(u
     after the send deadline the connection is aborted, so the app sees its client gone."""
     ENDLESS.clear()
     cut_before = REFUSED_BY["send_time"]._value.get()
-    loop = asyncio.get_running_loop()
 
-    def request_and_never_read() -> float:
+    def request_and_never_read() -> None:
         with connect(url) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
-            wait_for(lambda: SEEN and SEEN[0]._stalled, 5, "the response to stall")
-            stalled = loop.time()
             wait_for(lambda: ENDLESS, 5, "the app to see its client gone")
-            return stalled
-    stalled = await off_loop(request_and_never_read)
-    assert 0.4 <= ENDLESS[0] - stalled < 1.5
+    await off_loop(request_and_never_read)
+    assert SEEN[0].paused_at is not None
+    assert 0.45 <= ENDLESS[0] - SEEN[0].paused_at < 1.5  # the last pause lasted the deadline, then the cut
     assert REFUSED_BY["send_time"]._value.get() == cut_before + 1
     assert SEEN[0]._stalled is None
+
+
+async def test_a_client_that_leaves_while_its_response_stalls_drops_the_stall_timer(url: str) -> None:
+    ENDLESS.clear()
+    cut_before = REFUSED_BY["send_time"]._value.get()
+
+    def request_then_leave() -> Any:
+        with connect(url) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+            return wait_for(lambda: SEEN and SEEN[0]._stalled, 5, "the response to stall")
+    timer = await off_loop(request_then_leave)  # closed inside the deadline
+    await off_loop(wait_for, lambda: ENDLESS, 5, "the app to see its client gone")
+    assert timer.cancelled() and SEEN[0]._stalled is None
+    assert REFUSED_BY["send_time"]._value.get() == cut_before
 
 
 async def test_a_slow_reader_that_keeps_reading_is_never_cut(url: str) -> None:
@@ -267,8 +285,8 @@ async def test_a_slow_reader_that_keeps_reading_is_never_cut(url: str) -> None:
         with connect(url) as sock:
             sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
             sock.settimeout(0.05)
-            for _ in range(4):  # four stalls of 0.3 s: 1.2 s, over twice the deadline in all
-                time.sleep(0.3)  # the buffers fill meanwhile: the response stalls
+            for _ in range(8):  # eight stalls of 0.15 s: 1.2 s, over twice the deadline in all
+                time.sleep(0.15)  # the buffers fill meanwhile: the response stalls
                 stalls += bool(SEEN and SEEN[0]._stalled)
                 got, until = 0, time.monotonic() + 0.05
                 with contextlib.suppress(TimeoutError):  # then read all that comes for 50 ms
@@ -277,7 +295,7 @@ async def test_a_slow_reader_that_keeps_reading_is_never_cut(url: str) -> None:
                 reads.append(got)
         return reads, stalls
     reads, stalls = await off_loop(read_slowly)
-    assert stalls >= 3 and all(reads), (reads, stalls)  # it stalled again and again, and was never cut
+    assert stalls >= 6 and all(reads), (reads, stalls)  # it stalled again and again, and was never cut
     await off_loop(wait_for, lambda: ENDLESS, 5, "the app to see its client gone once it closed")
     assert REFUSED_BY["send_time"]._value.get() == cut_before
 
