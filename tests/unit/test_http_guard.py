@@ -242,18 +242,21 @@ async def test_deadlines_are_cancelled_when_the_client_goes_away(url: str) -> No
 
 
 
+def ask_endless_and_read_nothing(url: str, until: Callable[[], T | None], what: str) -> T:
+    """GET /endless with a small receive buffer, read nothing until `until()`, then close."""
+    with connect(url) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        return wait_for(until, 5, what)
+
+
 async def test_a_response_the_client_stops_reading_is_cut_at_the_send_deadline(url: str) -> None:
     """The client reads nothing: once the socket's buffers are full the response stalls, and
     after the send deadline the connection is aborted, so the app sees its client gone."""
     ENDLESS.clear()
     cut_before = REFUSED_BY["send_time"]._value.get()
 
-    def request_and_never_read() -> None:
-        with connect(url) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
-            wait_for(lambda: ENDLESS, 5, "the app to see its client gone")
-    await off_loop(request_and_never_read)
+    await off_loop(ask_endless_and_read_nothing, url, lambda: ENDLESS, "the app to see its client gone")
     assert SEEN[0].paused_at is not None
     assert 0.45 <= ENDLESS[0] - SEEN[0].paused_at < 1.5  # the last pause lasted the deadline, then the cut
     assert REFUSED_BY["send_time"]._value.get() == cut_before + 1
@@ -264,12 +267,8 @@ async def test_a_client_that_leaves_while_its_response_stalls_drops_the_stall_ti
     ENDLESS.clear()
     cut_before = REFUSED_BY["send_time"]._value.get()
 
-    def request_then_leave() -> Any:
-        with connect(url) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(b"GET /endless HTTP/1.1\r\nHost: t\r\n\r\n")
-            return wait_for(lambda: SEEN and SEEN[0]._stalled, 5, "the response to stall")
-    timer = await off_loop(request_then_leave)  # closed inside the deadline
+    timer = await off_loop(ask_endless_and_read_nothing, url, lambda: SEEN and SEEN[0]._stalled,
+                           "the response to stall")  # then the client leaves, inside the deadline
     await off_loop(wait_for, lambda: ENDLESS, 5, "the app to see its client gone")
     assert timer.cancelled() and SEEN[0]._stalled is None
     assert REFUSED_BY["send_time"]._value.get() == cut_before
