@@ -53,8 +53,6 @@ class ProgressStreamResponse(Response):
     A starlette Response so FastAPI sends it as it is; it writes its own head and body, and has
     no background task (the route takes none)."""
 
-    media_type = "text/event-stream"
-
     def __init__(self, opened: Opened) -> None:  # noqa: D107 - Response's body and headers are not used
         self._opened = opened
         self.status_code = 200

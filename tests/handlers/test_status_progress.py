@@ -280,6 +280,11 @@ def test_a_stream_closed_during_its_gap_ends_at_once_and_leaves_nothing_behind()
     assert sent == ["scheduled"] and took < 1 and still_open == 0
 
 
+def status_of(item: tuple[str, JobStatus] | None) -> str:
+    assert item is not None  # no heartbeat set: every item is an event
+    return item[1].status
+
+
 def test_draining_ends_every_open_stream_and_refuses_new_ones_with_retry_shortly() -> None:
     async def scenario() -> tuple[list[list[str]], int]:
         view = FakeView()
@@ -289,15 +294,15 @@ def test_draining_ends_every_open_stream_and_refuses_new_ones_with_retry_shortly
         progress = JobProgress(reader(view), view, hub)
         try:
             streams = [await progress.open(str(job), ANYONE, None) for job in jobs]
-            firsts = [await anext(opened.events) for opened in streams if isinstance(opened, Opened)]
+            assert all(isinstance(opened, Opened) for opened in streams)
+            sent = [[status_of(await anext(opened.events))] for opened in streams]  # type: ignore[union-attr]
             hub.drain()
             with pytest.raises(RetryShortly, match="shutting down"):
                 await progress.open(str(jobs[0]), ANYONE, None)
             async with asyncio.timeout(5):
-                rest = [[item[1].status async for item in opened.events if item is not None]
-                        for opened in streams if isinstance(opened, Opened)]
-            return [[first[1].status] + more for first, more in zip(firsts, rest, strict=True)
-                    if first is not None], hub.open_streams
+                for opened, seen in zip(streams, sent, strict=True):
+                    seen += [status_of(item) async for item in opened.events]  # type: ignore[union-attr]
+            return sent, hub.open_streams
         finally:
             poller.cancel()
     sent, still_open = asyncio.run(scenario())

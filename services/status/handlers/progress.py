@@ -261,12 +261,8 @@ class Opened:
         self._closed = False
         self.events = self._follow()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
-        self._closed = True
+        self._closed = True  # before the stream starts: it ends as soon as it has subscribed
         if self._watch is not None:
             self._watch.close()
 
@@ -275,21 +271,23 @@ class Opened:
         subscription is made here, when the response starts: a client gone before that holds
         nothing."""
         self._watch = watch = self._hub.subscribe(self._job_id)
+        if self._closed:
+            watch.close()
         watch.offer(Offered(status=self._current))
         if self._heartbeat_s:
             watch.beat_every(self._heartbeat_s)
         last_sent, loop = self._last_sent, asyncio.get_running_loop()
         try:
-            while not (self._closed or watch.closed):
+            while not watch.closed:
                 await watch.changed.wait()
                 watch.changed.clear()
                 offered = watch.latest
-                if self._closed or watch.closed or offered is None:
+                if watch.closed or offered is None:
                     return
                 if watch.ping_due:
                     watch.ping_due = False
                     yield HEARTBEAT
-                    if self._closed or watch.closed:
+                    if watch.closed:
                         return
                     if not watch.may_send:
                         continue  # woken inside a gap: what came stays held until it ends
