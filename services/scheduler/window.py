@@ -1,6 +1,6 @@
 """The dispatch window's bookkeeping, pure (no I/O; the clock is passed in): which tasks are out,
-per tenant, where each landed in the tasks topic, and which are done given the processors'
-committed offsets. The dispatcher (handlers/dispatch.py) owns one."""
+per tenant and per tasks partition, where each landed in the tasks topic, and which are done
+given the processors' committed offsets. The dispatcher (handlers/dispatch.py) owns one."""
 
 from __future__ import annotations
 
@@ -10,17 +10,24 @@ from collections import Counter
 
 class TasksOut:
     def __init__(self) -> None:
-        self._out: dict[str, tuple[str, float]] = {}  # task_id -> (tenant label, when dispatched)
+        self._out: dict[str, tuple[str, float, int]] = {}  # task_id -> (tenant, when dispatched, partition)
         self.by_tenant: Counter[str] = Counter()  # the same, counted
+        self.by_partition: Counter[int] = Counter()  # the same, by the tasks partition sent to
         self._landed: dict[int, list[tuple[int, str]]] = {}  # partition -> heap of (offset, task_id)
 
     def __len__(self) -> int:
         return len(self._out)
 
-    def dispatched(self, task_id: str, tenant: str, now: float) -> None:
+    def dispatched(self, task_id: str, tenant: str, now: float, partition: int) -> None:
+        """The task was handed to the producer for `partition` of the tasks topic."""
         if task_id not in self._out:
-            self._out[task_id] = (tenant, now)
+            self._out[task_id] = (tenant, now, partition)
             self.by_tenant[tenant] += 1
+            self.by_partition[partition] += 1
+
+    def loads(self, partitions: int) -> list[int]:
+        """The tasks out on each of the tasks topic's `partitions`, by partition number."""
+        return [self.by_partition[p] for p in range(partitions)]
 
     def landed(self, task_id: str, partition: int, offset: int) -> None:
         """The broker acknowledged the task at (partition, offset)."""
@@ -43,16 +50,20 @@ class TasksOut:
         for task_id in task_ids:
             found = self._out.pop(task_id, None)
             if found is not None:
-                self.by_tenant[found[0]] -= 1
-                if not self.by_tenant[found[0]]:
-                    del self.by_tenant[found[0]]  # only tenants with tasks out are counted
+                tenant, _, partition = found
+                self.by_tenant[tenant] -= 1
+                if not self.by_tenant[tenant]:
+                    del self.by_tenant[tenant]  # only tenants with tasks out are counted
+                self.by_partition[partition] -= 1
+                if not self.by_partition[partition]:
+                    del self.by_partition[partition]
                 freed.append(task_id)
         return freed
 
     def expire(self, dispatched_before: float) -> list[str]:
         """Free the tasks dispatched before then and not done yet (their offset never passed:
         the processors' group was reset, say), and forget where they landed."""
-        stale = self.free([task_id for task_id, (_, at) in self._out.items() if at < dispatched_before])
+        stale = self.free([task_id for task_id, (_, at, _) in self._out.items() if at < dispatched_before])
         if stale:
             for partition, heap in self._landed.items():
                 self._landed[partition] = [entry for entry in heap if entry[1] in self._out]

@@ -26,7 +26,7 @@ from tests.bench.frontdoor import overload
 from tests.bench.timing import one_job_latencies, summary
 from tests.support.stack import Infra, Stack
 
-BEFORE = os.environ.get("BENCH_BEFORE", "59057f6")  # the last commit before this stop's changes (issue 20)
+BEFORE = os.environ.get("BENCH_BEFORE", "b17ea4c")  # the last commit before this stop's changes (issue 20)
 ROUNDS = 2
 
 

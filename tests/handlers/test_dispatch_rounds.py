@@ -33,7 +33,7 @@ def dispatcher_with_window_full_of(owner: str, out: int, window: int = WINDOW, w
     dispatcher = Dispatcher(settings, FakeTable(), FakeTaskSender(), lambda: 1.0)
     dispatcher.add(job(owner, 500), partition=0)
     for n in range(out):
-        dispatcher.out.dispatched(f"{owner}-task-{n}", owner, now=0.0)
+        dispatcher.out.dispatched(f"{owner}-task-{n}", owner, now=0.0, partition=0)
     return dispatcher
 
 
@@ -51,7 +51,8 @@ def test_a_tenant_with_nothing_out_gets_a_round_at_the_first_free_place() -> Non
     assert not dispatcher.worth_a_round(dispatcher.room())  # no place free at all
     dispatcher.out.free(["team-a-task-0"])
     assert dispatcher.worth_a_round(dispatcher.room())
-    dispatcher.out.dispatched("team-b-task", "team-b", now=1.0)  # once it has one out, it waits as others do
+    # once it has one out, it waits as others do
+    dispatcher.out.dispatched("team-b-task", "team-b", now=1.0, partition=0)
     dispatcher.out.free(["team-a-task-1"])
     assert not dispatcher.worth_a_round(dispatcher.room())
 
@@ -61,13 +62,13 @@ def test_a_tenant_far_below_its_share_gets_a_round_at_the_first_free_place() -> 
     other tenants' earlier tasks in its partition are still running), yet it has next to nothing
     of its share: half of 64 places for two tenants of equal weight, an eighth of that is 4."""
     dispatcher = dispatcher_with_window_full_of("team-a", 63, window=64)
-    dispatcher.out.dispatched("team-b-task-0", "team-b", now=0.0)
+    dispatcher.out.dispatched("team-b-task-0", "team-b", now=0.0, partition=0)
     dispatcher.add(job("team-b", 1), partition=1)
     assert not dispatcher.worth_a_round(dispatcher.room())  # no place free at all
     dispatcher.out.free(["team-a-task-0"])
     assert dispatcher.worth_a_round(dispatcher.room())  # 1 out < 4
     for n in range(1, 4):
-        dispatcher.out.dispatched(f"team-b-task-{n}", "team-b", now=1.0)
+        dispatcher.out.dispatched(f"team-b-task-{n}", "team-b", now=1.0, partition=0)
         dispatcher.out.free([f"team-a-task-{n}"])
     assert not dispatcher.worth_a_round(dispatcher.room())  # 4 out: it waits for a round as others do
 
@@ -76,7 +77,7 @@ def test_weights_set_the_share_a_starved_tenant_is_measured_against() -> None:
     """team-a weighs 7, team-b 1: team-b's share of 64 places is 8, an eighth of it 1, so with one
     task out it is not starved; team-a, with 1 of its share of 56 out, is."""
     dispatcher = dispatcher_with_window_full_of("team-b", 63, window=64, weights="team-a=7")
-    dispatcher.out.dispatched("team-a-task-0", "team-a", now=0.0)
+    dispatcher.out.dispatched("team-a-task-0", "team-a", now=0.0, partition=0)
     dispatcher.out.free(["team-b-task-0"])
     assert not dispatcher.worth_a_round(dispatcher.room())  # only team-b queued, at its share and more
     dispatcher.add(job("team-a", 1), partition=1)
@@ -125,6 +126,33 @@ def test_rounds_of_an_eighth_of_the_window_fill_it_and_the_loop_yields_between_r
     assert len(dispatcher.out) == WINDOW and dispatcher.room() == 0
     assert {r[3] for r in sender.sent if r[0] == settings.topics.jobs} == {2}  # the running totals: the job's partition
     assert table.cursors == {big.job_id: WINDOW}
+
+
+def test_a_round_sends_its_tasks_to_the_partitions_with_fewest_out() -> None:
+    """Half of the tasks partitions hold a processor's unfinished work, the other half nothing
+    (their processor was faster): a new job's tasks go to the idle ones until all are level."""
+    table, sender = FakeTable(), FakeTaskSender(count=4)
+    settings = SchedulerSettings(dispatch_window=64)
+    dispatcher = Dispatcher(settings, table, sender, lambda: 1.0)
+    for n in range(16):
+        dispatcher.out.dispatched(f"earlier-{n}", "team-a", now=0.0, partition=n % 2)
+    big = job("team-a", 24)
+    dispatcher.add(big, partition=0)
+
+    async def dispatch_all() -> None:
+        running = asyncio.create_task(dispatcher.run())
+        try:
+            async with asyncio.timeout(5):
+                while table.cursors.get(big.job_id) != 24:
+                    await asyncio.sleep(0.01)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    asyncio.run(dispatch_all())
+    sent = [partition for topic, _, _, partition in sender.sent if topic == settings.topics.tasks]
+    assert sorted(sent[:16]) == [2] * 8 + [3] * 8  # the idle partitions first
+    assert dispatcher.out.loads(4) == [10, 10, 10, 10]
 
 
 def test_revoked_partitions_store_their_cursors_and_drop_their_jobs() -> None:

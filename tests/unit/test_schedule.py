@@ -9,7 +9,14 @@ from uuid import UUID, uuid4
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.scheduler.domain import RecentlyReleased, Schedule, released, task_partition, tasks_for
+from services.scheduler.domain import (
+    RecentlyReleased,
+    Schedule,
+    least_busy_partition,
+    released,
+    task_partition,
+    tasks_for,
+)
 from shared.events import JobSubmitted, Visit
 
 T0 = datetime(2025, 2, 16, 5, 0, tzinfo=UTC)
@@ -190,6 +197,76 @@ def test_a_release_of_many_small_jobs_loads_four_processors_evenly() -> None:
         per_processor = [sum(per_partition[p::4]) for p in range(4)]
         worst.append(max(per_processor) / (5120 / 4))
     assert max(worst) <= 1.03, worst
+
+
+def place(preferred: list[int], out: list[int]) -> list[int]:
+    """Where the dispatcher sends tasks of these preferred partitions, one after another."""
+    placed = []
+    for partition in preferred:
+        chosen = least_busy_partition(partition, out)
+        out[chosen] += 1
+        placed.append(chosen)
+    return placed
+
+
+def test_while_the_partitions_are_equally_busy_a_job_goes_where_its_id_says() -> None:
+    job = uuid4()
+    preferred = [task_partition(job, i, 12) for i in range(30)]
+    assert place(preferred, [5] * 12) == preferred
+
+
+def test_a_task_whose_partition_is_busier_goes_to_the_first_least_busy_after_it() -> None:
+    assert least_busy_partition(2, [3, 0, 3, 3, 1, 0]) == 5  # after 2: 3, 4, 5 (fewest), then 0, 1
+    assert least_busy_partition(4, [1, 0, 3, 3, 3, 3]) == 1  # wraps around
+    assert least_busy_partition(0, [0, 0, 0]) == 0
+
+
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=16), st.integers(0, 2_000), st.integers(0, 2**32))
+def test_new_tasks_level_the_partitions_before_any_gets_more(out: list[int], tasks: int, start: int) -> None:
+    """The least busy partitions are filled first: a partition gets a task only when none has
+    fewer out, so no partition goes above the busiest until all have caught up with it; with
+    tasks enough for that, the partitions end within one task of each other."""
+    before = list(out)
+    placed = place([(start + n) % len(out) for n in range(tasks)], out)
+    level = max(before) if tasks <= sum(max(before) - b for b in before) else None
+    assert len(placed) == tasks
+    if level is not None:
+        assert all(count + placed.count(p) <= level for p, count in enumerate(before))  # nobody above the busiest yet
+    else:
+        assert max(out) - min(out) <= 1
+
+
+def drained_by_two_processors(least_busy: bool) -> list[int]:
+    """Two processors of six partitions each, the second draining half as fast, a window of
+    2,048 tasks refilled every tick: the tasks each finished once the queues had settled."""
+    rng = random.Random(3)
+    out, done = [170] * 12, [0, 0]
+    for tick in range(1_000):
+        if tick == 500:
+            done = [0, 0]
+        for processor, speed in ((0, 12), (1, 6)):
+            for _ in range(speed):
+                mine = [p for p in range(processor * 6, processor * 6 + 6) if out[p]]
+                if mine:
+                    out[rng.choice(mine)] -= 1
+                    done[processor] += 1
+        preferred = [rng.randrange(12) for _ in range(2048 - sum(out))]
+        if least_busy:
+            place(preferred, out)
+        else:
+            for partition in preferred:
+                out[partition] += 1
+    return done
+
+
+def test_a_slow_processors_partitions_get_new_tasks_only_as_they_drain() -> None:
+    """Sent where the fewest wait, the fast processor does twice the slow one's work; placed by
+    job alone, its partitions ran dry while the slow one's queue grew, and then it got only as
+    many new tasks as the slow one: both worked at the slow one's pace."""
+    fast, slow = drained_by_two_processors(least_busy=True)
+    assert fast > 1.8 * slow
+    fast, slow = drained_by_two_processors(least_busy=False)
+    assert fast < 1.2 * slow
 
 
 # -- jobs released lately: kept while their mark may race a re-published submit, then forgotten --

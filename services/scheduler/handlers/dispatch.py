@@ -6,11 +6,12 @@ At most `DISPATCH_WINDOW` tasks are out (handed to Kafka, not yet done); a task 
 processors' committed offset on its partition is past the offset its acknowledgement gave it
 (adapters/completions.py polls those offsets while tasks are out), which frees its place. A
 round takes as many tasks as there is room for, up to an eighth of the window (`ROUND_PARTS`),
-hands them to the idempotent producer
-(`tasks_for` order within a job, each to the partition `task_partition` gives it, as before)
-together with each touched job's running total (`TasksDispatched`: one record per round and
-partition of the jobs topic), and a confirmation task waits for the acknowledgements, notes
-each task's offset and stores each job's cursor. A crash in between dispatches again from the
+hands them to the idempotent producer (`tasks_for` order within a job, each to the partition of
+the tasks topic with the fewest tasks out, its job's own while they are equally busy:
+domain.least_busy_partition) together with each touched job's running total
+(`TasksDispatched`: one record per round and partition of the jobs topic), and a
+confirmation task waits for the acknowledgements, notes each task's offset and stores each
+job's cursor. A crash in between dispatches again from the
 stored cursor: the same task ids, which the processors and the status fold ignore as repeats.
 Nothing is lost or doubled in effect.
 
@@ -32,7 +33,7 @@ from uuid import UUID
 from prometheus_client import Counter as Total
 from prometheus_client import Gauge
 
-from services.scheduler.domain import DispatchRow, image_positions, task_at, task_partition
+from services.scheduler.domain import DispatchRow, image_positions, least_busy_partition, task_at, task_partition
 from services.scheduler.ports import Acks, DispatchStore, TaskRecord, TaskSender
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.window import TasksOut
@@ -209,6 +210,7 @@ class Dispatcher:
         task waits for the acknowledgements and stores the cursors."""
         events = await retry_record_work("loading jobs to dispatch", lambda: self._events_of({j for j, _ in picks}))
         partitions = await self.sender.partitions()
+        busy = self.out.loads(partitions)  # tasks out per tasks partition, this round's counted as they go
         cursors: dict[UUID, int] = {}
         sends: list[TaskRecord] = []
         by_tenant: Counter[str] = Counter()  # tasks sent, by tenant label
@@ -221,9 +223,10 @@ class Dispatcher:
             if positions is None:
                 positions = self._positions[job_id] = image_positions(job)
             task = task_at(job, positions[ordinal], stamp)
-            sends.append((self.settings.topics.tasks, encode_event(task), task.task_id.encode(),
-                          task_partition(job_id, ordinal, partitions)))
-            self.out.dispatched(task.task_id, self._jobs[job_id][2], now)
+            partition = least_busy_partition(task_partition(job_id, ordinal, partitions), busy)
+            busy[partition] += 1
+            sends.append((self.settings.topics.tasks, encode_event(task), task.task_id.encode(), partition))
+            self.out.dispatched(task.task_id, self._jobs[job_id][2], now, partition)
             by_tenant[self._jobs[job_id][1]] += 1
             cursors[job_id] = max(cursors.get(job_id, 0), ordinal + 1)
             if ordinal == 0:
