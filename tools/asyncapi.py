@@ -67,7 +67,8 @@ CHANNELS_OF: dict[str, list[type[BaseModel]]] = {
     "results": [events.ImageSucceeded, events.ImageFailed],
     "status": [events.JobStatusChanged],
 }
-KEYS = {"jobs": "job_id", "tasks": "task_id (job_id:visit_index:image_index)", "results": "job_id",
+KEYS = {"jobs": "job_id", "tasks": "task_id (job_id:visit_index:image_index); the scheduler picks the partition "
+        "(the one with the fewest tasks out), not the key's hash", "results": "job_id",
         "status": "job_id", "dlq": "the original record's key, unchanged", "store-stats": "store_id|window_start"}
 PARTITIONS = {"jobs": 6, "tasks": 12, "results": 6, "status": 6, "dlq": 1, "store-stats": 6}
 COMPACTED = ("status", "store-stats")

@@ -218,25 +218,30 @@ def unschedulable(job: JobSubmitted, reason: str) -> list[ImageFailed]:
 
 
 def task_partition(job_id: UUID, ordinal: int, partitions: int) -> int:
-    """The tasks-topic partition a job's `ordinal`-th image (in `tasks_for` order) goes to while
-    every partition is as busy as the others (`least_busy_partition`): a job's images go to
-    consecutive partitions from a start fixed by its id, so one job's images are processed side
-    by side, and a release is spread evenly (hashing each task_id left the busiest of four
-    processors ~3% more images than the mean, which it then finished last)."""
+    """The tasks-topic partition a job's `ordinal`-th image (in `tasks_for` order) prefers: it
+    goes there when no partition has fewer tasks out (`least_busy_partition`). A job's images
+    prefer consecutive partitions from a start fixed by its id, so one job's images are
+    processed side by side, and a release is spread evenly (hashing each task_id left the
+    busiest of four processors ~3% more images than the mean, which it then finished last)."""
     return (int.from_bytes(job_id.bytes[:4], "big") + ordinal) % partitions
 
 
 def least_busy_partition(preferred: int, out: list[int]) -> int:
     """Where a task goes, given the tasks out (dispatched, not done) on each partition of the
-    tasks topic: its `preferred` partition (`task_partition`) if none has fewer out, else the
-    first of the least busy after it (cyclically). The caller counts the task in `out`.
+    tasks topic (`out`: one count per partition, at least one; `preferred` one of them): its
+    `preferred` partition (`task_partition`) if none has fewer out, else the first of the least
+    busy after it (cyclically). The caller counts the task in `out`.
 
     Equal shares are not equal speeds: a processor sharing its core with the broker, or on a
     slower machine, drains its partitions more slowly. With every task placed by job, its
-    partitions kept as many tasks as the others', so it finished a burst last while the other
-    processors idled (on the two-core `make run` stack, 250-500 ms of a 3.7 s burst). Sending
-    each task where the fewest wait keeps every processor's queue as long as the others', and
-    a faster one takes more."""
+    partitions kept as many tasks as the others', so the window filled with its backlog while
+    the faster processors ran dry, and it finished a burst alone (on the two-core `make run`
+    stack, 0-700 ms after the other processor, 280 on average). Sending each task where the
+    fewest wait keeps every processor's queue as long as the others', and a faster one takes
+    more. "Out" counts a task until the processors' committed offset passes it, so a partition
+    whose oldest task is slow (a download taking its full timeout) keeps its finished tasks
+    counted and gets no new ones meanwhile; placed by job, it took its share and held the
+    window's places."""
     low = min(out)
     if out[preferred] == low:
         return preferred

@@ -19,7 +19,9 @@ class TasksOut:
         return len(self._out)
 
     def dispatched(self, task_id: str, tenant: str, now: float, partition: int) -> None:
-        """The task was handed to the producer for `partition` of the tasks topic."""
+        """The task was handed to the producer for `partition` of the tasks topic. A task already
+        out stays counted where it first went (a repeat dispatch is a rare race that its task
+        id makes harmless; its count moves nowhere)."""
         if task_id not in self._out:
             self._out[task_id] = (tenant, now, partition)
             self.by_tenant[tenant] += 1

@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from services.scheduler.domain import DispatchRow
+from services.scheduler.domain import DispatchRow, task_partition
 from services.scheduler.handlers import dispatch
 from services.scheduler.handlers.dispatch import Dispatcher
 from services.scheduler.settings import SchedulerSettings
@@ -152,6 +152,7 @@ def test_a_round_sends_its_tasks_to_the_partitions_with_fewest_out() -> None:
     asyncio.run(dispatch_all())
     sent = [partition for topic, _, _, partition in sender.sent if topic == settings.topics.tasks]
     assert sorted(sent[:16]) == [2] * 8 + [3] * 8  # the idle partitions first
+    assert sent[16:] == [task_partition(big.job_id, i, 4) for i in range(16, 24)]  # level: the job's own order
     assert dispatcher.out.loads(4) == [10, 10, 10, 10]
 
 

@@ -176,7 +176,7 @@ def test_due_before_finds_exactly_the_pending_jobs_due_without_removing_them(
 def test_a_jobs_images_go_to_consecutive_partitions_the_same_each_time() -> None:
     job = uuid4()
     first = [task_partition(job, i, 12) for i in range(30)]
-    assert first == [task_partition(job, i, 12) for i in range(30)]  # a re-release: same partitions
+    assert first == [task_partition(job, i, 12) for i in range(30)]  # the same preferences each time
     assert all((b - a) % 12 == 1 for a, b in zip(first, first[1:], strict=False))
     big = [task_partition(job, i, 12) for i in range(10_000)]
     assert {big.count(p) for p in range(12)} == {833, 834}
@@ -204,6 +204,8 @@ def place(preferred: list[int], out: list[int]) -> list[int]:
     placed = []
     for partition in preferred:
         chosen = least_busy_partition(partition, out)
+        assert out[chosen] == min(out)  # never a busier one
+        assert chosen == partition or out[partition] > min(out)  # the preferred one when it can be
         out[chosen] += 1
         placed.append(chosen)
     return placed

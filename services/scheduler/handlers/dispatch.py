@@ -7,8 +7,8 @@ processors' committed offset on its partition is past the offset its acknowledge
 (adapters/completions.py polls those offsets while tasks are out), which frees its place. A
 round takes as many tasks as there is room for, up to an eighth of the window (`ROUND_PARTS`),
 hands them to the idempotent producer (`tasks_for` order within a job, each to the partition of
-the tasks topic with the fewest tasks out, its job's own while they are equally busy:
-domain.least_busy_partition) together with each touched job's running total
+the tasks topic with the fewest tasks out, the one its job prefers for it when that is among
+them: domain.least_busy_partition) together with each touched job's running total
 (`TasksDispatched`: one record per round and partition of the jobs topic), and a
 confirmation task waits for the acknowledgements, notes each task's offset and stores each
 job's cursor. A crash in between dispatches again from the
