@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from typing import TypeVar
+
+K = TypeVar("K")
 
 
 class TasksOut:
@@ -53,12 +56,8 @@ class TasksOut:
             found = self._out.pop(task_id, None)
             if found is not None:
                 tenant, _, partition = found
-                self.by_tenant[tenant] -= 1
-                if not self.by_tenant[tenant]:
-                    del self.by_tenant[tenant]  # only tenants with tasks out are counted
-                self.by_partition[partition] -= 1
-                if not self.by_partition[partition]:
-                    del self.by_partition[partition]
+                _uncount(self.by_tenant, tenant)
+                _uncount(self.by_partition, partition)
                 freed.append(task_id)
         return freed
 
@@ -71,3 +70,10 @@ class TasksOut:
                 self._landed[partition] = [entry for entry in heap if entry[1] in self._out]
                 heapq.heapify(self._landed[partition])
         return stale
+
+
+def _uncount(counter: Counter[K], key: K) -> None:
+    """One task fewer under `key`; a key with none left goes (only keys with tasks out are counted)."""
+    counter[key] -= 1
+    if not counter[key]:
+        del counter[key]
