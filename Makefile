@@ -4,6 +4,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The benchmarks' charts need matplotlib, which requires "pillow": pip would install stock Pillow
+# over pillow-simd's PIL package (both ship PIL/), and every service would then run on it. So it
+# is installed without its dependencies, naming them less pillow; pillow-simd provides PIL.
+MATPLOTLIB := matplotlib contourpy cycler fonttools kiwisolver numpy packaging pyparsing python-dateutil six
+PLOTTING := $(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q --no-deps $(MATPLOTLIB)
 
 .PHONY: setup run test test-unit compose-test demo bench soak soak-load lint docs clean
 
@@ -49,7 +54,7 @@ demo: setup  # with `make run` in another terminal: the example job 5 s ahead, t
 
 bench: setup  # the peers (Redis, BullMQ's node_modules, Celery's venv) are set up under .state/peers
 	command -v wrk >/dev/null || (apt-get install -y -q wrk || sudo apt-get install -y -q wrk)
-	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib
+	$(PLOTTING)
 	bash tests/bench/peers_setup.sh
 	$(PY) -m tests.bench.pipeline
 
@@ -57,7 +62,7 @@ soak: setup  # the fault and fuzz suites with many more rounds and examples
 	SOAK_ROUNDS=20 FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/faults tests/security
 
 soak-load: setup  # 30 minutes of 5x the replaced system's load on the `make run` stack (docs/benchmarks.md)
-	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q matplotlib
+	$(PLOTTING)
 	$(PY) -m tests.bench.soak --minutes 30 --docs
 
 lint: setup

@@ -261,3 +261,16 @@ def test_parse_gpu_delay(spec: str, expected: tuple[float, float]) -> None:
 def test_parse_gpu_delay_rejects_bad_specs(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_gpu_delay(spec)
+
+
+def test_images_are_read_with_pillow_simd_not_stock_pillow() -> None:
+    """Both distributions ship the `PIL` package, so one that requires stock Pillow (matplotlib
+    does; the benchmarks plot with it) would be installed over pillow-simd's files, and every
+    processor would measure with it. The Makefile installs matplotlib without its dependencies."""
+    import importlib.metadata
+
+    import PIL
+
+    assert PIL.__version__ == importlib.metadata.version("pillow-simd")
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version("pillow")  # uninstalling it would delete pillow-simd's PIL files
