@@ -27,6 +27,9 @@ deploy/kafka/lib/.complete: deploy/kafka/pom.xml $(STAMP)
 	$(PY) -m deploy.devstack setup
 
 setup: $(STAMP) deploy/kafka/lib/.complete
+	@# a venv where an earlier `make bench` let pip put stock Pillow over pillow-simd (above) is mended
+	@$(PY) -c "import PIL, importlib.metadata as m; assert PIL.__version__ == m.version('pillow-simd')" 2>/dev/null || \
+	  { $(PY) -m pip uninstall -y -q pillow; $(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps pillow-simd; }
 
 run: setup
 	$(PY) -m deploy.devstack run
