@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 # is installed without its dependencies, naming them less pillow; pillow-simd provides PIL.
 MATPLOTLIB := matplotlib contourpy cycler fonttools kiwisolver numpy packaging pyparsing python-dateutil six
 PLOTTING := $(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q --no-deps $(MATPLOTLIB)
+REINSTALL_PILLOW_SIMD := $(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps pillow-simd
 
 .PHONY: setup run test test-unit compose-test demo bench soak soak-load lint docs clean
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	# pillow-simd compiles against the system's image libraries: rebuild it without pip's cache so
 	# a wheel cached before libwebp-dev/libjpeg-dev were installed cannot slip in without them.
-	$(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps pillow-simd
+	$(REINSTALL_PILLOW_SIMD)
 	$(PY) -c "from PIL import features as f; missing = [c for c in ('jpg', 'zlib', 'webp') if not f.check(c)]; assert not missing, f'pillow-simd lacks {missing}: install libjpeg-dev zlib1g-dev libwebp-dev and rerun'"
 	touch $(STAMP)
 
@@ -29,7 +30,7 @@ deploy/kafka/lib/.complete: deploy/kafka/pom.xml $(STAMP)
 setup: $(STAMP) deploy/kafka/lib/.complete
 	@# a venv where an earlier `make bench` let pip put stock Pillow over pillow-simd (above) is mended
 	@$(PY) -c "import PIL, importlib.metadata as m; assert PIL.__version__ == m.version('pillow-simd')" 2>/dev/null || \
-	  { $(PY) -m pip uninstall -y -q pillow; $(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps pillow-simd; }
+	  { $(PY) -m pip uninstall -y -q pillow; $(REINSTALL_PILLOW_SIMD); }
 
 run: setup
 	$(PY) -m deploy.devstack run
